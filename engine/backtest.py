@@ -1,0 +1,91 @@
+"""Daily backtest: target weights x daily returns -> equity, turnover and costs. Pure numpy.
+
+Timing. The signal is taken at the close of rebalance day T. The trade happens at
+the close of day T + lag (``execution_lag`` trading days, default 1), so the new
+weights first earn the return of day T + lag + 1. Between trades the weights drift
+with prices (no implicit daily rebalancing). Costs are charged on the trade day as
+``cost_bps`` basis points of one-way turnover, sum |w_target - w_drifted|; the first
+trade from cash therefore costs one full turnover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Daily series over the whole calendar (zeros before the first trade).
+
+    Attributes
+    ----------
+    gross, net : daily simple portfolio returns before / after costs.
+    turnover : one-way turnover traded at each day's close (0 on non-trade days).
+    start : index of the first trade day; returns are meaningful from start + 1.
+    """
+
+    gross: np.ndarray
+    net: np.ndarray
+    turnover: np.ndarray
+    start: int
+
+
+def simple_returns(prices: np.ndarray) -> np.ndarray:
+    """Day-over-day simple returns of a (days x symbols) price matrix; NaN where either
+    price is missing and on the first day."""
+    out = np.full(prices.shape, np.nan)
+    out[1:] = prices[1:] / prices[:-1] - 1.0
+    return out
+
+
+def _segment(returns: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Daily returns of drifting weights ``w`` over ``returns`` rows, and the drifted
+    weights at the end. Missing returns count as 0 (the name is held flat)."""
+    held = np.flatnonzero(w)
+    cash = 1.0 - w[held].sum()
+    growth = np.cumprod(1.0 + np.nan_to_num(returns[:, held]), axis=0)
+    value = growth @ w[held] + cash
+    daily = np.diff(np.r_[1.0, value]) / np.r_[1.0, value[:-1]]
+    drifted = np.zeros_like(w)
+    drifted[held] = w[held] * growth[-1] / value[-1]
+    return daily, drifted
+
+
+def backtest(
+    returns: np.ndarray, trade_days: np.ndarray, targets: np.ndarray, cost_bps: float
+) -> BacktestResult:
+    """Run the portfolio through ``returns`` (days x symbols).
+
+    Parameters
+    ----------
+    returns : daily simple returns, NaN where missing.
+    trade_days : increasing day indices at whose close the portfolio trades to
+        ``targets[j]``; days beyond the calendar are dropped.
+    targets : (len(trade_days), symbols) target weights, each row summing to <= 1.
+    cost_bps : cost per unit of one-way turnover, in basis points.
+    """
+    n_days = returns.shape[0]
+    keep = trade_days < n_days
+    trade_days, targets = trade_days[keep], targets[keep]
+    gross, turnover = np.zeros(n_days), np.zeros(n_days)
+    if len(trade_days) == 0:
+        return BacktestResult(gross, gross.copy(), turnover, start=n_days - 1)
+    current = np.zeros(returns.shape[1])
+    ends = np.r_[trade_days[1:], n_days - 1]
+    for day, end, target in zip(trade_days, ends, targets, strict=True):
+        turnover[day] = np.abs(target - current).sum()
+        current = target
+        if end > day:
+            gross[day + 1 : end + 1], current = _segment(returns[day + 1 : end + 1], target)
+    net = (1.0 + gross) * (1.0 - turnover * cost_bps / 1e4) - 1.0
+    return BacktestResult(gross=gross, net=net, turnover=turnover, start=int(trade_days[0]))
+
+
+def equal_weight_universe(returns: np.ndarray) -> np.ndarray:
+    """Daily return of the equal-weighted universe (rebalanced daily), same Adj Close basis."""
+    valid = ~np.isnan(returns)
+    counts = valid.sum(axis=1)
+    total = np.where(valid, returns, 0.0).sum(axis=1)
+    return np.divide(total, counts, out=np.full(len(counts), np.nan), where=counts > 0)

@@ -1,0 +1,276 @@
+"""Point-in-time features and forward-return labels as lazy Polars expressions.
+
+Every feature is a small function returning a ``pl.Expr`` named after its output
+column. Windows are counted in rows of a symbol's own trading history (pre-listing
+rows are already dropped by the archive layer) and a value is null until its window
+is full. A feature dated t uses only rows dated <= t; labels (``fwd_ret_*``) look
+forward by construction and are kept in a separate list so they can never be chosen
+as inputs.
+
+Speed note (why this is hand-written rather than ``.over("symbol")`` everywhere):
+the panel is sorted by (symbol, date), so a rolling window over the whole column
+crosses a symbol boundary exactly when the row's position inside its symbol is
+smaller than the window. We therefore compute each rolling statistic once over the
+contiguous column and null out those first rows with a mask on ``_row`` (the row
+number within the symbol). This is one vectorised pass per feature instead of one
+per (feature, symbol) group, and gives identical values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from engine.schema import ADJ_CLOSE, CLOSE, DATE, HIGH, INDEX_LEVEL, LOW, SYMBOL, VOLUME
+
+ROW = "_row"  # 0-based row number inside the symbol's history
+ROWS_LEFT = "_rows_left"  # rows after this one inside the symbol's history
+RET_1D = "ret_1d"
+MKT_RET_1D = "mkt_ret_1d"
+RANGE_HL = "range_hl"
+HISTORY = "history_rows"  # rows of the symbol's history up to and including t
+
+
+class FeatureError(ValueError):
+    """An unknown feature name or an invalid window; the message names it."""
+
+
+def _lag(expr: pl.Expr, k: int) -> pl.Expr:
+    """``expr`` k rows earlier in the same symbol; null for the symbol's first k rows."""
+    return pl.when(pl.col(ROW) >= k).then(expr.shift(k))
+
+
+def _full_window(rolled: pl.Expr, window: int) -> pl.Expr:
+    """Mask a column-wide rolling result to windows lying wholly inside one symbol.
+
+    Nulls inside the window (e.g. the first ``ret_1d`` of a symbol) already make the
+    rolling result null because ``min_samples`` equals the window.
+    """
+    return pl.when(pl.col(ROW) >= window - 1).then(rolled)
+
+
+def _sma(column: str, window: int) -> pl.Expr:
+    return _full_window(pl.col(column).rolling_mean(window, min_samples=window), window)
+
+
+# --- base columns (stage 1) ---------------------------------------------------------
+def log_return() -> pl.Expr:
+    """ret_1d: daily log return of Adj Close, ln(P_t / P_{t-1}); null on the first row."""
+    return (pl.col(ADJ_CLOSE) / _lag(pl.col(ADJ_CLOSE), 1)).log().alias(RET_1D)
+
+
+def intraday_range() -> pl.Expr:
+    """range_hl: (High - Low) / Close from raw (unadjusted) prices of the same day."""
+    return ((pl.col(HIGH) - pl.col(LOW)) / pl.col(CLOSE)).alias(RANGE_HL)
+
+
+# --- features (stage 2) -------------------------------------------------------------
+def volatility(window: int) -> pl.Expr:
+    """vol_{w}d: sample std (ddof=1) of the last w daily log returns; daily units."""
+    rolled = pl.col(RET_1D).rolling_std(window, min_samples=window)
+    return pl.when(pl.col(ROW) >= window).then(rolled).alias(f"vol_{window}d")
+
+
+def momentum(window: int) -> pl.Expr:
+    """mom_{w}d: simple return over the last w rows, P_t / P_{t-w} - 1."""
+    return (pl.col(ADJ_CLOSE) / _lag(pl.col(ADJ_CLOSE), window) - 1).alias(f"mom_{window}d")
+
+
+def momentum_skip(window: int = 252, skip: int = 21) -> pl.Expr:
+    """mom_12_1 (by default): P_{t-skip} / P_{t-window} - 1, skipping the last month."""
+    name = "mom_12_1" if (window, skip) == (252, 21) else f"mom_{window}_{skip}"
+    lagged = _lag(pl.col(ADJ_CLOSE), skip) / _lag(pl.col(ADJ_CLOSE), window)
+    return (lagged - 1).alias(name)
+
+
+def price_to_sma(window: int) -> pl.Expr:
+    """px_sma{w}: Adj Close / its simple moving average over the last w rows (incl. t)."""
+    return (pl.col(ADJ_CLOSE) / _sma(ADJ_CLOSE, window)).alias(f"px_sma{window}")
+
+
+def sma_ratio(fast: int, slow: int) -> pl.Expr:
+    """sma{f}_sma{s}: SMA over f rows / SMA over s rows of Adj Close."""
+    return (_sma(ADJ_CLOSE, fast) / _sma(ADJ_CLOSE, slow)).alias(f"sma{fast}_sma{slow}")
+
+
+def price_to_high(window: int) -> pl.Expr:
+    """px_high{w}: Adj Close / max Adj Close of the last w rows (incl. t); in (0, 1]."""
+    rolled = pl.col(ADJ_CLOSE).rolling_max(window, min_samples=window)
+    return (pl.col(ADJ_CLOSE) / _full_window(rolled, window)).alias(f"px_high{window}")
+
+
+def range_mean(window: int) -> pl.Expr:
+    """range_hl_{w}d: mean of (High - Low) / Close over the last w rows."""
+    return _sma(RANGE_HL, window).alias(f"range_hl_{window}d")
+
+
+def volume_zscore(window: int) -> pl.Expr:
+    """volume_z_{w}d: (V_t - mean) / std (ddof=1) of volume over the last w rows incl. t.
+
+    Null when the window's std is 0 (constant volume).
+    """
+    mean = _sma(VOLUME, window)
+    std = _full_window(pl.col(VOLUME).rolling_std(window, min_samples=window), window)
+    z = pl.when(std > 0).then((pl.col(VOLUME) - mean) / std)
+    return z.alias(f"volume_z_{window}d")
+
+
+def _beta_parts(window: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """Rolling cov(r, m), var(m), var(r) over w rows, all with ddof=1, masked."""
+    cov = pl.rolling_cov(RET_1D, MKT_RET_1D, window_size=window, min_samples=window, ddof=1)
+    var_m = pl.col(MKT_RET_1D).rolling_var(window, min_samples=window)
+    var_r = pl.col(RET_1D).rolling_var(window, min_samples=window)
+    mask = pl.col(ROW) >= window
+    # rolling_cov ignores nulls pairwise; require all w returns of the symbol present too.
+    return pl.when(mask).then(cov), pl.when(mask).then(var_m), pl.when(mask).then(var_r)
+
+
+def market_beta(window: int) -> pl.Expr:
+    """beta_{w}d: cov(r, m) / var(m) of daily log returns of the symbol (r) and index (m)
+    over the last w rows; null unless all w pairs exist."""
+    cov, var_m, _ = _beta_parts(window)
+    return pl.when(var_m > 0).then(cov / var_m).alias(f"beta_{window}d")
+
+
+def idiosyncratic_vol(window: int) -> pl.Expr:
+    """idio_vol_{w}d: sqrt(var(r) - beta^2 var(m)) over the last w rows, daily units;
+    the std of the residual of r on m (ddof=1 throughout), floored at 0."""
+    cov, var_m, var_r = _beta_parts(window)
+    resid = pl.max_horizontal(var_r - cov * cov / var_m, pl.lit(0.0))
+    return pl.when(var_m > 0).then(resid.sqrt()).alias(f"idio_vol_{window}d")
+
+
+def forward_return(horizon: int) -> pl.Expr:
+    """fwd_ret_{h}d (LABEL): P_{t+h} / P_t - 1; null for a symbol's last h rows."""
+    lead = pl.when(pl.col(ROWS_LEFT) >= horizon).then(pl.col(ADJ_CLOSE).shift(-horizon))
+    return (lead / pl.col(ADJ_CLOSE) - 1).alias(label_name(horizon))
+
+
+def label_end_date(horizon: int) -> pl.Expr:
+    """label_end: the date on which fwd_ret_{h}d becomes known (row t+h's date)."""
+    return pl.when(pl.col(ROWS_LEFT) >= horizon).then(pl.col(DATE).shift(-horizon))
+
+
+def label_name(horizon: int) -> str:
+    return f"fwd_ret_{horizon}d"
+
+
+# --- registry: name pattern -> builder ---------------------------------------------
+@dataclass(frozen=True)
+class _Pattern:
+    regex: re.Pattern[str]
+    build: Callable[..., pl.Expr]
+
+
+_PATTERNS = (
+    _Pattern(re.compile(r"ret_1d"), lambda: pl.col(RET_1D)),
+    _Pattern(re.compile(r"vol_(\d+)d"), volatility),
+    _Pattern(re.compile(r"mom_(\d+)d"), momentum),
+    _Pattern(re.compile(r"mom_12_1"), momentum_skip),
+    _Pattern(re.compile(r"mom_(\d+)_(\d+)"), momentum_skip),
+    _Pattern(re.compile(r"px_sma(\d+)"), price_to_sma),
+    _Pattern(re.compile(r"sma(\d+)_sma(\d+)"), sma_ratio),
+    _Pattern(re.compile(r"px_high(\d+)"), price_to_high),
+    _Pattern(re.compile(r"range_hl"), lambda: pl.col(RANGE_HL)),
+    _Pattern(re.compile(r"range_hl_(\d+)d"), range_mean),
+    _Pattern(re.compile(r"volume_z_(\d+)d"), volume_zscore),
+    _Pattern(re.compile(r"beta_(\d+)d"), market_beta),
+    _Pattern(re.compile(r"idio_vol_(\d+)d"), idiosyncratic_vol),
+)
+
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "ret_1d",
+    "vol_5d",
+    "vol_21d",
+    "vol_63d",
+    "mom_21d",
+    "mom_63d",
+    "mom_126d",
+    "mom_252d",
+    "mom_12_1",
+    "px_sma20",
+    "px_sma50",
+    "sma50_sma200",
+    "px_high252",
+    "range_hl",
+    "range_hl_21d",
+    "volume_z_21d",
+    "beta_63d",
+    "idio_vol_63d",
+)
+DEFAULT_LABEL_HORIZONS: tuple[int, ...] = (5, 21, 63)
+
+
+def feature_expr(name: str) -> pl.Expr:
+    """The expression computing feature ``name`` (e.g. ``vol_21d``, ``px_sma50``).
+
+    Raises
+    ------
+    FeatureError
+        Unknown name, or a window that is not a positive integer.
+    """
+    for pattern in _PATTERNS:
+        match = pattern.regex.fullmatch(name)
+        if match:
+            windows = [int(g) for g in match.groups()]
+            if any(w <= 0 for w in windows):
+                raise FeatureError(f"feature {name!r}: windows must be > 0")
+            if name.startswith("mom_") and len(windows) == 2 and windows[1] >= windows[0]:
+                raise FeatureError(f"feature {name!r}: the skip must be shorter than the window")
+            return pattern.build(*windows).alias(name)
+    known = ", ".join(DEFAULT_FEATURES)
+    raise FeatureError(f"unknown feature {name!r}; known features (any window): {known}")
+
+
+def with_base_columns(prices: pl.LazyFrame, index: pl.LazyFrame) -> pl.LazyFrame:
+    """Add _row, _rows_left, ret_1d, range_hl and the index's mkt_ret_1d to the panel.
+
+    ``prices`` must be sorted by (symbol, date); the result keeps that order.
+    """
+    market = index.sort(DATE).select(
+        DATE, (pl.col(INDEX_LEVEL) / pl.col(INDEX_LEVEL).shift(1)).log().alias(MKT_RET_1D)
+    )
+    # Row numbers inside each symbol from the symbol boundaries of the sorted column:
+    # cheaper than int_range().over(symbol), which partitions the frame.
+    position = pl.int_range(pl.len())
+    starts = pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)
+    ends = pl.col(SYMBOL) != pl.col(SYMBOL).shift(-1)
+    return (
+        prices.with_columns(
+            (position - pl.when(starts.fill_null(True)).then(position).forward_fill()).alias(ROW),
+            (pl.when(ends.fill_null(True)).then(position).backward_fill() - position).alias(
+                ROWS_LEFT
+            ),
+        )
+        .with_columns(log_return(), intraday_range())
+        .join(market, on=DATE, how="left", maintain_order="left")
+    )
+
+
+def feature_panel(
+    prices: pl.LazyFrame,
+    index: pl.LazyFrame,
+    features: Sequence[str] = DEFAULT_FEATURES,
+    horizons: Sequence[int] = DEFAULT_LABEL_HORIZONS,
+) -> pl.LazyFrame:
+    """date, symbol, adj_close, history_rows, the features, then per horizon h the label
+    ``fwd_ret_{h}d`` and its ``label_end_{h}d``; lazy, sorted by (symbol, date)."""
+    exprs = [feature_expr(name) for name in features]
+    if any(h <= 0 for h in horizons):
+        raise FeatureError(f"label horizons must be > 0, got {list(horizons)}")
+    labels = [forward_return(h) for h in horizons]
+    ends = [label_end_date(h).alias(f"label_end_{h}d") for h in horizons]
+    base = with_base_columns(prices, index)
+    history = (pl.col(ROW) + 1).alias(HISTORY)
+    return base.with_columns(*exprs, *labels, *ends, history).select(
+        DATE,
+        SYMBOL,
+        ADJ_CLOSE,
+        HISTORY,
+        *features,
+        *(label_name(h) for h in horizons),
+        *(f"label_end_{h}d" for h in horizons),
+    )

@@ -1,0 +1,174 @@
+"""Column names, Polars schemas and enums shared by every stage.
+
+The Kaggle "S&P 500 Stocks" archive uses title-case column names with spaces
+(``Adj Close``). Everything after the archive layer uses the snake_case names
+defined here, so the raw names appear in exactly two places: this module and
+the CSV reader/writer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import polars as pl
+
+# --- file names -----------------------------------------------------------------
+STOCKS_FILE = "sp500_stocks.csv"
+COMPANIES_FILE = "sp500_companies.csv"
+INDEX_FILE = "sp500_index.csv"
+ARCHIVE_FILES = (STOCKS_FILE, COMPANIES_FILE, INDEX_FILE)
+
+# --- raw CSV headers, in file order -----------------------------------------------
+STOCKS_COLUMNS = ("Date", "Symbol", "Adj Close", "Close", "High", "Low", "Open", "Volume")
+COMPANIES_COLUMNS = (
+    "Exchange",
+    "Symbol",
+    "Shortname",
+    "Longname",
+    "Sector",
+    "Industry",
+    "Currentprice",
+    "Marketcap",
+    "Ebitda",
+    "Revenuegrowth",
+    "City",
+    "State",
+    "Country",
+    "Fulltimeemployees",
+    "Longbusinesssummary",
+    "Weight",
+)
+INDEX_COLUMNS = ("Date", "S&P500")
+
+# Snapshot columns are as of the download date: never features (DESIGN.md).
+COMPANIES_SNAPSHOT_COLUMNS = (
+    "Currentprice",
+    "Marketcap",
+    "Ebitda",
+    "Revenuegrowth",
+    "Fulltimeemployees",
+    "Weight",
+)
+
+# --- the 11 sectors, spelled as the Kaggle file spells them -----------------------
+SECTORS = (
+    "Technology",
+    "Industrials",
+    "Financial Services",
+    "Healthcare",
+    "Consumer Cyclical",
+    "Consumer Defensive",
+    "Utilities",
+    "Real Estate",
+    "Communication Services",
+    "Energy",
+    "Basic Materials",
+)
+
+# --- internal (snake_case) column names -------------------------------------------
+DATE = "date"
+SYMBOL = "symbol"
+ADJ_CLOSE = "adj_close"
+CLOSE = "close"
+HIGH = "high"
+LOW = "low"
+OPEN = "open"
+VOLUME = "volume"
+INDEX_LEVEL = "sp500"
+NAME = "name"
+SECTOR = "sector"
+INDUSTRY = "industry"
+SCORE = "score"
+WEIGHT = "weight"
+
+STOCKS_RENAME = {
+    "Date": DATE,
+    "Symbol": SYMBOL,
+    "Adj Close": ADJ_CLOSE,
+    "Close": CLOSE,
+    "High": HIGH,
+    "Low": LOW,
+    "Open": OPEN,
+    "Volume": VOLUME,
+}
+INDEX_RENAME = {"Date": DATE, "S&P500": INDEX_LEVEL}
+
+# Schemas of the validated Parquet cache (what the rest of the engine reads).
+PRICES_SCHEMA = pl.Schema(
+    {
+        DATE: pl.Date,
+        SYMBOL: pl.String,
+        ADJ_CLOSE: pl.Float64,
+        CLOSE: pl.Float64,
+        HIGH: pl.Float64,
+        LOW: pl.Float64,
+        OPEN: pl.Float64,
+        VOLUME: pl.Float64,
+    }
+)
+INDEX_SCHEMA = pl.Schema({DATE: pl.Date, INDEX_LEVEL: pl.Float64})
+COMPANIES_SCHEMA = pl.Schema(
+    {
+        "exchange": pl.String,
+        SYMBOL: pl.String,
+        "shortname": pl.String,
+        NAME: pl.String,  # Longname
+        SECTOR: pl.String,
+        INDUSTRY: pl.String,
+        "currentprice": pl.Float64,
+        "marketcap": pl.Float64,
+        "ebitda": pl.Float64,
+        "revenuegrowth": pl.Float64,
+        "city": pl.String,
+        "state": pl.String,
+        "country": pl.String,
+        "fulltimeemployees": pl.Float64,
+        "longbusinesssummary": pl.String,
+        "weight": pl.Float64,
+    }
+)
+COMPANIES_RENAME = dict(zip(COMPANIES_COLUMNS, COMPANIES_SCHEMA.names(), strict=True))
+
+
+# --- enums --------------------------------------------------------------------------
+class ModelName(StrEnum):
+    RIDGE = "ridge"
+    LASSO = "lasso"
+    ELASTICNET = "elasticnet"
+    RANDOM_FOREST = "random_forest"
+    HIST_GBM = "hist_gbm"
+    MOMENTUM = "momentum"
+    EQUAL_WEIGHT = "equal_weight"
+
+
+class Weighting(StrEnum):
+    EQUAL = "equal"
+    INVERSE_VOL = "inverse_vol"
+    MIN_VARIANCE = "min_variance"
+    MEAN_VARIANCE = "mean_variance"
+
+
+class Rebalance(StrEnum):
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    QUARTERLY = "quarterly"
+
+
+class TrainWindow(StrEnum):
+    EXPANDING = "expanding"
+    ROLLING = "rolling"
+
+
+class Normalisation(StrEnum):
+    RANK = "rank"
+    ZSCORE = "zscore"
+
+
+class FeatureEngine(StrEnum):
+    POLARS = "polars"
+    DUCKDB = "duckdb"
+
+
+class DataSource(StrEnum):
+    REAL = "real"
+    SYNTHETIC = "synthetic"
