@@ -1,0 +1,124 @@
+"""The ``engine`` command line. Flags -> Settings; no logic lives here.
+
+User errors (bad input, bad settings, an unusable tracking store) end in one line on
+stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+log = logging.getLogger("engine")
+
+EXIT_USER_ERROR = 1
+EXIT_TRACKING = 3
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from engine.archive import ArchiveError
+    from engine.config import SettingsError
+    from engine.features import FeatureError
+    from engine.models import ModelError
+    from engine.portfolio import PortfolioError
+
+    return (ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError)
+
+
+class EngineError(click.ClickException):
+    """A user-facing failure: printed as one line, exit code ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USER_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"engine: error: {self.format_message()}", err=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the engine's user errors into one-line EngineErrors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            raise EngineError(str(exc)) from exc
+
+    return wrapper
+
+
+def choice(enum: type) -> click.Choice:
+    return click.Choice([m.value for m in enum], case_sensitive=False)
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("engine: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("engine").setLevel(level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More progress output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.version_option(package_name="engine")
+def main(verbose: int, quiet: bool) -> None:
+    """A fast, honest S&P 500 portfolio engine.
+
+    Reads the Kaggle "S&P 500 Stocks" archive (or a synthetic stand-in), computes
+    point-in-time features, walks models forward with a purge, builds a top-N
+    portfolio, backtests it net of costs against the index, and logs the run to MLflow.
+    """
+    _configure_logging(verbose, quiet)
+
+
+def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--data-path",
+            type=click.Path(path_type=Path),
+            help="Folder with the three Kaggle CSVs [env DATA_PATH; default ./archive].",
+        ),
+        click.option(
+            "--output-path",
+            type=click.Path(path_type=Path),
+            help="Folder for outputs and the default MLflow store "
+            "[env OUTPUT_PATH; default ./output].",
+        ),
+        click.option(
+            "--cache-path",
+            type=click.Path(path_type=Path),
+            help="Folder for the Parquet cache and the synthetic default archive "
+            "[env CACHE_PATH; default OUTPUT_PATH/cache].",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+# Each module below owns one command or group and registers it on ``main`` when imported.
+COMMAND_MODULES = ("run", "data")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"engine.cli.{name}")
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
