@@ -166,14 +166,15 @@ class Settings:
 
 
 def redact_uri(uri: str) -> str:
-    """Drop user info (``user:password@``) and query strings from a URI."""
-    from urllib.parse import urlsplit, urlunsplit
+    """Drop user info (``user:password@``), query and fragment from a URI; anything else
+    (e.g. ``sqlite:////abs/path.db``) is returned unchanged."""
+    from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if not (parts.username or parts.password or parts.query or parts.fragment):
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def _parse_env(name: str, var: str, raw: str) -> Any:

@@ -14,6 +14,8 @@ from engine.synth import SynthSpec, synthesize
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SPEC = SynthSpec()  # the embedded default: the real archive's size and calendar
+
 SYNTHETIC_BANNER = (
     "No Kaggle archive in {data}: using the SYNTHETIC default archive ({rows}) in {where}. "
     "Results describe simulated data with a planted signal, not the S&P 500. "
@@ -21,12 +23,17 @@ SYNTHETIC_BANNER = (
 )
 
 
-def synthetic_folder(settings: Settings) -> Path:
-    return Path(settings.cache_path) / "synthetic-default"
+def synthetic_folder(settings: Settings, spec: SynthSpec) -> Path:
+    """Folder of the synthetic archive ``spec``, named after every field of the spec."""
+    name = (
+        f"synthetic-{spec.n_symbols}x{spec.start}-{spec.end}-seed{spec.seed}"
+        f"-ic{spec.signal:g}-late{spec.late_listing_fraction:g}"
+    )
+    return Path(settings.cache_path) / name
 
 
-def ensure_synthetic(folder: Path, spec: SynthSpec = SynthSpec()) -> Path:
-    """Generate the default synthetic archive into ``folder`` unless already there."""
+def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
+    """Generate the synthetic archive ``spec`` into ``folder`` unless already there."""
     if not all((folder / name).is_file() for name in ARCHIVE_FILES):
         log.info("generating the default synthetic archive into %s ...", folder)
         synthesize(folder, spec)
@@ -39,11 +46,8 @@ def resolve_archive(settings: Settings) -> Archive:
     cache = Path(settings.cache_path)
     if archive_present(settings.data_path):
         return load_archive(settings.data_path, cache, DataSource.REAL)
-    folder = ensure_synthetic(synthetic_folder(settings))
-    spec = SynthSpec()
-    log.warning(
-        SYNTHETIC_BANNER.format(
-            data=settings.data_path, where=folder, rows=f"{spec.n_symbols} symbols"
-        )
-    )
+    spec = DEFAULT_SPEC
+    folder = ensure_synthetic(synthetic_folder(settings, spec), spec)
+    size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"
+    log.warning(SYNTHETIC_BANNER.format(data=settings.data_path, where=folder, rows=size))
     return load_archive(folder, cache, DataSource.SYNTHETIC)

@@ -59,12 +59,12 @@ def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signa
     from engine.synth import SynthSpec, synthesize
 
     folder = out or Settings.from_env().data_path
-    spec = SynthSpec(
-        n_symbols=symbols, start=_as_date(start), end=_as_date(end), seed=seed, signal=signal
-    )
     try:
+        spec = SynthSpec(
+            n_symbols=symbols, start=_as_date(start), end=_as_date(end), seed=seed, signal=signal
+        )
         paths = synthesize(folder, spec)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise EngineError(str(exc)) from exc
     for path in paths.values():
         click.echo(str(path))
