@@ -1,0 +1,264 @@
+"""Content-addressed Parquet cache of the validated archive, and the dataset fingerprint.
+
+Layout under ``cache_path``::
+
+    hashes.json                 memo of per-file content digests (like git's index)
+    <fp16>.lock                 flock target serialising builds of one fingerprint
+    <fp16>/prices.parquet       one file per table, sorted and typed
+    <fp16>/index.parquet
+    <fp16>/companies.parquet
+    <fp16>/manifest.json        written last: the directory is valid only if it is
+
+``<fp16>`` is the first 16 hex digits of the fingerprint. Every file is written to a
+temporary name in its final folder, fsynced and renamed into place, so a crash leaves
+either the old state or a directory without a valid manifest, which the next load
+detects and rebuilds. Nothing here writes outside ``cache_path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when table layout or validation rules change: old caches rebuild
+MANIFEST_FILE = "manifest.json"
+HASHES_FILE = "hashes.json"
+HASH_ALGORITHM = "sha256"  # with SHA-NI: ~1.4 GB/s here, vs ~0.8 GB/s for blake2b
+PARQUET_COMPRESSION = "lz4"  # scans ~2.5x faster than zstd for ~10% more bytes
+ROW_GROUP_SIZE = 131_072
+# A file modified within this window of being hashed is not memoised: a rewrite in the
+# same timestamp tick would keep size and mtime (git's "racy clean" problem).
+RACY_WINDOW_NS = 2_000_000_000
+
+Tables = Mapping[str, pl.DataFrame]
+Builder = Callable[[], tuple[Tables, Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A valid cache directory and its manifest.
+
+    Attributes
+    ----------
+    directory : folder holding ``<table>.parquet`` and ``manifest.json``.
+    manifest : parsed manifest (fingerprint, format version, row counts, extras).
+    built : True if this call built the directory, False if it was reused.
+    """
+
+    directory: Path
+    manifest: Mapping[str, Any]
+    built: bool
+
+    def table_path(self, name: str) -> Path:
+        """Path of the Parquet file of table ``name``."""
+        return self.directory / f"{name}.parquet"
+
+
+# --- fingerprint --------------------------------------------------------------------------
+def dataset_fingerprint(paths: Sequence[Path], cache_path: Path) -> str:
+    """Fingerprint of a set of files: sha256 over ``name NUL digest NUL`` in the given order.
+
+    Each file's content digest is memoised in ``cache_path/hashes.json`` keyed by
+    (absolute path, size, mtime_ns, inode, device) and recomputed on any change, so a
+    warm run stats the files instead of reading them.
+    """
+    memo = _read_memo(cache_path / HASHES_FILE)
+    changed = False
+    outer = hashlib.new(HASH_ALGORITHM)
+    for path in paths:
+        digest, fresh = _file_digest(path, memo)
+        changed |= fresh
+        outer.update(path.name.encode() + b"\0" + digest.encode() + b"\0")
+    if changed:
+        live = {key: entry for key, entry in memo.items() if os.path.exists(key)}
+        _write_memo(cache_path / HASHES_FILE, live)
+    return outer.hexdigest()
+
+
+def _file_digest(path: Path, memo: dict[str, Any]) -> tuple[str, bool]:
+    """Content digest of ``path`` from the memo, or hashed now; also whether the memo grew."""
+    key = str(path.resolve())
+    before = os.stat(path)
+    signature = _signature(before)
+    entry = memo.get(key)
+    if isinstance(entry, dict) and entry.get("signature") == signature:
+        digest = entry.get("digest")
+        if entry.get("algo") == HASH_ALGORITHM and isinstance(digest, str):
+            return digest, False
+    started = time.time_ns()
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, HASH_ALGORITHM).hexdigest()
+    stable = _signature(os.stat(path)) == signature
+    if stable and before.st_mtime_ns < started - RACY_WINDOW_NS:
+        memo[key] = {"signature": signature, "algo": HASH_ALGORITHM, "digest": digest}
+        return digest, True
+    return digest, False
+
+
+def file_signature(path: Path) -> list[int]:
+    """(size, mtime_ns, inode, device) of ``path``: any change means the content may differ."""
+    return _signature(os.stat(path))
+
+
+def _signature(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def _read_memo(path: Path) -> dict[str, Any]:
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _write_memo(path: Path, memo: Mapping[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(memo, indent=1)))
+    except OSError as exc:  # the memo is an optimisation: never fail a load over it
+        logger.warning("could not update the hash memo %s: %s", path, exc)
+
+
+# --- cache directory ----------------------------------------------------------------------
+def cached_tables(
+    cache_path: Path, fingerprint: str, schemas: Mapping[str, pl.Schema], build: Builder
+) -> CacheEntry:
+    """Return the valid cache directory for ``fingerprint``, building it at most once.
+
+    Parameters
+    ----------
+    cache_path : root of the cache.
+    fingerprint : dataset fingerprint (hex); the directory is ``cache_path/fingerprint[:16]``.
+    schemas : expected schema of each table, by table name.
+    build : called (under an exclusive lock) only when no valid directory exists; returns
+        the tables and extra JSON-serialisable manifest fields. Exceptions propagate and
+        leave nothing new in the directory.
+    """
+    directory = cache_path / fingerprint[:16]
+    manifest = _valid_manifest(directory, fingerprint, schemas, quiet=True)
+    if manifest is not None:
+        return CacheEntry(directory, manifest, built=False)
+    cache_path.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(cache_path / f"{fingerprint[:16]}.lock"):
+        manifest = _valid_manifest(directory, fingerprint, schemas, quiet=False)
+        if manifest is not None:  # another process built it while we waited
+            return CacheEntry(directory, manifest, built=False)
+        tables, extra = build()
+        manifest = _write_tables(directory, fingerprint, tables, extra)
+    return CacheEntry(directory, manifest, built=True)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _valid_manifest(
+    directory: Path, fingerprint: str, schemas: Mapping[str, pl.Schema], *, quiet: bool
+) -> dict[str, Any] | None:
+    """The manifest if ``directory`` is a complete, uncorrupted cache; else None."""
+    if not directory.exists():
+        return None
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        problem = _manifest_problem(directory, manifest, fingerprint, schemas)
+    except (OSError, ValueError, TypeError, KeyError, pl.exceptions.PolarsError) as exc:
+        problem = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    if problem is None:
+        return manifest
+    if not quiet:
+        logger.warning("cache %s is incomplete or corrupt (%s); rebuilding", directory, problem)
+    return None
+
+
+def _manifest_problem(
+    directory: Path, manifest: dict[str, Any], fingerprint: str, schemas: Mapping[str, pl.Schema]
+) -> str | None:
+    """Why the cache directory is unusable, or None. Reads only Parquet footers."""
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"format version {manifest.get('format_version')!r} != {FORMAT_VERSION}"
+    if manifest.get("fingerprint") != fingerprint:
+        return "fingerprint mismatch"
+    for name, schema in schemas.items():
+        meta = manifest["tables"][name]
+        path = directory / f"{name}.parquet"
+        if path.stat().st_size != meta["bytes"]:
+            return f"{path.name} has {path.stat().st_size} bytes, manifest says {meta['bytes']}"
+        if pl.Schema(pl.read_parquet_schema(path)) != schema:
+            return f"{path.name} has an unexpected schema"
+        rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+        if rows != meta["rows"]:
+            return f"{path.name} has {rows} rows, manifest says {meta['rows']}"
+    return None
+
+
+def _write_tables(
+    directory: Path, fingerprint: str, tables: Tables, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write every table then the manifest, each atomically; return the manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST_FILE).unlink(missing_ok=True)  # invalid until fully rewritten
+    for stale in directory.glob("*.tmp"):
+        stale.unlink(missing_ok=True)
+    sizes = {}
+    for name, frame in tables.items():
+        path = directory / f"{name}.parquet"
+        _atomic_write(path, lambda tmp, frame=frame: _write_parquet(frame, tmp))
+        sizes[name] = {"rows": frame.height, "bytes": path.stat().st_size}
+    manifest = {
+        "fingerprint": fingerprint,
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tables": sizes,
+        **extra,
+    }
+    _atomic_write(directory / MANIFEST_FILE, lambda tmp: tmp.write_text(json.dumps(manifest)))
+    logger.info("cached %s in %s", {k: v["rows"] for k, v in sizes.items()}, directory)
+    return manifest
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_parquet(
+        path, compression=PARQUET_COMPRESSION, statistics=True, row_group_size=ROW_GROUP_SIZE
+    )
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write via ``write(tmp)`` to a temp file beside ``path``, fsync, rename into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
