@@ -16,6 +16,32 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Market:
+    """The daily panel every model is backtested on (shared by all models of a run).
+
+    Attributes
+    ----------
+    calendar : sorted trading days, datetime64[D].
+    symbols : sorted symbols; the columns of ``returns``.
+    returns : daily simple returns of Adj Close (dividends included), days x symbols;
+        NaN on a symbol's first day and wherever it has no price.
+    sector_code : integer sector of each symbol (index into ``sector_names``).
+    sector_names : sector name of each code ("Unknown" for symbols without one).
+    index : daily simple return of the S&P 500 price index (no dividends); NaN where the
+        index file has no level (it can start later than the prices).
+    universe : daily return of the equal-weight universe (rebalanced daily), Adj Close.
+    """
+
+    calendar: np.ndarray
+    symbols: np.ndarray
+    returns: np.ndarray
+    sector_code: np.ndarray
+    sector_names: tuple[str, ...]
+    index: np.ndarray
+    universe: np.ndarray
+
+
+@dataclass(frozen=True)
 class BacktestResult:
     """Daily series over the whole calendar (zeros before the first trade).
 
@@ -89,3 +115,18 @@ def equal_weight_universe(returns: np.ndarray) -> np.ndarray:
     counts = valid.sum(axis=1)
     total = np.where(valid, returns, 0.0).sum(axis=1)
     return np.divide(total, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+
+
+def holding_period_returns(returns: np.ndarray, trade_days: np.ndarray) -> np.ndarray:
+    """Compounded simple return of every symbol from each trade day's close to the next
+    trade day's close (the last period runs to the end of the calendar); (trades x
+    symbols), NaN where a symbol has no return on any day of the period."""
+    n_days = returns.shape[0]
+    ends = np.r_[trade_days[1:], n_days - 1]
+    growth = np.vstack(
+        [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
+    )
+    seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(~np.isnan(returns), axis=0)])
+    start, end = trade_days + 1, ends + 1
+    out = np.expm1(growth[end] - growth[start])
+    return np.where(seen[end] - seen[start] > 0, out, np.nan)

@@ -55,13 +55,40 @@ class Settings:
         prediction.
     normalisation : cross-sectional normalisation of features on each date.
     sector_neutral : demean normalised features within (date, sector).
-    alpha : L2 penalty of ridge (and overall penalty of lasso / elastic net), in units
-        of the centred sum of squares (the scikit-learn convention).
+    alpha : penalty of the linear model, in scikit-learn's units: ridge's L2 penalty on the
+        centred sum of squares; lasso's / elastic net's overall penalty per row. ``None``
+        means the model's default (``engine.models.DEFAULT_ALPHA``).
+    l1_ratio : elastic net mixing parameter (1 = lasso, 0 = ridge), in [0, 1].
+    tune : choose the linear penalty at every rebalance by inner, time-ordered validation
+        on the training periods only (held-out MSE), instead of using ``alpha``.
+    validation_periods : trailing training periods held out by that inner validation.
+    refit_every : rebalances between refits of the tree models; ``None`` means one year
+        (12 monthly, 52 weekly or 4 quarterly rebalances). Linear models refit every time.
+    train_dates : trading dates sampled (seeded) for each tree refit (~500 rows per date).
+    n_jobs : threads for the tree models. Default 1: on a shared 2-core machine two
+        OpenMP threads were measured 2-6x *slower* than one (threads spin while the other
+        core is busy); set 2 on an idle machine.
+    purge : train only on rows whose label is known at the rebalance (the default and the
+        only honest choice; ``False`` exists for the leakage tests).
+    feature_cache : memoise the normalised model frame in the Parquet cache, keyed by the
+        data, the feature settings and the feature code.
     weighting : portfolio weighting scheme.
+    max_weight : cap on each name's weight (raised to 1 / top_stocks when below it).
+    sector_cap : cap on each sector's total weight, or ``None``; names that cannot meet
+        it leave the remainder in cash.
+    risk_aversion : lambda in mean-variance, max mu'w - lambda / 2 w'Sw (annualised).
     cost_bps : trading cost, in basis points of traded value (one-way turnover).
     execution_lag : trading days between the signal (close of T) and the trade (close of
         T + lag); the new weights earn returns from the day after the trade.
     seed : seed for every random choice.
+    registered_model : registry name the run's model is registered under; ``None`` means
+        ``sp500-<model>``.
+    promote_metrics : metrics gating promotion to ``champion`` (``ic`` = ``ic_mean``,
+        ``r2`` = ``r2_oos``, ``ir`` = the net information ratio vs the index, or any metric
+        name); higher is better.
+    promote_thresholds : absolute minimum of each promote metric, in the same order.
+    tracking_timeout : seconds an MLflow server request may take before it fails.
+    tracking_retries : retries of a failed MLflow server request.
     """
 
     data_path: Path = Path("archive")
@@ -78,11 +105,27 @@ class Settings:
     min_train_periods: int = 12
     normalisation: Normalisation = Normalisation.RANK
     sector_neutral: bool = False
-    alpha: float = 1.0
+    alpha: float | None = None
+    l1_ratio: float = 0.5
+    tune: bool = False
+    validation_periods: int = 12
+    refit_every: int | None = None
+    train_dates: int = 120
+    n_jobs: int = 1
+    purge: bool = True
+    feature_cache: bool = True
     weighting: Weighting = Weighting.EQUAL
+    max_weight: float = 0.2
+    sector_cap: float | None = None
+    risk_aversion: float = 1.0
     cost_bps: float = 10.0
     execution_lag: int = 1
     seed: int = 0
+    registered_model: str | None = None
+    promote_metrics: tuple[str, ...] = ("ic", "ir")
+    promote_thresholds: tuple[float, ...] = (0.01, 0.0)
+    tracking_timeout: int = 10
+    tracking_retries: int = 2
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,8 +156,43 @@ class Settings:
             raise SettingsError(f"execution_lag must be >= 0, got {self.execution_lag}")
         if self.cost_bps < 0:
             raise SettingsError(f"cost_bps must be >= 0, got {self.cost_bps}")
-        if self.alpha < 0:
+        if self.alpha is not None and self.alpha < 0:
             raise SettingsError(f"alpha must be >= 0, got {self.alpha}")
+        self._check_model_and_portfolio()
+        self._check_promotion_policy()
+
+    def _check_model_and_portfolio(self) -> None:
+        for name in ("validation_periods", "train_dates", "n_jobs"):
+            if int(getattr(self, name)) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.refit_every is not None and self.refit_every < 1:
+            raise SettingsError(f"refit_every must be >= 1, got {self.refit_every}")
+        if not 0 <= self.l1_ratio <= 1:
+            raise SettingsError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
+        if not 0 < self.max_weight <= 1:
+            raise SettingsError(f"max_weight must be in (0, 1], got {self.max_weight}")
+        if self.sector_cap is not None and not 0 < self.sector_cap <= 1:
+            raise SettingsError(f"sector_cap must be in (0, 1], got {self.sector_cap}")
+        if self.risk_aversion <= 0:
+            raise SettingsError(f"risk_aversion must be > 0, got {self.risk_aversion}")
+
+    def _check_promotion_policy(self) -> None:
+        metrics = tuple(self.promote_metrics)
+        thresholds = tuple(float(t) for t in self.promote_thresholds)
+        object.__setattr__(self, "promote_metrics", metrics)
+        object.__setattr__(self, "promote_thresholds", thresholds)
+        if not metrics or len(metrics) != len(thresholds):
+            raise SettingsError(
+                f"promotion policy needs one threshold per metric, got metrics {list(metrics)} "
+                f"and thresholds {list(thresholds)}"
+            )
+        if self.tracking_timeout < 1 or self.tracking_retries < 0:
+            raise SettingsError("tracking_timeout must be >= 1 s and tracking_retries >= 0")
+
+    @property
+    def registered_model_name(self) -> str:
+        """The registry name of this run's model: ``sp500-<model>`` unless configured."""
+        return self.registered_model or f"sp500-{self.model.value}"
 
     @classmethod
     def from_env(

@@ -1,28 +1,93 @@
-"""MLflow tracking: the only module that imports mlflow, and only when tracking.
+"""MLflow tracking: the run's record in a store. With ``registry`` the only modules that
+import mlflow, and only when tracking (``engine run --no-tracking`` never imports it).
 
-``import mlflow`` costs ~1.7 s, so it happens inside the functions here, never at
-module import; ``engine run --no-tracking`` never imports it at all.
+``import mlflow`` and its SQL store cost seconds, so ``preflight`` starts them on a
+background thread (with the server probe) while the pipeline computes: the pipeline is
+Polars and numpy, which release the GIL. What a run records:
+
+* params: every setting (credentials redacted by ``Settings.as_params``);
+* metrics: every summary metric, linked to the logged model and the dataset, the stage
+  timings, and the per-period rank IC as step metrics ``ic`` and ``ic_n`` (step = period
+  index, timestamp = the rebalance date);
+* tags: git commit (and whether the tree was dirty), dataset fingerprint, data source,
+  backtest period, package versions, the promotion decision;
+* input: the dataset (name, fingerprint digest, source, feature schema, profile);
+* artifacts: ``outputs/`` (portfolio CSV, holdings, equity, metrics JSON, plots),
+  ``features/features.json`` (feature definitions) and ``sql/`` (the DuckDB views);
+* model: the fitted model, sklearn flavour, with a signature, an input example and
+  explicit pip requirements (inferring them costs seconds).
+
+Batching: params and metrics go in ``log_batch`` calls, artifacts in one
+``log_artifacts`` call.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
-import subprocess
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from engine import promotion, registry
 from engine.config import Settings, redact_uri
 from engine.pipeline import RunResult
+from engine.provenance import backtest_period, feature_definitions, run_tags
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "sp500-engine"
-PIP_PACKAGES = ("scikit-learn", "numpy")  # what the logged sklearn model needs to load
+# Serialisation of the logged model. skops would refuse to load foreign types, but
+# importing it scans every scikit-learn estimator: +1.5-2.5 s per run and per load on
+# two cores. The models here are written and read by the engine's own registry, whose
+# write access is the trust boundary either way, so cloudpickle it is.
+SERIALIZATION = "cloudpickle"
+# What the logged model needs to load and predict (mlflow itself is added by MLflow).
+PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_COMMON_IMPORTS = ("mlflow", "mlflow.entities", "mlflow.models", "mlflow.sklearn",
+                   "mlflow.pyfunc", "sklearn.linear_model")  # fmt: skip
+_STORE_IMPORTS = {
+    "sqlite": ("mlflow.store.tracking.sqlalchemy_store",
+               "mlflow.store.model_registry.sqlalchemy_store"),
+    "http": ("mlflow.store.tracking.rest_store", "mlflow.store.model_registry.rest_store"),
+}  # fmt: skip
 
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or used; outputs on disk are unaffected."""
+
+
+@dataclass
+class Clock:
+    """Wall time of each tracking step, in seconds (logged as one line)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        log.debug("tracking: %s done in %.2f s", name, self.seconds[name])
+
+    def line(self) -> str:
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items())
+        return f"tracking: {sum(self.seconds.values()):.2f} s ({steps})"
 
 
 def _mlflow() -> Any:
@@ -31,85 +96,335 @@ def _mlflow() -> Any:
     return mlflow
 
 
-def git_commit(folder: Path | None = None) -> str:
-    """The current git commit of the engine's source tree, or 'unknown'."""
+# --- store: configuration, probe, opening ------------------------------------------------
+def configure(settings: Settings) -> None:
+    """Bound every MLflow HTTP request (timeout, retries, backoff), silence MLflow's
+    chatter and its telemetry (unless MLFLOW_DISABLE_TELEMETRY says otherwise). MLflow
+    reads these variables when it needs them; this is the one place that sets them."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking_timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")  # requirements are explicit
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage data leaves the host
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # it may hold credentials
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def probe(uri: str, timeout: float) -> None:
+    """GET ``<server>/health`` once; TrackingError unless it answers 200 within ``timeout``."""
+    if not is_server(uri):
+        return
+    shown = redact_uri(uri)
+    health = f"{registry.without_credentials(uri).rstrip('/')}/health"
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=folder or Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
+        with urllib.request.urlopen(health, timeout=timeout, context=_tls()) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow server {shown} is unreachable: {reason}") from None
+    if status not in (200, 401, 403):  # 401/403: alive, behind auth MLflow's calls carry
+        raise TrackingError(
+            f"{shown} answered HTTP {status} on /health: is it an MLflow tracking server?"
         )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
-def package_versions() -> dict[str, str]:
-    names = ("engine", "polars", "duckdb", "numpy", "scikit-learn", "mlflow")
-    out = {}
-    for name in names:
+def _tls() -> ssl.SSLContext:
+    """The TLS settings MLflow itself would use (MLFLOW_TRACKING_INSECURE_TLS,
+    MLFLOW_TRACKING_SERVER_CERT_PATH)."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        return ssl._create_unverified_context()
+    return ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+
+
+@dataclass
+class Preflight:
+    """Background preparation of tracking: imports mlflow and probes the server while the
+    pipeline runs. ``wait`` joins it and raises what the probe found."""
+
+    settings: Settings
+    thread: threading.Thread | None = None
+    error: TrackingError | None = None
+
+    def start(self) -> Preflight:
+        configure(self.settings)
+        self.thread = threading.Thread(target=self._work, name="mlflow-preflight", daemon=True)
+        self.thread.start()
+        return self
+
+    def _work(self) -> None:
         try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
+            probe(self.settings.mlflow_uri, self.settings.tracking_timeout)
+        except TrackingError as exc:
+            self.error = exc
+        import importlib
+
+        kind = "http" if is_server(self.settings.mlflow_uri) else "sqlite"
+        for name in (*_COMMON_IMPORTS, *_STORE_IMPORTS[kind]):
+            try:
+                importlib.import_module(name)
+            except Exception:  # the foreground import reports it, if it matters
+                log.debug("background import of %s failed", name, exc_info=True)
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def preflight(settings: Settings) -> Preflight:
+    """Start preparing tracking in the background (call before the pipeline)."""
+    return Preflight(settings).start()
+
+
+@contextmanager
+def store_errors(settings: Settings, doing: str) -> Iterator[None]:
+    """Any failure of the store becomes one TrackingError line, credentials scrubbed."""
+    try:
+        yield
+    except (TrackingError, promotion.PolicyError, registry.RegistryError):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        message = f"MLflow store {redact_uri(settings.mlflow_uri)} failed while {doing}: {first}"
+        if "Invalid Host header" in message:
+            message += " (start the server with --allowed-hosts naming this host)"
+        secrets = [os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("PASSWORD", "TOKEN")]
+        raise TrackingError(registry.scrub(message, settings.mlflow_uri, secrets)) from None
+
+
+def open_client(settings: Settings) -> Any:
+    """An MlflowClient on the configured store (created, with its tables, under the store
+    lock the first time: two processes must not both run its migrations)."""
+    mlflow = _mlflow()
+    uri = settings.mlflow_uri
+    if uri.startswith("sqlite:///"):
+        registry.sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # it also exports MLFLOW_TRACKING_URI: undo that below,
+    mlflow.set_registry_uri(uri)  # or a later Settings.from_env in this process reads it
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+    with store_errors(settings, "opening the store"), registry.store_lock(uri):
+        client = mlflow.MlflowClient(uri, registry_uri=uri)
+        client.search_registered_models(max_results=1)  # creates the registry tables
+    return client
+
+
+def experiment_id(client: Any, settings: Settings) -> str:
+    """The engine's experiment, created with its artifacts beside a SQLite store (never
+    in ``./mlruns`` of whatever folder the command runs from)."""
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if settings.mlflow_uri.startswith("sqlite:///"):
+        location = (registry.sqlite_path(settings.mlflow_uri).parent / "mlartifacts").as_uri()
+    with registry.store_lock(settings.mlflow_uri):
+        found = client.get_experiment_by_name(EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(EXPERIMENT, artifact_location=location)
+
+
+# --- what a run records (identity: engine.provenance) ------------------------------------
+def _millis(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _key(stage: str) -> str:
+    """A stage name as a metric key: 'walk-forward ridge' -> 'walk_forward_ridge'."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", stage).strip("_")
+
+
+def _finite(value: float) -> bool:
+    return isinstance(value, int | float) and value == value and abs(value) != float("inf")
+
+
+def run_metrics(result: RunResult, model_id: str | None, dataset: tuple[str, str]) -> list:
+    """Summary metrics (linked to the model and dataset), timings and per-period IC."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    name, digest = dataset
+    out = [
+        Metric(k, float(v), now, 0, model_id=model_id, dataset_name=name, dataset_digest=digest)
+        for k, v in result.metrics.items()
+        if _finite(v)
+    ]
+    out += [Metric(f"time_{_key(k)}_s", float(v), now, 0) for k, v in result.timings.items()]
+    for step, (day, ic, n) in enumerate(result.ic.select("date", "ic", "n").iter_rows()):
+        if _finite(ic):
+            out.append(Metric("ic", float(ic), _millis(day), step))
+        out.append(Metric("ic_n", float(n), _millis(day), step))
     return out
 
 
-def run_tags(result: RunResult) -> dict[str, str]:
-    tags = {
-        "git_commit": git_commit(),
-        "dataset_fingerprint": result.fingerprint,
-        "data_source": result.source,
-        "model": result.settings.model.value,
+def dataset_input(result: RunResult) -> Any:
+    """The archive as an MLflow dataset input: digest = fingerprint, schema = features."""
+    import polars as pl
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    start, end = backtest_period(result)
+    kinds = result.input_example.schema
+    schema = {
+        "mlflow_colspec": [
+            {"type": "float" if kinds.get(f) == pl.Float32 else "double", "name": f}
+            for f in result.features
+        ]
     }
-    tags.update({f"version.{k}": v for k, v in package_versions().items()})
-    return tags
+    profile = {
+        "prediction_rows": result.predictions.height,
+        "symbols": result.predictions["symbol"].n_unique(),
+        "backtest_start": start,
+        "backtest_end": end,
+        "fingerprint": result.fingerprint,
+    }
+    source = {"uri": str(Path(result.settings.data_path).resolve()), "kind": result.source}
+    dataset = Dataset(
+        name=f"sp500-{result.source}",
+        digest=result.fingerprint[:32],
+        source_type="local",
+        source=json.dumps(source),
+        schema=json.dumps(schema),
+        profile=json.dumps(profile),
+    )
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
 
 
-def _pip_requirements() -> list[str]:
+def _stage_artifacts(folder: Path, result: RunResult, outputs: dict[str, Path]) -> None:
+    (folder / "outputs").mkdir()
+    for path in outputs.values():
+        if Path(path).is_file():
+            shutil.copy2(path, folder / "outputs" / Path(path).name)
+    (folder / "features").mkdir()
+    definitions = json.dumps(feature_definitions(result), indent=2)
+    (folder / "features" / "features.json").write_text(definitions)
+    if SQL_DIR.is_dir():
+        shutil.copytree(SQL_DIR, folder / "sql", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def pip_requirements() -> list[str]:
     """Pinned requirements of the logged model, given explicitly: inferring them costs
     seconds (MLflow would import and inspect the model's modules)."""
     return [f"{name}=={metadata.version(name)}" for name in PIP_PACKAGES]
 
 
-def log_run(result: RunResult, artifacts: dict[str, Path], settings: Settings) -> str:
-    """Log the run (params, metrics, tags, artifacts, model) and return its run id."""
-    mlflow = _mlflow()
-    uri = settings.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        settings.output_path.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.set_experiment(EXPERIMENT)
-    except Exception as exc:  # any store failure: one clear line, outputs stay on disk
-        raise TrackingError(f"MLflow store {redact_uri(uri)} is not usable: {exc}") from exc
-    with mlflow.start_run(run_name=f"{settings.model.value}") as active:
-        mlflow.log_params(settings.as_params())
-        mlflow.set_tags(run_tags(result))
-        mlflow.log_metrics({k: v for k, v in result.metrics.items() if v == v})
-        mlflow.log_metrics({f"time_{k.replace('-', '_')}_s": v for k, v in result.timings.items()})
-        for path in artifacts.values():
-            mlflow.log_artifact(str(path))
-        if result.model is not None:
-            _log_model(mlflow, result)
-        return active.info.run_id
-
-
-def _log_model(mlflow: Any, result: RunResult) -> None:
+def log_model(result: RunResult) -> Any:
+    """Log the fitted model (sklearn flavour) with its signature and an input example."""
+    import numpy as np
     from mlflow.models import infer_signature
 
     from engine.models import to_sklearn
 
-    estimator = to_sklearn(result.model, result.settings.alpha)
-    example = result.input_example.to_pandas()
-    signature = infer_signature(example, estimator.predict(example.to_numpy()))
-    mlflow.sklearn.log_model(
+    estimator = copy.copy(to_sklearn(result.model, result.settings.alpha))
+    estimator.feature_names_in_ = np.asarray(result.features, dtype=object)
+    example = result.input_example.select(result.features).to_pandas()
+    signature = infer_signature(example, estimator.predict(example))
+    return _mlflow().sklearn.log_model(
         estimator,
         name="model",
         signature=signature,
         input_example=example,
-        pip_requirements=_pip_requirements(),
+        pip_requirements=pip_requirements(),
+        serialization_format=SERIALIZATION,
     )
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """What ``log_run`` left in the store."""
+
+    run_id: str
+    model_uri: str | None
+    registered: Any | None  # registry.Registered, or None for a baseline without a model
+
+    def summary_lines(self) -> list[str]:
+        if self.registered is None:
+            return ["registry: no fitted model (baseline): nothing registered"]
+        return self.registered.summary_lines()
+
+
+def log_run(
+    result: RunResult,
+    artifacts: dict[str, Path],
+    settings: Settings,
+    prepared: Preflight | None = None,
+) -> TrackedRun:
+    """Log the run, register its model and apply the promotion policy; the wall time of
+    each step is logged in one line.
+
+    Raises
+    ------
+    promotion.PolicyError
+        A promotion metric is not among the run's metrics (checked before logging).
+    TrackingError
+        The store is unreachable or failed; the message is one line without credentials.
+    """
+    policy = promotion.Policy.from_settings(settings)
+    if result.model is not None:
+        policy.resolve(result.metrics)
+    clock = Clock()
+    with clock.step("preflight"):
+        (prepared or preflight(settings)).wait()
+    with clock.step("store"):
+        client = open_client(settings)
+    with store_errors(settings, "logging the run"):
+        with clock.step("run"):
+            exp = experiment_id(client, settings)
+            active = _mlflow().start_run(
+                experiment_id=exp, run_name=settings.model.value, tags=run_tags(result)
+            )
+        with active:
+            tracked = _record(
+                client, active.info.run_id, result, artifacts, settings, policy, clock
+            )
+    log.info("%s", clock.line())
+    return tracked
+
+
+def _record(
+    client: Any,
+    run_id: str,
+    result: RunResult,
+    artifacts: dict[str, Path],
+    settings: Settings,
+    policy: promotion.Policy,
+    clock: Clock,
+) -> TrackedRun:
+    from mlflow.entities import Param
+
+    with clock.step("params"):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in settings.as_params().items()])
+        ds = dataset_input(result)
+        # MLflow gets-or-creates the dataset row: two runs doing it at once collide.
+        with registry.store_lock(settings.mlflow_uri):
+            client.log_inputs(run_id, datasets=[ds])
+    with clock.step("model"):
+        info = log_model(result) if result.model is not None else None
+        model_id = info.model_id if info is not None else None
+    with clock.step("metrics"):
+        metrics = run_metrics(result, model_id, (ds.dataset.name, ds.dataset.digest))
+        client.log_batch(run_id, metrics=metrics)
+    with clock.step("artifacts"), tempfile.TemporaryDirectory() as tmp:
+        _stage_artifacts(Path(tmp), result, artifacts)
+        client.log_artifacts(run_id, tmp)
+    if info is None:
+        return TrackedRun(run_id, None, None)
+    start, end = backtest_period(result)
+    evidence = promotion.Evidence("", result.fingerprint, (start, end), dict(result.metrics))
+    tags = {registry.DATA_SOURCE: result.source, "model": settings.model.value}
+    with clock.step("registry"), store_errors(settings, "registering"):
+        registered = registry.register_and_promote(
+            client, settings, run_id, info.model_uri, model_id, evidence, policy, tags
+        )
+        client.set_tag(run_id, "promotion", registered.decision.line())
+    return TrackedRun(run_id, info.model_uri, registered)

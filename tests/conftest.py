@@ -15,8 +15,14 @@ SMALL = SynthSpec(n_symbols=40, start=date(2013, 1, 1), end=date(2018, 12, 31), 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never read the developer's engine/MLflow environment variables."""
-    for var in ("DATA_PATH", "OUTPUT_PATH", "CACHE_PATH", "MODEL_TYPE", "TOP_STOCKS",
-                "MLFLOW_TRACKING_URI"):
+    for var in (
+        "DATA_PATH",
+        "OUTPUT_PATH",
+        "CACHE_PATH",
+        "MODEL_TYPE",
+        "TOP_STOCKS",
+        "MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 

@@ -27,8 +27,9 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 def test_run_writes_portfolio_metrics_and_an_mlflow_run(small_archive: Path, tmp_path: Path):
     out = tmp_path / "out"
-    code, stdout, _ = _run("--model", "ridge", "--data-path", str(small_archive),
-                           "--output-path", str(out))
+    code, stdout, _ = _run(
+        "--model", "ridge", "--data-path", str(small_archive), "--output-path", str(out)
+    )
     assert code == 0, stdout
     portfolio = pl.read_csv(out / "portfolio_ridge.csv")
     assert portfolio.columns == PORTFOLIO_COLUMNS
@@ -37,8 +38,15 @@ def test_run_writes_portfolio_metrics_and_an_mlflow_run(small_archive: Path, tmp
     assert portfolio["name"].null_count() == 0
     metrics = json.loads((out / "metrics_ridge.json").read_text())
     assert metrics["data_source"] == "real"
-    for key in ("ic_mean", "r2_oos", "net_cagr", "net_sharpe", "net_max_drawdown",
-                "index_cagr", "excess_cagr_vs_index"):
+    for key in (
+        "ic_mean",
+        "r2_oos",
+        "net_cagr",
+        "net_sharpe",
+        "net_max_drawdown",
+        "index_cagr",
+        "excess_cagr_vs_index",
+    ):
         assert key in metrics["metrics"]
     assert "caveat: Survivorship" in stdout and "price index" in stdout
 
@@ -76,8 +84,13 @@ def test_no_tracking_never_imports_mlflow(small_archive: Path, tmp_path: Path):
 
 def test_runs_are_deterministic(small_archive: Path, tmp_path: Path):
     for name in ("a", "b"):
-        code, stdout, _ = _run("--no-tracking", "--data-path", str(small_archive),
-                               "--output-path", str(tmp_path / name))
+        code, stdout, _ = _run(
+            "--no-tracking",
+            "--data-path",
+            str(small_archive),
+            "--output-path",
+            str(tmp_path / name),
+        )
         assert code == 0, stdout
     for file in ("portfolio_ridge.csv", "holdings_ridge.csv", "equity_ridge.csv"):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
@@ -92,8 +105,9 @@ def test_embedded_default_is_synthetic_loud_and_kept_apart(
     monkeypatch.setattr(sources, "DEFAULT_SPEC", spec)
     data, out = tmp_path / "empty", tmp_path / "out"
     data.mkdir()
-    code, stdout, stderr = _run("--no-tracking", "--data-path", str(data),
-                                "--output-path", str(out))
+    code, stdout, stderr = _run(
+        "--no-tracking", "--data-path", str(data), "--output-path", str(out)
+    )
     assert code == 0, stdout + stderr
     assert "SYNTHETIC" in stderr
     assert list(data.iterdir()) == []
@@ -105,8 +119,9 @@ def test_embedded_default_is_synthetic_loud_and_kept_apart(
 
 
 def test_real_files_present_are_used(small_archive: Path, tmp_path: Path):
-    code, stdout, stderr = _run("--no-tracking", "--data-path", str(small_archive),
-                                "--output-path", str(tmp_path / "out"))
+    code, stdout, stderr = _run(
+        "--no-tracking", "--data-path", str(small_archive), "--output-path", str(tmp_path / "out")
+    )
     assert code == 0
     assert "SYNTHETIC" not in stderr
     assert "on real data" in stdout
@@ -127,7 +142,7 @@ def test_bad_archive_is_one_line_nonzero_and_writes_nothing(
     shutil.copytree(small_archive, data)
     stocks = data / "sp500_stocks.csv"
     stocks.write_text(mangle(stocks.read_text()))
-    code, stdout, stderr = _run("--data-path", str(data), "--output-path", str(out))
+    code, _, stderr = _run("--data-path", str(data), "--output-path", str(out))
     assert code == 1
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("engine: error:"), stderr
@@ -142,8 +157,9 @@ def test_missing_file_names_it(small_archive: Path, tmp_path: Path):
     data = tmp_path / "data"
     shutil.copytree(small_archive, data)
     (data / "sp500_index.csv").unlink()
-    code, _, stderr = _run("--no-tracking", "--data-path", str(data),
-                           "--output-path", str(tmp_path / "out"))
+    code, _, stderr = _run(
+        "--no-tracking", "--data-path", str(data), "--output-path", str(tmp_path / "out")
+    )
     assert code == 1
     assert "sp500_index.csv" in stderr
 

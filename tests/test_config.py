@@ -19,11 +19,20 @@ def test_defaults() -> None:
 
 
 def test_environment_then_flags() -> None:
-    env = {"DATA_PATH": "/d", "OUTPUT_PATH": "/o", "MODEL_TYPE": "momentum", "TOP_STOCKS": "7",
-           "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
+    env = {
+        "DATA_PATH": "/d",
+        "OUTPUT_PATH": "/o",
+        "MODEL_TYPE": "momentum",
+        "TOP_STOCKS": "7",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+    }
     s = Settings.from_env(environ=env)
     assert (s.data_path, s.output_path, s.model, s.top_stocks) == (
-        Path("/d"), Path("/o"), ModelName.MOMENTUM, 7)
+        Path("/d"),
+        Path("/o"),
+        ModelName.MOMENTUM,
+        7,
+    )
     assert s.mlflow_uri == "http://127.0.0.1:5000"
     flagged = Settings.from_env({"top_stocks": 3, "model": None, "data_path": Path("/x")}, env)
     assert flagged.top_stocks == 3 and flagged.model is ModelName.MOMENTUM
@@ -32,8 +41,11 @@ def test_environment_then_flags() -> None:
 
 @pytest.mark.parametrize(
     ("env", "message"),
-    [({"TOP_STOCKS": "ten"}, "TOP_STOCKS"), ({"TOP_STOCKS": "0"}, "top_stocks"),
-     ({"MODEL_TYPE": "xgboost"}, "model")],
+    [
+        ({"TOP_STOCKS": "ten"}, "TOP_STOCKS"),
+        ({"TOP_STOCKS": "0"}, "top_stocks"),
+        ({"MODEL_TYPE": "xgboost"}, "model"),
+    ],
 )
 def test_bad_environment_values_name_the_setting(env: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):

@@ -135,8 +135,9 @@ def test_point_in_time_polars(cut: int, symbols: set[str], mode: str) -> None:
     assert a.select("date", "symbol").equals(b.select("date", "symbol"))
     for name in DEFAULT_FEATURES:
         assert a[name].is_null().equals(b[name].is_null()), name
-        # Exactly equal up to float rounding: rolling sums are accumulated along the
-        # contiguous (symbol, date) column, so earlier rows perturb the last bits only.
+        # Equal up to float rounding: rolling sums are accumulated along the contiguous
+        # (symbol, date) column, so earlier rows perturb the last bits (seen: 1e-14 absolute
+        # on a beta near 0). Any real look-ahead moves values by orders of magnitude more.
         np.testing.assert_allclose(
-            a[name].to_numpy(), b[name].to_numpy(), rtol=1e-12, atol=1e-15, err_msg=name
+            a[name].to_numpy(), b[name].to_numpy(), rtol=1e-10, atol=1e-12, err_msg=name
         )

@@ -28,8 +28,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.features import FeatureError
     from engine.models import ModelError
     from engine.portfolio import PortfolioError
+    from engine.promotion import PolicyError
+    from engine.registry import RegistryError
 
-    return (ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError)
+    return (
+        ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
+        RegistryError,
+    )  # fmt: skip
 
 
 class EngineError(click.ClickException):
@@ -52,6 +57,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except _user_errors() as exc:
             raise EngineError(str(exc)) from exc
+        except OSError as exc:  # unwritable output/cache folder, full disk, ...
+            where = f": {exc.filename}" if exc.filename else ""
+            raise EngineError(f"{exc.strerror or exc}{where}") from exc
 
     return wrapper
 
@@ -110,7 +118,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data")
+COMMAND_MODULES = ("run", "data", "registry", "predict")
 
 
 def _register() -> None:

@@ -1,0 +1,73 @@
+"""Walk-forward models: name -> estimator, the fast linear walk-forward, the tree walk-forward.
+
+* ``linear``: ridge, lasso and elastic net solved from cumulated per-period sufficient
+  statistics (exactly scikit-learn's solutions; tested to 1e-8).
+* ``tuning``: inner, time-ordered validation of the linear penalty, from the same sums.
+* ``walkforward``: the purged loops (every rebalance for linear models; every
+  ``refit_every`` rebalances on sampled dates for trees).
+* ``estimators``: the scikit-learn tree models and ``to_sklearn`` for MLflow.
+
+Nothing here imports scikit-learn at module import.
+"""
+
+from __future__ import annotations
+
+from engine.models.estimators import BASELINES, TREE_MODELS, to_sklearn, tree_factory
+from engine.models.linear import (
+    DEFAULT_ALPHA,
+    LINEAR_MODELS,
+    LinearFit,
+    Moments,
+    PeriodStats,
+    enet_from_moments,
+    fit_linear,
+    period_stats,
+    ridge_from_moments,
+    ridge_from_stats,
+)
+from engine.models.tuning import InnerSplit
+from engine.models.walkforward import (
+    LinearSpec,
+    RefitPlan,
+    WalkForwardResult,
+    training_mask,
+    walk_forward_linear,
+    walk_forward_refit,
+)
+from engine.schema import ModelName
+
+
+class ModelError(ValueError):
+    """A model cannot be fitted as configured (e.g. not enough history)."""
+
+
+def default_alpha(model: ModelName) -> float:
+    """The fixed penalty of a linear model when none is configured."""
+    return DEFAULT_ALPHA[model]
+
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_ALPHA",
+    "LINEAR_MODELS",
+    "TREE_MODELS",
+    "InnerSplit",
+    "LinearFit",
+    "LinearSpec",
+    "ModelError",
+    "Moments",
+    "PeriodStats",
+    "RefitPlan",
+    "WalkForwardResult",
+    "default_alpha",
+    "enet_from_moments",
+    "fit_linear",
+    "period_stats",
+    "ridge_from_moments",
+    "ridge_from_stats",
+    "to_sklearn",
+    "training_mask",
+    "tree_factory",
+    "walk_forward_linear",
+    "walk_forward_refit",
+]

@@ -1,0 +1,183 @@
+"""load -> features -> train -> portfolio -> backtest: the run, as functions of the
+previous stage's output and the settings.
+
+* ``frame``: the model boundary (features, labels, purge periods as arrays) and the
+  daily market panel; the normalised frame is memoised in the Parquet cache.
+* ``evaluate``: one model's walk-forward scores, weights, backtest and metrics.
+* ``compare``: every model on the same data, the comparison table and the
+  multiple-testing adjustment.
+
+Files are written by ``report`` and MLflow runs by ``tracking``; the only disk access
+here is the archive's and the frame cache's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from engine.archive import Archive
+from engine.backtest import Market
+from engine.config import Settings
+from engine.features import DEFAULT_FEATURES
+from engine.models import ModelError
+from engine.pipeline import evaluate as ev
+from engine.pipeline.frame import (
+    MIN_HISTORY_ROWS,
+    ModelData,
+    cached_model_frame,
+    market,
+    model_data,
+    price_matrix,
+)
+from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MIN_HISTORY_ROWS",
+    "Prepared",
+    "RunResult",
+    "StageTimer",
+    "evaluate_model",
+    "prepare",
+    "price_matrix",
+    "run",
+]
+
+
+@dataclass
+class StageTimer:
+    """Wall time of each stage, in seconds, in the order the stages ran."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("%s ...", name)
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        log.info("%s done in %.2f s", name, self.seconds[name])
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run of one model produced; ``report`` and ``tracking`` consume it.
+
+    Attributes
+    ----------
+    predictions : date, symbol, label, score at every scored rebalance.
+    ic : date, ic, n: the per-period out-of-sample rank IC.
+    history : date, trade_date, symbol, weight, score at every rebalance.
+    holdings : the latest rebalance: date, symbol, name, sector, weight, score.
+    equity : daily date, gross, net, turnover, index, universe, equity curves, drawdown.
+    attribution : sector, allocation, selection, total, w_port, w_bench (Brinson-Fachler
+        against the equal-weight universe, gross).
+    metrics : flat name -> value (NaN when not computable).
+    model : the scorer in force at the last rebalance (None for baselines).
+    input_example : a few normalised feature rows (for the model signature).
+    """
+
+    settings: Settings
+    fingerprint: str
+    source: str
+    features: tuple[str, ...]
+    predictions: pl.DataFrame
+    ic: pl.DataFrame
+    history: pl.DataFrame
+    holdings: pl.DataFrame
+    equity: pl.DataFrame
+    metrics: dict[str, float]
+    model: Any
+    input_example: pl.DataFrame
+    timings: dict[str, float]
+    attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The data every model of a run shares."""
+
+    data: ModelData
+    market: Market
+    input_example: pl.DataFrame
+
+
+def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared:
+    """Features, labels and purge periods as arrays, and the daily market panel."""
+    features = DEFAULT_FEATURES
+    with timer.stage("features"):
+        frame = cached_model_frame(archive, settings, features)
+        if frame.height == 0:
+            raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
+        panel = market(archive)
+        data = model_data(frame, settings, panel.calendar, features)
+    if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
+        raise ModelError(
+            f"no rebalance date has a trained model: the archive needs more than "
+            f"{settings.min_train_periods} {settings.rebalance.value} periods of labelled history"
+        )
+    example = frame.select(features).tail(5).cast(pl.Float64)  # the model signature: doubles
+    return Prepared(data, panel, example)
+
+
+def evaluate_model(
+    archive: Archive, settings: Settings, prepared: Prepared, timer: StageTimer
+) -> RunResult:
+    """Walk ``settings.model`` forward on the prepared data, then weights, backtest, metrics."""
+    data, panel, model = prepared.data, prepared.market, settings.model
+    with timer.stage(f"walk-forward {model.value}"):
+        result = ev.score(data, settings, model, panel.calendar)
+        predictions = ev.predictions_frame(data, result)
+    if predictions.height == 0:
+        raise ModelError(f"model {model.value} scored no rebalance date (too little history)")
+    with timer.stage("portfolio"):
+        universe = int(predictions.group_by(DATE).len()["len"].max())
+        spec = ev.portfolio_spec(settings, model, universe)
+        history = ev.holdings_history(predictions, spec, panel, settings.execution_lag)
+    with timer.stage("backtest"):
+        equity, attribution = ev.run_backtest(history, panel, settings)
+    with timer.stage("metrics"):
+        overlap = ev.label_overlap(data, settings.horizon, panel.calendar)
+        ic, metrics = ev.prediction_metrics(predictions, data.label, model, overlap)
+        metrics |= ev.backtest_metrics(equity)
+        metrics |= {f"model_{k}": v for k, v in result.info.items()}
+    return RunResult(
+        settings=settings,
+        fingerprint=archive.fingerprint,
+        source=archive.source.value,
+        features=data.features,
+        predictions=predictions,
+        ic=ic,
+        history=history,
+        holdings=latest_holdings(history, archive.companies),
+        equity=equity,
+        metrics=metrics,
+        model=result.final,
+        input_example=prepared.input_example,
+        timings=dict(timer.seconds),
+        attribution=attribution,
+    )
+
+
+def run(archive: Archive, settings: Settings) -> RunResult:
+    """The whole research run of ``settings.model`` on one archive."""
+    timer = StageTimer()
+    return evaluate_model(archive, settings, prepare(archive, settings, timer), timer)
+
+
+def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:
+    """The last rebalance's holdings with company name and sector, largest weight first."""
+    latest = history.filter(pl.col(DATE) == pl.col(DATE).max())
+    return (
+        latest.join(companies.select(SYMBOL, NAME, SECTOR), on=SYMBOL, how="left")
+        .select(DATE, SYMBOL, NAME, SECTOR, WEIGHT, "score")
+        .sort([WEIGHT, "score", SYMBOL], descending=[True, True, False])
+    )

@@ -1,0 +1,96 @@
+"""Every model on the same data: the comparison table and the multiple-testing adjustment.
+
+Comparing models is itself a search: the best of seven backtests looks better than its
+skill because it is the best. Each model's active return against the equal-weight
+universe therefore also gets a *deflated* Sharpe ratio (Bailey and Lopez de Prado,
+2014): the probability that its true Sharpe ratio beats the best one that as many
+unskilled trials, with the same dispersion of Sharpe ratios, would reach by luck.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine import metrics as mt
+from engine.archive import Archive
+from engine.config import Settings
+from engine.pipeline import RunResult, StageTimer, evaluate_model, prepare
+from engine.schema import ModelName
+
+# (column, metric key): the issue's columns first, then the honest extras.
+COLUMNS = (
+    ("model", None),
+    ("r2_oos", "r2_oos"),
+    ("ic_mean", "ic_mean"),
+    ("ic_tstat", "ic_tstat"),
+    ("hit_rate", "hit_rate"),
+    ("portfolio_cagr_net", "net_cagr"),
+    ("index_cagr", "index_cagr"),
+    ("outperformance_vs_index", "excess_cagr_vs_index"),
+    ("universe_cagr", "universe_cagr"),
+    ("outperformance_vs_universe", "excess_cagr_vs_universe"),
+    ("portfolio_cagr_gross", "gross_cagr"),
+    ("sharpe_net", "net_sharpe"),
+    ("max_drawdown", "net_max_drawdown"),
+    ("information_ratio_vs_universe", "information_ratio_vs_universe"),
+    ("excess_pvalue_vs_universe", "excess_pvalue_vs_universe"),
+    ("deflated_sharpe_vs_universe", "deflated_sharpe_vs_universe"),
+    ("turnover_annual", "turnover_annual"),
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The per-model results and the comparison table (one row per model)."""
+
+    results: tuple[RunResult, ...]
+    table: pl.DataFrame
+
+
+def run_all(
+    archive: Archive, settings: Settings, models: tuple[ModelName, ...] = tuple(ModelName)
+) -> Comparison:
+    """Walk every model in ``models`` forward on the same prepared data and compare them."""
+    shared = StageTimer()
+    prepared = prepare(archive, settings, shared)
+    results = []
+    for model in models:
+        timer = StageTimer(dict(shared.seconds))
+        results.append(evaluate_model(archive, settings.replace(model=model), prepared, timer))
+    results = deflate(results)
+    return Comparison(tuple(results), comparison_table(results))
+
+
+def active_returns(result: RunResult) -> np.ndarray:
+    """Daily net return minus the equal-weight universe's return."""
+    return result.equity["net"].to_numpy() - result.equity["universe"].to_numpy()
+
+
+def deflate(results: list[RunResult]) -> list[RunResult]:
+    """Each result with ``deflated_sharpe_vs_universe`` and ``trials`` added to its metrics."""
+    actives = [active_returns(r) for r in results]
+    trial_srs = np.array([mt.moments(a)[0] for a in actives])
+    out = []
+    for result, active in zip(results, actives, strict=True):
+        extra = {
+            "deflated_sharpe_vs_universe": mt.deflated_sharpe(active, trial_srs),
+            "trials": float(np.isfinite(trial_srs).sum()),
+        }
+        out.append(dataclasses.replace(result, metrics={**result.metrics, **extra}))
+    return out
+
+
+def comparison_table(results: list[RunResult]) -> pl.DataFrame:
+    """One row per model with the columns of ``COLUMNS`` (NaN where not meaningful)."""
+    rows = []
+    for r in results:
+        row = {"model": r.settings.model.value}
+        row |= {col: float(r.metrics.get(key, np.nan)) for col, key in COLUMNS[1:]}
+        rows.append(row)
+    return pl.DataFrame(
+        rows, schema={col: (pl.String if key is None else pl.Float64) for col, key in COLUMNS}
+    )

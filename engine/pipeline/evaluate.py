@@ -1,0 +1,198 @@
+"""Scores -> weights -> daily backtest -> metrics, for one model on shared data."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import polars as pl
+
+from engine import backtest as bt
+from engine import metrics as mt
+from engine.config import Settings
+from engine.models import (
+    LINEAR_MODELS,
+    TREE_MODELS,
+    InnerSplit,
+    LinearSpec,
+    RefitPlan,
+    WalkForwardResult,
+    default_alpha,
+    tree_factory,
+    walk_forward_linear,
+    walk_forward_refit,
+)
+from engine.pipeline.frame import ModelData
+from engine.portfolio import PortfolioSpec, scheme_weights
+from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Weighting
+
+MOMENTUM_FEATURE = "mom_12_1"
+PERIODS_PER_YEAR = {Rebalance.WEEKLY: 52, Rebalance.MONTHLY: 12, Rebalance.QUARTERLY: 4}
+FORECASTING_MODELS = LINEAR_MODELS | TREE_MODELS  # scores in label units: R^2 is meaningful
+
+
+def purge_gap_periods(data: ModelData, horizon: int, calendar: np.ndarray) -> int:
+    """Rebalance periods that certainly span ``horizon`` trading days (for inner validation)."""
+    lengths = np.diff(np.searchsorted(calendar, data.rebalances))
+    shortest = int(lengths[:-1].min()) if lengths.size > 1 else horizon
+    return math.ceil(horizon / max(shortest, 1))
+
+
+def score(
+    data: ModelData, settings: Settings, model: ModelName, calendar: np.ndarray
+) -> WalkForwardResult:
+    """Out-of-sample scores of ``model`` at every active rebalance (purged walk-forward).
+
+    Baselines are scored at the same active rebalances as the models, so that every
+    model of a comparison is backtested over the same dates.
+    """
+    live = (data.predict_at >= 0) & data.plan.active[np.maximum(data.predict_at, 0)]
+    if model is ModelName.MOMENTUM:
+        mom = data.X[:, data.features.index(MOMENTUM_FEATURE)].astype(np.float64)
+        return WalkForwardResult(np.where(live, mom, np.nan), {})
+    if model is ModelName.EQUAL_WEIGHT:
+        return WalkForwardResult(np.where(live, 0.0, np.nan), {})
+    y = np.nan_to_num(data.y)
+    if model in LINEAR_MODELS:
+        tuning = None
+        if settings.tune:
+            gap = purge_gap_periods(data, settings.horizon, calendar)
+            tuning = InnerSplit(settings.validation_periods, gap)
+        alpha = default_alpha(model) if settings.alpha is None else settings.alpha
+        spec = LinearSpec(model, alpha, settings.l1_ratio, tuning)
+        return walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
+    if model in TREE_MODELS:
+        every = settings.refit_every or PERIODS_PER_YEAR[settings.rebalance]
+        plan = RefitPlan(every, settings.train_dates, settings.seed)
+        make = tree_factory(model, settings.seed, settings.n_jobs)
+        with _thread_limit(settings.n_jobs):
+            return walk_forward_refit(
+                data.X, y, data.available, data.predict_at, data.date_id, data.plan, make, plan
+            )
+    raise ValueError(f"unknown model {model!r}")
+
+
+def _thread_limit(n_jobs: int):
+    try:
+        from threadpoolctl import threadpool_limits  # ships with scikit-learn
+    except ImportError:  # pragma: no cover
+        return nullcontext()
+    return threadpool_limits(limits=n_jobs)
+
+
+def predictions_frame(data: ModelData, result: WalkForwardResult) -> pl.DataFrame:
+    """date, symbol, label, score of every scored row."""
+    scored = ~np.isnan(result.scores)
+    return data.keys.filter(pl.Series(scored)).with_columns(pl.Series(SCORE, result.scores[scored]))
+
+
+def portfolio_spec(settings: Settings, model: ModelName, universe: int) -> PortfolioSpec:
+    """The top-N spec; the equal-weight baseline holds the whole universe equally."""
+    if model is ModelName.EQUAL_WEIGHT:
+        return PortfolioSpec(n=universe, scheme=Weighting.EQUAL, max_weight=1.0)
+    return PortfolioSpec(
+        n=settings.top_stocks, scheme=settings.weighting, max_weight=settings.max_weight,
+        sector_cap=settings.sector_cap, risk_aversion=settings.risk_aversion,
+    )  # fmt: skip
+
+
+def holdings_history(
+    predictions: pl.DataFrame, spec: PortfolioSpec, market: bt.Market, lag: int
+) -> pl.DataFrame:
+    """date, trade_date, symbol, weight, score at every rebalance."""
+    history = scheme_weights(
+        predictions, spec, market.calendar, market.symbols, market.returns, market.sector_code
+    )
+    days = np.searchsorted(market.calendar, history[DATE].to_numpy()) + lag
+    future = days >= len(market.calendar)  # the last signals trade after the data ends
+    trade = market.calendar[np.where(future, 0, days)].astype("datetime64[D]")
+    trade[future] = np.datetime64("NaT")
+    return history.with_columns(pl.Series("trade_date", trade).cast(pl.Date)).select(
+        DATE, "trade_date", SYMBOL, WEIGHT, SCORE
+    )
+
+
+def target_matrix(history: pl.DataFrame, market: bt.Market) -> tuple[np.ndarray, np.ndarray]:
+    """(rebalance dates, targets[rebalance, symbol]) from the holdings history."""
+    rebal = history[DATE].unique().sort().to_numpy()
+    targets = np.zeros((len(rebal), len(market.symbols)))
+    row = np.searchsorted(rebal, history[DATE].to_numpy())
+    col = np.searchsorted(market.symbols, history[SYMBOL].to_numpy())
+    targets[row, col] = history[WEIGHT].to_numpy()
+    return rebal, targets
+
+
+def run_backtest(
+    history: pl.DataFrame, market: bt.Market, settings: Settings
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The daily equity frame over the live period and the sector attribution."""
+    rebal, targets = target_matrix(history, market)
+    trade_days = np.searchsorted(market.calendar, rebal) + settings.execution_lag
+    result = bt.backtest(market.returns, trade_days, targets, settings.cost_bps)
+    live = slice(result.start + 1, len(market.calendar))
+    equity = pl.DataFrame(
+        {
+            DATE: market.calendar[live],
+            "gross": result.gross[live],
+            "net": result.net[live],
+            "turnover": result.turnover[live],
+            "index": market.index[live],
+            "universe": market.universe[live],
+        }
+    ).with_columns(
+        *(((1 + pl.col(c).fill_nan(0)).cum_prod()).alias(f"equity_{c}") for c in ("gross", "net", "index", "universe")),
+        pl.Series("drawdown_net", mt.drawdown(result.net[live])),
+    )  # fmt: skip
+    kept = trade_days < len(market.calendar)
+    period = bt.holding_period_returns(market.returns, trade_days[kept])
+    attribution = mt.sector_attribution(
+        targets[kept], period, market.sector_code, market.sector_names
+    )
+    return equity, attribution
+
+
+def backtest_metrics(equity: pl.DataFrame) -> dict[str, float]:
+    """Portfolio metrics over the live period. Index comparisons use the days the index
+    exists (the Kaggle index file can start later than the prices); the equal-weight
+    universe shares the portfolio's Adj Close basis and every day."""
+    net, gross = equity["net"].to_numpy(), equity["gross"].to_numpy()
+    index, universe = equity["index"].to_numpy(), equity["universe"].to_numpy()
+    common = ~np.isnan(index)
+    out = {
+        **mt.portfolio_summary(net, "net_"),
+        **mt.portfolio_summary(gross, "gross_", full=False),
+        **mt.portfolio_summary(universe, "universe_", full=False),
+        **mt.portfolio_summary(index[common], "index_", full=False),
+        **mt.relative(net, index, "_vs_index"),
+        **mt.relative(net, universe, "_vs_universe"),
+        "net_cagr_vs_index_days": mt.cagr(net[common]),
+        "turnover_annual": float(equity["turnover"].sum() / max(len(net), 1) * mt.TRADING_DAYS),
+        "backtest_days": float(len(net)),
+        "index_coverage": float(common.mean()) if len(common) else 0.0,
+    }
+    out["cost_drag_annual"] = out["gross_cagr"] - out["net_cagr"]
+    return out
+
+
+def label_overlap(data: ModelData, horizon: int, calendar: np.ndarray) -> float:
+    """Label horizon / median trading days between rebalances (>= 1 means overlap)."""
+    lengths = np.diff(np.searchsorted(calendar, data.rebalances))
+    return horizon / float(np.median(lengths)) if lengths.size else 1.0
+
+
+def prediction_metrics(
+    predictions: pl.DataFrame, label: str, model: ModelName, overlap: float = 1.0
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """The per-period IC series and the prediction metrics."""
+    ic = mt.rank_ic_series(predictions, label)
+    out = {
+        **mt.ic_summary(ic["ic"].to_numpy(), overlap),
+        "hit_rate": mt.hit_rate(predictions, label),
+    }
+    if model is ModelName.EQUAL_WEIGHT:  # one score for all: no ranking to judge
+        out["hit_rate"] = math.nan
+    forecasting = model in FORECASTING_MODELS
+    labels = predictions[label].fill_null(np.nan).to_numpy()
+    out["r2_oos"] = mt.r2_oos(labels, predictions[SCORE].to_numpy()) if forecasting else math.nan
+    return ic, out

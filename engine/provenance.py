@@ -1,0 +1,77 @@
+"""What identifies a run beyond its settings: the code (git commit, dirty tree, package
+versions), the data (fingerprint, source, backtest period) and the feature definitions.
+Pure apart from asking git; ``tracking`` records all of it."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from engine.pipeline import RunResult
+
+VERSIONED_PACKAGES = ("engine", "polars", "duckdb", "numpy", "scikit-learn", "mlflow")
+
+
+def git_state(folder: Path | None = None) -> tuple[str, bool]:
+    """(commit, dirty) of the engine's source tree; ('unknown', False) outside git."""
+    cwd = folder or Path(__file__).parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "-uno"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def backtest_period(result: RunResult) -> tuple[str, str]:
+    """First and last day of the backtest (the period metrics are measured on)."""
+    if result.equity.height == 0:
+        return "", ""
+    return str(result.equity["date"].min()), str(result.equity["date"].max())
+
+
+def run_tags(result: RunResult) -> dict[str, str]:
+    commit, dirty = git_state()
+    start, end = backtest_period(result)
+    tags = {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "dataset_fingerprint": result.fingerprint,
+        "data_source": result.source,
+        "model": result.settings.model.value,
+        "period_start": start,
+        "period_end": end,
+    }
+    tags.update({f"version.{k}": v for k, v in package_versions().items()})
+    return tags
+
+
+def feature_definitions(result: RunResult) -> dict[str, Any]:
+    """Every feature's Polars expression, and how features were normalised per date."""
+    from engine.features import feature_expr
+
+    settings = result.settings
+    return {
+        "features": {name: str(feature_expr(name)) for name in result.features},
+        "normalisation": settings.normalisation.value,
+        "sector_neutral": settings.sector_neutral,
+        "label_horizon_days": settings.horizon,
+        "point_in_time": "a feature dated t uses only rows dated <= t",
+    }

@@ -1,0 +1,182 @@
+"""Run outputs on disk and the printed summary.
+
+Every file is written atomically (temporary file in the same folder, fsync, rename),
+so a reader or a crash never sees a half-written file under its final name.
+
+Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
+rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
+``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the plots
+``equity_m.png``, ``drawdown_m.png``, ``rolling_ic_m.png``. ``engine run --model all``
+adds ``comparison.csv`` and ``equity_all.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from engine.pipeline import RunResult
+from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
+
+CAVEATS = (
+    "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
+    "the universe are overstated.",
+    "The S&P 500 index file is a price index (no dividends); the portfolio and the "
+    "equal-weight universe use Adj Close (dividends included).",
+)
+PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
+    """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_safe(value: float) -> float | None:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def metrics_document(result: RunResult) -> dict:
+    """The metrics JSON: metrics, data identity, settings, period, benchmarks' basis,
+    caveats, attribution and stage timings."""
+    eq = result.equity
+    common = eq.filter(pl.col("index").is_not_nan()) if eq.height else eq
+    return {
+        "model": result.settings.model.value,
+        "dataset_fingerprint": result.fingerprint,
+        "data_source": result.source,
+        "metrics": {k: _json_safe(v) for k, v in sorted(result.metrics.items())},
+        "settings": result.settings.as_params(),
+        "features": list(result.features),
+        "period": {
+            "start": str(eq["date"].min()) if eq.height else None,
+            "end": str(eq["date"].max()) if eq.height else None,
+            "index_start": str(common["date"].min()) if common.height else None,
+        },
+        "benchmarks": {
+            "index": "S&P 500 price index (no dividends), compared on the days it exists",
+            "universe": "equal-weight universe, Adj Close (dividends included), daily rebalanced",
+        },
+        "caveats": list(CAVEATS),
+        "attribution": [
+            {k: _json_safe(v) for k, v in row.items()} for row in result.attribution.to_dicts()
+        ],
+        "timings_s": result.timings,
+    }
+
+
+def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
+    """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
+    model = result.settings.model.value
+    portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
+    document = json.dumps(metrics_document(result), indent=2).encode()
+    files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
+        "portfolio": (f"portfolio_{model}.csv", portfolio.write_csv),
+        "holdings": (f"holdings_{model}.csv", result.history.write_csv),
+        "equity": (f"equity_{model}.csv", result.equity.write_csv),
+        "ic": (f"ic_{model}.csv", result.ic.write_csv),
+        "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
+        "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
+    }
+    if plots:
+        files |= {
+            "plot_equity": (f"equity_{model}.png", lambda f: equity_plot(result, f)),
+            "plot_drawdown": (f"drawdown_{model}.png", lambda f: drawdown_plot(result, f)),
+            "plot_rolling_ic": (f"rolling_ic_{model}.png", lambda f: rolling_ic_plot(result, f)),
+        }
+    return {key: atomic_write(folder / name, fn) for key, (name, fn) in files.items()}
+
+
+def write_comparison(
+    table: pl.DataFrame,
+    results: list[RunResult] | tuple[RunResult, ...],
+    folder: Path,
+    plots: bool = True,
+) -> dict[str, Path]:
+    """``comparison.csv`` and (``plots``) ``equity_all.png``."""
+    out = {"comparison": atomic_write(folder / "comparison.csv", table.write_csv)}
+    if plots:
+        out["plot_comparison"] = atomic_write(
+            folder / "equity_all.png", lambda f: comparison_plot(results, f)
+        )
+    return out
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:+.2%}"
+
+
+def _num(value: float, spec: str = "+.4f") -> str:
+    return "n/a" if not math.isfinite(value) else format(value, spec)
+
+
+def _ic_t(m: dict[str, float]) -> str:
+    t, adj = m.get("ic_tstat", math.nan), m.get("ic_tstat_overlap_adj", math.nan)
+    if math.isfinite(t) and math.isfinite(adj) and abs(t - adj) > 1e-9:
+        return f"{t:+.2f}; {adj:+.2f} allowing for overlapping labels"
+    return _num(t, "+.2f")
+
+
+def summary(result: RunResult) -> str:
+    """A short human summary of the run, ending with the caveats."""
+    m = result.metrics
+    nan = float("nan")
+    coverage = m.get("index_coverage", 1.0)
+    index_note = "" if coverage >= 0.999 else f" on the {coverage:.0%} of days the index covers"
+    lines = [
+        f"model {result.settings.model.value} on {result.source} data "
+        f"(fingerprint {result.fingerprint[:12]})",
+        f"  out-of-sample rank IC {_num(m.get('ic_mean', nan))} (t {_ic_t(m)}, "
+        f"{int(m.get('ic_periods', 0))} periods), hit rate {_num(m.get('hit_rate', nan), '.3f')}, "
+        f"R2 {_num(m.get('r2_oos', nan))}",
+        f"  portfolio CAGR net {_pct(m['net_cagr'])} gross {_pct(m['gross_cagr'])} "
+        f"({result.settings.cost_bps:g} bp costs), Sharpe {_num(m['net_sharpe'], '.2f')}, "
+        f"max drawdown {m['net_max_drawdown']:.1%}",
+        f"  vs S&P 500 price index{index_note}: {_pct(m['index_cagr'])} -> excess "
+        f"{_pct(m['excess_cagr_vs_index'])}",
+        f"  vs equal-weight universe: {_pct(m['universe_cagr'])} -> excess "
+        f"{_pct(m['excess_cagr_vs_universe'])} (t {_num(m.get('excess_tstat_vs_universe', nan), '+.2f')})",
+    ]
+    return "\n".join([*lines, *(f"  caveat: {c}" for c in CAVEATS)])
+
+
+def comparison_summary(table: pl.DataFrame) -> str:
+    """The comparison table as fixed-width text, with the multiple-testing note and caveats."""
+    shown = table.select(
+        "model", "ic_mean", "r2_oos", "portfolio_cagr_net", "index_cagr",
+        "outperformance_vs_index", "outperformance_vs_universe", "sharpe_net",
+        "deflated_sharpe_vs_universe",
+    )  # fmt: skip
+    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
+    rows = [header]
+    for r in shown.iter_rows(named=True):
+        rows.append(
+            f"{r['model']:<14}{_num(r['ic_mean']):>8}{_num(r['r2_oos']):>9}"
+            f"{_pct(r['portfolio_cagr_net']):>10}{_pct(r['index_cagr']):>9}"
+            f"{_pct(r['outperformance_vs_index']):>10}{_pct(r['outperformance_vs_universe']):>9}"
+            f"{_num(r['sharpe_net'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+        )
+    note = (
+        f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "
+        f"adjusted for the {table.height} models compared (P[skill beats the luckiest of "
+        f"{table.height} unskilled trials]; > 0.95 is significant)."
+    )
+    return "\n".join([*rows, note, *(f"  caveat: {c}" for c in CAVEATS)])

@@ -1,0 +1,226 @@
+"""The run end to end on a small synthetic archive: stages, comparison, cache, outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from engine.archive import load_archive
+from engine.cli import main
+from engine.config import Settings
+from engine.features import DEFAULT_FEATURES
+from engine.pipeline import StageTimer, prepare, run
+from engine.pipeline.compare import COLUMNS, run_all
+from engine.pipeline.frame import cached_model_frame, frame_key, index_levels, model_frame
+from engine.report import CAVEATS, metrics_document, write_comparison, write_outputs
+from engine.schema import ModelName, Weighting
+
+ISSUE_METRICS = (
+    "r2_oos", "ic_mean", "ic_std", "icir", "ic_tstat", "hit_rate", "net_cagr", "gross_cagr",
+    "net_volatility", "net_sharpe", "net_sortino", "net_max_drawdown", "net_calmar",
+    "alpha_vs_index", "beta_vs_index", "tracking_error_vs_index", "information_ratio_vs_index",
+    "turnover_annual", "net_var_95", "net_cvar_95", "excess_cagr_vs_index",
+    "excess_cagr_vs_universe", "index_cagr", "universe_cagr",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def archive(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    return load_archive(small_archive, tmp_path_factory.mktemp("pipeline-cache"))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    out = tmp_path_factory.mktemp("pipeline-out")
+    return Settings(output_path=out, tracking=False)
+
+
+@pytest.fixture(scope="module")
+def comparison(archive, base: Settings):
+    return run_all(archive, base)
+
+
+def test_a_run_reports_every_metric_the_issue_lists(archive, base: Settings):
+    result = run(archive, base)
+    missing = [k for k in ISSUE_METRICS if k not in result.metrics]
+    assert missing == []
+    assert np.isfinite([result.metrics[k] for k in ISSUE_METRICS]).all()
+    assert result.ic.height == result.metrics["ic_periods"] > 10
+    assert result.model is not None and len(result.model.coef) == len(DEFAULT_FEATURES)
+
+
+def test_trades_follow_signals_after_the_lag_and_the_curve_starts_after_the_first(archive, base):
+    result = run(archive, base.replace(execution_lag=2))
+    history = result.history
+    calendar = result.equity["date"].to_list()
+    first_trade = history["trade_date"].min()
+    assert result.equity["date"].min() > first_trade
+    pairs = history.select("date", "trade_date").unique().drop_nulls().sort("date")
+    for signal, trade in pairs.iter_rows():
+        if signal in calendar and trade in calendar:
+            assert calendar.index(trade) - calendar.index(signal) == 2
+    totals = history.group_by("date").agg(pl.col("weight").sum())["weight"]
+    assert (totals <= 1 + 1e-9).all() and (totals > 0.999).all()
+
+
+def test_every_model_is_backtested_on_the_same_dates(comparison):
+    dates = {
+        r.settings.model: r.history["date"].unique().sort().to_list() for r in comparison.results
+    }
+    assert len({tuple(d) for d in dates.values()}) == 1
+    spans = {(r.equity["date"].min(), r.equity["date"].max()) for r in comparison.results}
+    assert len(spans) == 1
+
+
+def test_comparison_table_has_every_model_and_column(comparison):
+    table = comparison.table
+    assert table["model"].to_list() == [m.value for m in ModelName]
+    assert table.columns == [c for c, _ in COLUMNS]
+    assert table.filter(pl.col("model") == "ridge")["deflated_sharpe_vs_universe"].is_finite().all()
+    baselines = table.filter(pl.col("model").is_in(["momentum", "equal_weight"]))
+    assert baselines["r2_oos"].is_nan().all()  # baselines do not forecast returns
+    assert all(r.metrics["trials"] == len(ModelName) for r in comparison.results)
+
+
+def test_equal_weight_model_tracks_the_universe_benchmark(comparison):
+    """The baseline holds every scored name equally, rebalanced monthly; the benchmark
+    holds every name daily. Over a few years they differ by drift and costs only."""
+    ew = next(r for r in comparison.results if r.settings.model is ModelName.EQUAL_WEIGHT)
+    assert abs(ew.metrics["excess_cagr_vs_universe"]) < 0.02
+    assert ew.metrics["beta_vs_universe"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_index_comparisons_use_only_the_days_the_index_exists(archive, base):
+    late = dataclasses.replace(
+        archive, index=archive.index.filter(pl.col("date") >= pl.date(2016, 6, 1))
+    )
+    result = run(late, base)
+    assert 0 < result.metrics["index_coverage"] < 1
+    assert result.metrics["days_vs_index"] < result.metrics["backtest_days"]
+    common = result.equity.filter(pl.col("index").is_not_nan())
+    expected = (1 + common["net"]).product() ** (252 / common.height) - 1
+    assert result.metrics["net_cagr_vs_index_days"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "weighting", [Weighting.INVERSE_VOL, Weighting.MIN_VARIANCE, Weighting.MEAN_VARIANCE]
+)
+def test_weighting_schemes_run_with_caps(archive, base, weighting):
+    settings = base.replace(
+        model=ModelName.LASSO, weighting=weighting, max_weight=0.15, sector_cap=0.35
+    )
+    result = run(archive, settings)
+    assert (result.history["weight"] <= 0.15 + 1e-9).all()
+    assert result.metrics["net_volatility"] > 0
+
+
+def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, base):
+    names = DEFAULT_FEATURES
+    first = cached_model_frame(archive, base, names)
+    again = cached_model_frame(archive, base, names)
+    assert first.equals(again)
+    assert first.equals(model_frame(archive, base, names))
+    key = frame_key(archive.fingerprint, base, names)
+    assert key != frame_key(archive.fingerprint, base.replace(horizon=5), names)
+    assert key != frame_key(archive.fingerprint, base.replace(sector_neutral=True), names)
+    assert key != frame_key("0" * 64, base, names)
+    assert key == frame_key(
+        archive.fingerprint, base.replace(model=ModelName.LASSO, top_stocks=3), names
+    )
+
+
+def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
+    from engine.models import ModelError
+
+    short = dataclasses.replace(
+        archive, prices=archive.prices.filter(pl.col("date") < pl.date(2014, 3, 1))
+    )
+    with pytest.raises(ModelError):
+        prepare(short, base.replace(feature_cache=False), StageTimer())
+
+
+def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
+    result = comparison.results[0]
+    files = write_outputs(result, tmp_path)
+    for key in ("portfolio", "holdings", "equity", "ic", "attribution", "metrics",
+                "plot_equity", "plot_drawdown", "plot_rolling_ic"):  # fmt: skip
+        assert files[key].is_file() and files[key].stat().st_size > 0
+    for key in ("plot_equity", "plot_drawdown", "plot_rolling_ic"):
+        assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pl.read_csv(files["portfolio"]).columns == [
+        "symbol",
+        "name",
+        "sector",
+        "weight",
+        "score",
+    ]
+    doc = json.loads(files["metrics"].read_text())
+    assert doc["caveats"] == list(CAVEATS)
+    assert "price index" in doc["benchmarks"]["index"]
+    assert sum(row["total"] for row in doc["attribution"]) == pytest.approx(
+        result.attribution["total"].sum()
+    )
+    assert metrics_document(result)["model"] == "ridge"
+    shared = write_comparison(comparison.table, comparison.results, tmp_path)
+    assert pl.read_csv(shared["comparison"]).height == len(ModelName)
+    assert list(tmp_path.glob(".*.tmp")) == []  # atomic writes leave no temporary files
+
+
+def test_cli_run_all_prints_the_table_and_the_caveats(small_archive: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["run", "--model", "all", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+         "--output-path", str(out), "--refit-every", "24"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "deflated Sharpe" in result.stdout and "caveat: Survivorship" in result.stdout
+    assert "price index" in result.stdout
+    assert (out / "comparison.csv").is_file()
+    assert {p.name for p in out.glob("metrics_*.json")} == {
+        f"metrics_{m.value}.json" for m in ModelName
+    }
+    assert not list(out.glob("*.png"))
+
+
+def test_index_levels_fill_gaps_inside_the_file_only():
+    calendar = np.arange(np.datetime64("2020-01-01"), np.datetime64("2020-01-08"))
+    days = [np.datetime64("2020-01-02"), np.datetime64("2020-01-03"), np.datetime64("2020-01-05")]
+    index = pl.DataFrame({"date": np.array(days), "sp500": [1.0, 2.0, 3.0]})
+    np.testing.assert_array_equal(
+        index_levels(index, calendar), [np.nan, 1.0, 2.0, 2.0, 3.0, np.nan, np.nan]
+    )
+
+
+def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):
+    from engine.models.tuning import ENET_GRID
+
+    result = run(archive, base.replace(model=ModelName.LASSO, tune=True, validation_periods=6))
+    assert result.metrics["model_alpha_median"] in ENET_GRID
+
+
+def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path, tmp_path: Path):
+    flags = ["--model", "lasso", "--weighting", "inverse_vol", "--max-weight", "0.15",
+             "--sector-cap", "0.3", "--alpha", "0.0002", "--rebalance", "quarterly",
+             "--cost-bps", "25", "--execution-lag", "2", "--min-train-periods", "4"]  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        ["run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+         "--output-path", str(tmp_path), *flags],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "metrics_lasso.json").read_text())["settings"]
+    expected = {"model": "lasso", "weighting": "inverse_vol", "max_weight": "0.15",
+                "sector_cap": "0.3", "alpha": "0.0002", "rebalance": "quarterly",
+                "cost_bps": "25.0", "execution_lag": "2", "min_train_periods": "4"}  # fmt: skip
+    assert {k: recorded[k] for k in expected} == expected
+    holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
+    assert holdings["weight"].max() <= 0.15 + 1e-9

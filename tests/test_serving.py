@@ -1,0 +1,123 @@
+"""Using the champion: ``engine predict`` on a SQLite store and on a real server, and
+``mlflow models serve`` of the champion answering with the same scores."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from engine import registry, tracking
+from engine.cli.predict import features_on, settings_of_run
+from engine.config import Settings
+from engine.sources import resolve_archive
+from tests import mlflow_server
+from tests.mlflow_server import client_for, engine, run_args, sqlite_uri
+
+pytest_plugins = ("tests.conftest_mlflow",)  # fixtures: mlflow_service, server_uri, model_name
+pytestmark = pytest.mark.slow
+
+
+def _last_rebalance(out: Path) -> date:
+    return pl.read_csv(out / "holdings_ridge.csv", try_parse_dates=True)["date"].max()
+
+
+def _same_rows(a: Path, b: Path) -> None:
+    left, right = (pl.read_csv(p).sort("symbol") for p in (a, b))
+    assert left.columns == right.columns == ["symbol", "name", "sector", "weight", "score"]
+    assert left.drop("score").equals(right.drop("score")), (left, right)
+    # the registered sklearn model and the run's own scorer differ in summation order only
+    assert left["score"].to_list() == pytest.approx(right["score"].to_list(), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def champion(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store whose sp500-ridge champion is a run on the small archive."""
+    out = tmp_path_factory.mktemp("champion")
+    result = engine(*run_args(small_archive, out))
+    assert result.exit_code == 0, result.output
+    assert "promotion: promoted" in result.output
+    return out
+
+
+def test_predict_at_the_last_rebalance_reproduces_the_run_portfolio(
+    champion: Path, small_archive: Path
+):
+    day = _last_rebalance(champion)
+    result = engine("predict", "--as-of", str(day), "--data-path", str(small_archive),
+                    "--output-path", str(champion))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = champion / f"predict_ridge_{day}.csv"
+    _same_rows(written, champion / "portfolio_ridge.csv")
+
+
+def test_predict_uses_the_last_trading_day_on_or_before_the_date(
+    champion: Path, small_archive: Path
+):
+    result = engine("predict", "--as-of", "2017-07-02", "--data-path", str(small_archive),
+                    "--output-path", str(champion), "--top-stocks", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "3 names on 2017-06-30" in result.output  # a Sunday -> the Friday before
+    assert pl.read_csv(champion / "predict_ridge_2017-06-30.csv").height == 3
+
+
+def test_predict_without_a_champion_says_so(champion: Path, small_archive: Path):
+    result = engine("predict", "--as-of", "2018-06-01", "--model", "lasso",
+                    "--data-path", str(small_archive), "--output-path", str(champion))  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot load models:/sp500-lasso@champion" in result.stderr
+
+
+def test_served_champion_answers_with_the_scores_of_engine_predict(
+    champion: Path, small_archive: Path
+):
+    uri = sqlite_uri(champion)
+    day = _last_rebalance(champion)
+    predicted = engine("predict", "--as-of", str(day), "--data-path", str(small_archive),
+                       "--output-path", str(champion))  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    held = pl.read_csv(champion / f"predict_ridge_{day}.csv")
+    # the feature frame engine predict scored, built by the same functions
+    settings = Settings(data_path=small_archive, output_path=champion)
+    tracking.configure(settings)
+    scorer = registry.load_scorer(tracking.open_client(settings), "models:/sp500-ridge@champion")
+    model_settings = settings_of_run(settings, scorer.params, {})
+    _, frame = features_on(resolve_archive(model_settings), model_settings, scorer.features, day)
+    body = {"dataframe_split": frame.select(scorer.features).to_pandas().to_dict(orient="split")}
+    service = mlflow_server.start_model_server(
+        "models:/sp500-ridge@champion", uri, champion / "serve"
+    )
+    try:
+        request = urllib.request.Request(
+            f"{service.url}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = json.loads(response.read())["predictions"]
+    finally:
+        service.stop()
+    assert len(served) == frame.height
+    assert served == pytest.approx(list(scorer.score(frame)), rel=1e-12, abs=1e-15)
+    by_symbol = dict(zip(frame["symbol"].to_list(), served, strict=True))
+    for symbol, score in held.select("symbol", "score").iter_rows():
+        assert by_symbol[symbol] == pytest.approx(score, rel=1e-12, abs=1e-15)
+
+
+def test_predict_against_a_remote_server(
+    small_archive: Path, tmp_path: Path, server_uri: str, model_name: str
+):
+    remote = ("--tracking-uri", server_uri, "--registered-model", model_name)
+    ran = engine(*run_args(small_archive, tmp_path, *remote))
+    assert ran.exit_code == 0, ran.output
+    day = _last_rebalance(tmp_path)
+    result = engine("predict", "--as-of", str(day), "--data-path", str(small_archive),
+                    "--output-path", str(tmp_path / "p"), *remote)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"models:/{model_name}@champion" in result.output
+    _same_rows(tmp_path / "p" / f"predict_ridge_{day}.csv", tmp_path / "portfolio_ridge.csv")
+    assert registry.aliases(client_for(server_uri), model_name)["champion"] == "1"
