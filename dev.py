@@ -55,14 +55,34 @@ def ensure_uv() -> Path | None:
 def sync() -> None:
     uv = ensure_uv()
     if uv is not None:
-        cmd = [str(uv), "sync", "--locked", "--all-extras", "--quiet", "--python", sys.executable]
+        # --compile-bytecode: imports of mlflow/sklearn cost seconds more without .pyc files,
+        # and environments with PYTHONDONTWRITEBYTECODE=1 would never write them.
+        cmd = [
+            str(uv),
+            "sync",
+            "--locked",
+            "--all-extras",
+            "--compile-bytecode",
+            "--quiet",
+            "--python",
+            sys.executable,
+        ]
         env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(VENV)}
         if subprocess.run(cmd, cwd=ROOT, env=env).returncode == 0:
             return
         sys.exit("dev.py: uv sync failed (see above)")
     if not bin_path(VENV, "python").exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
-    pip = [str(bin_path(VENV, "python")), "-m", "pip", "install", "--quiet", "-e", ".[test,bench]"]
+    pip = [
+        str(bin_path(VENV, "python")),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--compile",
+        "-e",
+        ".[test,bench]",
+    ]
     if subprocess.run(pip, cwd=ROOT).returncode != 0:
         sys.exit("dev.py: pip install failed (see above)")
 
