@@ -30,10 +30,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.portfolio import PortfolioError
     from engine.promotion import PolicyError
     from engine.registry import RegistryError
+    from engine.sqlviews import QueryError
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
-        RegistryError,
+        RegistryError, QueryError,
     )  # fmt: skip
 
 
@@ -118,7 +119,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict")
+COMMAND_MODULES = ("run", "data", "registry", "predict", "sql")
 
 
 def _register() -> None:

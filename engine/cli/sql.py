@@ -1,0 +1,195 @@
+"""``engine features`` and ``engine sql``: the feature panel to a file, and ad hoc SQL."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.cli import EngineError, choice, data_options, friendly, main
+from engine.schema import FeatureEngine
+
+FEATURES_FILE = "features.parquet"
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+@main.command()
+@click.option(
+    "--engine",
+    "engine_name",
+    type=choice(FeatureEngine),
+    default=FeatureEngine.POLARS.value,
+    show_default=True,
+    help="Compute with lazy Polars or with the DuckDB views in sql/ (identical to 1e-9).",
+)
+@click.option(
+    "--features",
+    "-f",
+    "names",
+    multiple=True,
+    metavar="NAMES",
+    help="Features to compute, comma-separated or repeated, e.g. vol_21d,mom_12_1 "
+    "[default: the full set]. Any window works with --engine polars.",
+)
+@data_options
+@friendly
+def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
+    """Write OUTPUT_PATH/features.parquet: date, symbol, adj_close, history_rows, every
+    point-in-time feature, then the labels (forward 5, 21 and 63-day returns) and the date
+    each becomes known. Sorted by (symbol, date); written atomically."""
+    from engine.config import Settings
+    from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
+    from engine.sources import resolve_archive
+    from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, feature_frame, write_frame
+
+    chosen = _split(names) or DEFAULT_FEATURES
+    for name in chosen:  # before any data is read: FeatureError for a bad name or window
+        feature_expr(name)
+    settings = Settings.from_env(flags)
+    archive = resolve_archive(settings)
+    sources = Sources.find(archive.cache_dir, settings.output_path)
+    # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
+    panel = feature_panel(archive.prices, archive.index, chosen)
+    started = time.perf_counter()
+    if FeatureEngine(engine_name) is FeatureEngine.POLARS:
+        frame = panel.collect()
+    else:
+        frame = feature_frame(sources, panel.collect_schema().names())
+    seconds = time.perf_counter() - started
+    path = write_frame(frame, settings.output_path / FEATURES_FILE, "parquet")
+    ensure_database(settings.output_path / DATABASE_FILE, sources)
+    click.echo(
+        f"{path}: {frame.height} rows x {frame.width} columns "
+        f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
+    )
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Names from repeated and comma-separated options, first occurrence kept."""
+    names = (n.strip() for v in values for n in v.split(","))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+@main.command(name="sql")
+@click.argument("query", required=False)
+@click.option(
+    "--file",
+    "query_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the query from this file instead of the argument.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    help="Output format [table on the terminal; with --out, from its suffix].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the result to this file (csv, json or parquet) instead of printing it.",
+)
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Rows shown in a printed table (the first and last half).",
+)
+@data_options
+@friendly
+def sql(
+    query: str | None,
+    query_file: Path | None,
+    fmt: str | None,
+    out: Path | None,
+    max_rows: int,
+    **flags: Any,
+) -> None:
+    """Run one read-only SELECT over the engine's views and print a table.
+
+    Views: prices, index, companies (the cache), features, labels, feature_panel, and,
+    once `engine run` has written them, portfolio, backtest, latest_portfolio and
+    predictions (a `model` column tells the runs apart). The same views are in
+    OUTPUT_PATH/engine.duckdb for the DuckDB client. Queries cannot write files, attach
+    databases, load extensions or change settings.
+
+    \b
+    engine sql "select symbol, avg(vol_21d) from features group by all order by 2 desc limit 5"
+    engine sql --file query.sql --out result.parquet
+    """
+    from engine.config import Settings
+    from engine.sources import resolve_archive
+    from engine.sqlviews import (
+        DATABASE_FILE,
+        Sources,
+        ensure_database,
+        open_read_only,
+        run_query,
+        write_frame,
+    )
+
+    text = _query_text(query, query_file)
+    fmt = _output_format(fmt, out)
+    settings = Settings.from_env(flags)
+    archive = resolve_archive(settings)
+    sources = Sources.find(archive.cache_dir, settings.output_path)
+    database = ensure_database(settings.output_path / DATABASE_FILE, sources)
+    con = open_read_only(database, sources)
+    try:
+        frame = run_query(con, text)
+    finally:
+        con.close()
+    if out is not None:
+        write_frame(frame, out, fmt)
+        click.echo(f"{out}: {frame.height} rows x {frame.width} columns", err=True)
+    elif fmt == "table":
+        click.echo(_table(frame, max_rows))
+    elif fmt == "csv":
+        click.echo(frame.write_csv(), nl=False)
+    else:
+        click.echo(frame.write_json())
+
+
+def _query_text(query: str | None, query_file: Path | None) -> str:
+    if (query is None) == (query_file is None):
+        raise EngineError("give a query as the argument or with --file, not both or neither")
+    text = query_file.read_text() if query_file is not None else query
+    if not text or not text.strip():
+        raise EngineError("the query is empty")
+    return text
+
+
+def _output_format(fmt: str | None, out: Path | None) -> str:
+    if fmt is None:
+        if out is None:
+            return "table"
+        fmt = out.suffix.lstrip(".").lower()
+        if fmt not in FORMATS[1:]:
+            raise EngineError(f"--out {out}: give --format csv, json or parquet")
+    fmt = fmt.lower()
+    if out is not None and fmt == "table":
+        raise EngineError("--out writes csv, json or parquet, not a table")
+    if out is None and fmt == "parquet":
+        raise EngineError("--format parquet needs --out FILE")
+    return fmt
+
+
+def _table(frame: Any, max_rows: int) -> str:
+    import polars as pl
+
+    width = click.get_terminal_size()[0] if sys.stdout.isatty() else 200
+    with pl.Config(
+        tbl_rows=max_rows,
+        tbl_cols=-1,
+        tbl_width_chars=max(width, 80),
+        fmt_str_lengths=60,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=False,
+        float_precision=None,
+    ):
+        text = str(frame)
+    return f"{text}\n{frame.height} rows x {frame.width} columns"

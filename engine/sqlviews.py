@@ -1,0 +1,312 @@
+"""DuckDB views over the Parquet cache and the run outputs; read-only ad hoc queries.
+
+The views are the SQL files in ``sql/``, applied in file-name order: staging views that
+only rename and cast (``prices``, ``index``, ``companies``), the daily returns, the
+``feature_panel`` (features and labels in one window pass) split into ``features`` and
+``labels``, and, when ``engine run`` has written them, views over its outputs
+(``OUTPUT_VIEWS``).
+
+The SQL never holds a path. Every file is bound to a source relation ``src_<name>`` through
+DuckDB's relational API (``read_parquet`` / ``read_csv`` with the path as a value), and DuckDB
+itself writes the quoted literal into the stored view. That is how a persistent database
+(``OUTPUT_PATH/engine.duckdb``) can carry the same views with absolute paths, so the DuckDB
+command-line client or Python can query it directly.
+
+Ad hoc queries run on that database opened read-only, with external access off except for
+the exact files the views read, extension auto-install/auto-load off, Python replacement
+scans off, and the configuration locked. DuckDB's ``allowed_paths`` grants writes as well as
+reads (``COPY ... TO '<an allowed file>' (use_tmp_file false)`` would overwrite a cache file),
+so statements are also parsed by DuckDB and only a single SELECT is executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from engine.schema import DATE, SYMBOL, ModelName
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+DATABASE_FILE = "engine.duckdb"
+BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was built for
+CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
+FEATURE_PANEL_VIEW = "feature_panel"
+KEY_VERSION = 1
+# Every connection: no extension is installed or loaded behind a query's back, and a query
+# cannot scan the caller's Python objects by naming them.
+_LOCKED_DOWN = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,
+}
+
+
+@dataclass(frozen=True)
+class OutputView:
+    """A view over ``engine run`` outputs: one file per model, ``<prefix>_<model><suffix>``.
+
+    Add a row to ``OUTPUT_VIEWS`` and a ``sql/<sql_file>`` staging ``src_<view>`` to expose
+    a new output. A view exists only while at least one of its files does.
+    """
+
+    view: str
+    prefix: str
+    suffix: str
+    sql_file: str
+
+    def files(self, output_path: Path) -> tuple[Path, ...]:
+        names = (f"{self.prefix}_{model.value}{self.suffix}" for model in ModelName)
+        return tuple(p for p in (output_path / n for n in names) if p.is_file())
+
+
+OUTPUT_VIEWS = (
+    OutputView("portfolio", "holdings", ".csv", "50_portfolio.sql"),
+    OutputView("backtest", "equity", ".csv", "51_backtest.sql"),
+    OutputView("latest_portfolio", "portfolio", ".csv", "52_latest_portfolio.sql"),
+    OutputView("predictions", "predictions", ".parquet", "53_predictions.sql"),
+)
+
+
+class QueryError(ValueError):
+    """An ad hoc query DuckDB refused or the engine does not run; one line."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files behind the views: source relation name -> absolute paths.
+
+    ``tables`` are the Parquet cache tables (always present); ``outputs`` are run outputs
+    found in OUTPUT_PATH, keyed by view name.
+    """
+
+    tables: Mapping[str, Path]
+    outputs: Mapping[str, tuple[Path, ...]]
+
+    @classmethod
+    def find(cls, cache_dir: Path, output_path: Path | None = None) -> Sources:
+        """The cache tables in ``cache_dir`` and the run outputs present in ``output_path``."""
+        tables = {name: (Path(cache_dir) / f"{name}.parquet").resolve() for name in CACHE_TABLES}
+        outputs = {}
+        for view in OUTPUT_VIEWS if output_path is not None else ():
+            files = tuple(p.resolve() for p in view.files(Path(output_path)))
+            if files:
+                outputs[view.view] = files
+        return cls(tables, outputs)
+
+    def paths(self) -> list[str]:
+        """Every file a view reads: the only files an ad hoc query may open."""
+        files = [*self.tables.values(), *(p for ps in self.outputs.values() for p in ps)]
+        return [str(p) for p in files]
+
+    def sql_files(self) -> list[Path]:
+        """The SQL files to apply, in order: all but those of absent outputs."""
+        absent = {v.sql_file for v in OUTPUT_VIEWS if v.view not in self.outputs}
+        return [p for p in sorted(SQL_DIR.glob("*.sql")) if p.name not in absent]
+
+    def key(self) -> str:
+        """Changes whenever a rebuilt database would differ: files, their signatures, SQL."""
+        parts: dict[str, object] = {"version": KEY_VERSION, "duckdb": duckdb.__version__}
+        for path in self.paths():  # cache paths are content-addressed; outputs are not
+            stat = os.stat(path)
+            parts[path] = [stat.st_size, stat.st_mtime_ns]
+        for sql in self.sql_files():
+            parts[sql.name] = hashlib.sha256(sql.read_bytes()).hexdigest()
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+# --- building the views -------------------------------------------------------------------
+def create_views(con: duckdb.DuckDBPyConnection, sources: Sources) -> None:
+    """Bind ``src_<name>`` to each source's files, then apply ``sql/*.sql`` in order.
+
+    A run-output view that cannot be built (say, a CSV of another layout) is left out with
+    a warning; the cache and feature views always are built.
+    """
+    for name, path in sources.tables.items():
+        con.read_parquet(str(path)).create_view(f"src_{name}", replace=True)
+    optional = {view.sql_file: view for view in OUTPUT_VIEWS}
+    for sql in sources.sql_files():
+        view = optional.get(sql.name)
+        if view is None:
+            con.execute(sql.read_text())
+            continue
+        try:
+            _create_output_view(con, view, sources.outputs[view.view], sql)
+        except duckdb.Error as exc:
+            con.execute(f"drop view if exists src_{view.view}")
+            log.warning("view %s left out: %s", view.view, _first_line(exc))
+
+
+def _create_output_view(
+    con: duckdb.DuckDBPyConnection, view: OutputView, files: Sequence[Path], sql: Path
+) -> None:
+    paths = [str(p) for p in files]
+    reader = con.read_parquet if view.suffix == ".parquet" else con.read_csv
+    reader(paths, filename=True, union_by_name=True).create_view(f"src_{view.view}", replace=True)
+    con.execute(sql.read_text())
+
+
+def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection carrying every view (writable: for the engine's own use)."""
+    con = duckdb.connect(config=_LOCKED_DOWN)
+    create_views(con, sources)
+    return con
+
+
+def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
+    """``columns`` of the ``feature_panel`` view, sorted by (symbol, date), computed by DuckDB.
+
+    Raises
+    ------
+    QueryError
+        A column the SQL views do not define.
+    """
+    with connect(replace(sources, outputs={})) as con:
+        relation = con.table(FEATURE_PANEL_VIEW)
+        missing = [c for c in columns if c not in relation.columns]
+        if missing:
+            raise QueryError(
+                f"the duckdb engine has no {', '.join(missing)}: its views compute the "
+                "default feature set (use --engine polars for other windows)"
+            )
+        return relation.select(*columns).order(f"{SYMBOL}, {DATE}").pl()
+
+
+# --- the persistent database ----------------------------------------------------------------
+def ensure_database(path: Path, sources: Sources) -> Path:
+    """Build ``path`` (a DuckDB file with every view) unless it is current for ``sources``.
+
+    Built in a temporary file beside ``path`` and renamed into place, so readers see the
+    old database or the new one, never a half-built one.
+    """
+    key = sources.key()
+    if _built_key(path) == key:
+        return path
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with duckdb.connect(str(tmp), config=_LOCKED_DOWN) as con:
+            create_views(con, sources)
+            con.execute(f"create table {BUILD_TABLE} (views_key varchar)")
+            con.execute(f"insert into {BUILD_TABLE} values (?)", [key])
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent)
+    except (OSError, duckdb.IOException) as exc:
+        raise QueryError(f"cannot write {path}: {_first_line(exc)}") from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+    log.info("built %s", path)
+    return path
+
+
+def _built_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    try:
+        with duckdb.connect(str(path), read_only=True, config=_LOCKED_DOWN) as con:
+            return con.sql(f"select views_key from {BUILD_TABLE}").fetchall()[0][0]
+    except (duckdb.Error, IndexError) as exc:
+        log.info("rebuilding %s (%s)", path, _first_line(exc))
+        return None
+
+
+# --- read-only ad hoc queries ---------------------------------------------------------------
+def open_read_only(database: Path, sources: Sources) -> duckdb.DuckDBPyConnection:
+    """``database`` opened read-only, able to open only the files its views read.
+
+    ``allowed_paths`` must be set before external access is switched off, and both before
+    the configuration is locked; after that no statement can change any setting.
+    """
+    con = duckdb.connect(str(database), read_only=True, config=_LOCKED_DOWN)
+    try:
+        con.execute("set allowed_paths = ?", [sources.paths()])
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def run_query(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
+    """The result of one SELECT (or FROM, DESCRIBE, SHOW, SUMMARIZE) statement.
+
+    Raises
+    ------
+    QueryError
+        Not exactly one statement, not a SELECT, or any DuckDB error; the message is one
+        line and names a missing run-output view.
+    """
+    try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(exc)) from None
+    if len(statements) != 1:
+        raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
+    (statement,) = statements
+    if statement.type != duckdb.StatementType.SELECT:
+        kind = statement.type.name
+        raise QueryError(f"only SELECT queries are allowed (this is a {kind} statement)")
+    try:
+        return con.sql(statement).pl()
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(exc) + _missing_output_hint(exc)) from None
+
+
+def _missing_output_hint(exc: duckdb.Error) -> str:
+    if not isinstance(exc, duckdb.CatalogException):
+        return ""
+    for view in OUTPUT_VIEWS:
+        if f"name {view.view} does not exist" in str(exc):
+            return (
+                f" (the {view.view} view appears once OUTPUT_PATH holds "
+                f"{view.prefix}_<model>{view.suffix}: run `engine run` first)"
+            )
+    return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- files ------------------------------------------------------------------------------------
+def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
+    """Write ``frame`` to ``path`` as csv, json (an array of row objects) or parquet,
+    through a temporary file in the same folder renamed into place."""
+    writers = {
+        "csv": lambda f: frame.write_csv(f),
+        "json": lambda f: frame.write_json(f),
+        "parquet": lambda f: frame.write_parquet(f),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        writers[fmt](tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,160 @@
+"""`engine features` and `engine sql` through click's CliRunner, on a small synthetic archive."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner, Result
+
+from engine.cli import main
+from engine.features import DEFAULT_FEATURES
+from engine.synth import SynthSpec, synthesize
+from tests.test_sqlviews import assert_same_panel
+
+SPEC = SynthSpec(n_symbols=25, start=date(2016, 1, 4), end=date(2018, 6, 29))
+LABELS = ["fwd_ret_5d", "fwd_ret_21d", "fwd_ret_63d"]
+LABEL_ENDS = ["label_end_5d", "label_end_21d", "label_end_63d"]
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("archive")
+    synthesize(folder, SPEC)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def invoke(data_path: Path, cache_path: Path, tmp_path: Path):
+    """Run ``engine <args>`` on the archive with OUTPUT_PATH = tmp_path/out."""
+
+    def run(*args: str) -> Result:
+        paths = ["--data-path", str(data_path), "--cache-path", str(cache_path),
+                 "--output-path", str(tmp_path / "out")]  # fmt: skip
+        return CliRunner().invoke(main, [*args, *paths], catch_exceptions=False)
+
+    return run
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if "error:" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("engine: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+# --- engine features ---------------------------------------------------------------------------
+def test_features_polars_and_duckdb_write_the_same_file(invoke, tmp_path: Path) -> None:
+    path = tmp_path / "out" / "features.parquet"
+    result = invoke("features")
+    assert result.exit_code == 0, result.output
+    assert "polars" in result.stdout and str(path) in result.stdout
+    polars = pl.read_parquet(path)
+    result = invoke("features", "--engine", "duckdb")
+    assert result.exit_code == 0, result.output
+    duck = pl.read_parquet(path)
+    expected = ["date", "symbol", "adj_close", "history_rows", *DEFAULT_FEATURES, *LABELS,
+                *LABEL_ENDS]  # fmt: skip
+    assert polars.columns == expected
+    assert polars.select("symbol", "date").equals(
+        polars.select("symbol", "date").sort("symbol", "date")
+    )
+    assert_same_panel(polars, duck)
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_features_with_chosen_names(invoke, tmp_path: Path) -> None:
+    result = invoke("features", "--features", "vol_10d,mom_5d", "-f", "beta_21d,vol_10d")
+    assert result.exit_code == 0, result.output
+    frame = pl.read_parquet(tmp_path / "out" / "features.parquet")
+    assert frame.columns[4:7] == ["vol_10d", "mom_5d", "beta_21d"]
+    assert frame.columns[7] == "fwd_ret_5d"
+    assert frame["vol_10d"].null_count() < frame.height
+
+
+@pytest.mark.parametrize(
+    ("names", "fragment"),
+    [("vol_0d", "windows must be > 0"), ("px_sma0", "windows must be > 0"),
+     ("nonsense", "unknown feature 'nonsense'"), ("mom_21_63", "skip")],
+)  # fmt: skip
+def test_features_refuses_bad_names(invoke, names: str, fragment: str) -> None:
+    assert_one_line_error(invoke("features", "--features", names), fragment)
+
+
+def test_duckdb_engine_refuses_windows_outside_its_views(invoke) -> None:
+    result = invoke("features", "--engine", "duckdb", "--features", "vol_10d")
+    assert_one_line_error(result, "vol_10d", "--engine polars")
+
+
+# --- engine sql -------------------------------------------------------------------------------
+def test_sql_prints_a_table(invoke) -> None:
+    result = invoke("sql", "select symbol, count(*) as n from prices group by all order by n, 1")
+    assert result.exit_code == 0, result.output
+    assert "symbol" in result.stdout and "│" in result.stdout
+    assert result.stdout.rstrip().endswith(f"{SPEC.n_symbols} rows x 2 columns")
+
+
+def test_sql_builds_the_persistent_database(invoke, tmp_path: Path) -> None:
+    assert invoke("sql", "select 1 as x").exit_code == 0
+    assert (tmp_path / "out" / "engine.duckdb").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_sql_writes_a_file(invoke, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"result.{fmt}"
+    query = "select date, symbol, vol_21d from features where vol_21d is not null limit 7"
+    result = invoke("sql", query, "--format", fmt, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    read = {"csv": pl.read_csv, "json": pl.read_json, "parquet": pl.read_parquet}[fmt]
+    frame = read(out)
+    assert frame.columns == ["date", "symbol", "vol_21d"] and frame.height == 7
+    if fmt == "json":
+        assert isinstance(json.loads(out.read_text()), list)
+
+
+def test_sql_format_follows_the_out_suffix(invoke, tmp_path: Path) -> None:
+    out = tmp_path / "result.parquet"
+    assert invoke("sql", "select 1 as x", "--out", str(out)).exit_code == 0
+    assert pl.read_parquet(out)["x"].to_list() == [1]
+
+
+def test_sql_prints_csv(invoke) -> None:
+    result = invoke("sql", "select 1 as x, 'a' as y", "--format", "csv")
+    assert result.exit_code == 0 and result.stdout == "x,y\n1,a\n"
+
+
+def test_sql_reads_the_query_from_a_file(invoke, tmp_path: Path) -> None:
+    query = tmp_path / "query.sql"
+    query.write_text("-- the highest beta\nselect symbol, max(beta_63d) as beta\nfrom features\n"
+                     "group by symbol order by beta desc limit 3;\n")  # fmt: skip
+    result = invoke("sql", "--file", str(query))
+    assert result.exit_code == 0, result.output
+    assert "beta" in result.stdout and "3 rows x 2 columns" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("selec 1",), "syntax error"),
+        (("select * from no_such_view",), "no_such_view"),
+        (("select * from portfolio",), "engine run"),
+        (("copy (select 1) to 'x.csv'",), "only SELECT"),
+        (("select * from read_csv('/etc/passwd')",), "Permission Error"),
+        (("create table t as select 1",), "only SELECT"),
+        ((), "not both or neither"),
+        (("select 1", "--format", "parquet"), "--out"),
+        (("select 1", "--out", "result.txt"), "--format"),
+    ],
+)
+def test_sql_errors_are_one_line(invoke, args: tuple[str, ...], fragment: str) -> None:
+    assert_one_line_error(invoke("sql", *args), fragment)
