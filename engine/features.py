@@ -139,7 +139,7 @@ def idiosyncratic_vol(window: int) -> pl.Expr:
     """idio_vol_{w}d: sqrt(var(r) - beta^2 var(m)) over the last w rows, daily units;
     the std of the residual of r on m (ddof=1 throughout), floored at 0."""
     cov, var_m, var_r = _beta_parts(window)
-    resid = pl.max_horizontal(var_r - cov * cov / var_m, pl.lit(0.0))
+    resid = (var_r - cov * cov / var_m).clip(lower_bound=0.0)  # keeps nulls null
     return pl.when(var_m > 0).then(resid.sqrt()).alias(f"idio_vol_{window}d")
 
 
@@ -258,6 +258,9 @@ def feature_panel(
 ) -> pl.LazyFrame:
     """date, symbol, adj_close, history_rows, the features, then per horizon h the label
     ``fwd_ret_{h}d`` and its ``label_end_{h}d``; lazy, sorted by (symbol, date)."""
+    repeated = sorted({name for name in features if list(features).count(name) > 1})
+    if repeated:
+        raise FeatureError(f"feature names repeated: {', '.join(repeated)}")
     exprs = [feature_expr(name) for name in features]
     if any(h <= 0 for h in horizons):
         raise FeatureError(f"label horizons must be > 0, got {list(horizons)}")

@@ -101,6 +101,11 @@ def test_bad_feature_names_are_refused(name: str) -> None:
         feature_expr(name)
 
 
+def test_repeated_feature_names_are_refused() -> None:
+    with pytest.raises(FeatureError, match="repeated: vol_5d"):
+        feature_panel(PRICES.lazy(), INDEX.lazy(), features=("vol_5d", "mom_21d", "vol_5d"))
+
+
 def test_custom_windows_are_accepted() -> None:
     panel = feature_panel(PRICES.lazy(), INDEX.lazy(), features=("vol_10d", "mom_5d")).collect()
     assert panel["vol_10d"].null_count() < panel.height
