@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import cache
+from engine import cache, memory
 from engine import schema as s
 from engine.schema import DataSource
 
@@ -138,6 +138,8 @@ def load_archive(
     entry = cache.cached_tables(
         cache_path, fingerprint, TABLE_SCHEMAS, lambda: _build(paths, before, source)
     )
+    rows = int(entry.manifest["tables"]["prices"]["rows"])
+    memory.ensure_fits(memory.scan_estimate(rows), f"the archive in {data_path} ({rows:,} rows)")
     warnings = tuple(entry.manifest.get("warnings", ()))
     for warning in warnings:
         logger.warning("%s", warning)
@@ -168,6 +170,9 @@ def _build(
 ) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
     """Parse and validate the three files: the tables and extra manifest fields."""
     stocks, companies, index = paths
+    size = sum(sizes[0] for sizes in before)  # file_signature: (size, mtime, inode, device)
+    where = f"the archive in {stocks.parent} ({size / 2**20:,.0f} MB of CSV)"
+    memory.ensure_fits(memory.parse_estimate(size), where)
     tables = {"prices": prices(stocks), "index": index_levels(index)}
     tables["companies"] = constituents(companies)
     if [cache.file_signature(p) for p in paths] != list(before):

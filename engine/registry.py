@@ -19,8 +19,8 @@ re-applied: the newer version wins only if it beats the older one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from engine import locks
 from engine.promotion import Decision, Evidence, Policy, beats, decide
 
 CHALLENGER = "challenger"
@@ -38,6 +39,9 @@ PERIOD_START, PERIOD_END = "period_start", "period_end"
 DECISION, REASON, POLICY = "promotion.decision", "promotion.reason", "promotion.policy"
 PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
 RACE_ROUNDS = 3
+# Holders keep the store lock for a registration (about a second; several under load):
+# a wait this long means the holder is stuck, and the run ends with one clear line.
+STORE_LOCK_WAIT_S = 120.0
 
 
 class RegistryError(ValueError):
@@ -58,6 +62,10 @@ def without_credentials(uri: str) -> str:
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
+# An Authorization header's value (HTTP basic credentials or a bearer token) in a message.
+_AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/._~-]{16,}=*")
+
+
 def scrub(text: str, uri: str, secrets: Sequence[str | None] = ()) -> str:
     """``text`` without the URI's user info or password, nor any of ``secrets`` (MLflow's
     own messages may quote the URI it was given)."""
@@ -67,7 +75,7 @@ def scrub(text: str, uri: str, secrets: Sequence[str | None] = ()) -> str:
     for secret in (parts.password, *secrets):
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} ***", text)  # a server echoing a header
 
 
 def lock_path(uri: str) -> Path:
@@ -81,15 +89,10 @@ def lock_path(uri: str) -> Path:
 
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
-    """Exclusive, cross-process lock for the store ``uri`` (blocking)."""
-    path = lock_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Exclusive, cross-process lock for the store ``uri``. Waits at most
+    ``STORE_LOCK_WAIT_S``, then raises ``locks.LockTimeout`` (one line, no credentials)."""
+    with locks.exclusive(lock_path(uri), STORE_LOCK_WAIT_S, "the MLflow store"):
+        yield
 
 
 # --- registry operations (client: mlflow.MlflowClient) -------------------------------------

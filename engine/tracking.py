@@ -23,20 +23,25 @@ Batching: params and metrics go in ``log_batch`` calls, artifacts in one
 
 from __future__ import annotations
 
+import base64
 import copy
+import gc
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import metadata
@@ -105,7 +110,11 @@ def configure(settings: Settings) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")  # requirements are explicit
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    # The engine reports a store failure itself, in one line; MLflow's own error logs (a
+    # traceback and the SQL) would only repeat it, so they are off unless asked for.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
+    if os.environ["MLFLOW_LOGGING_LEVEL"] == "CRITICAL":  # mlflow may be imported already
+        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage data leaves the host
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # it may hold credentials
 
@@ -150,6 +159,7 @@ class Preflight:
     settings: Settings
     thread: threading.Thread | None = None
     error: TrackingError | None = None
+    client: Any = None  # an MlflowClient opened ahead (tracking worker only)
 
     def start(self) -> Preflight:
         configure(self.settings)
@@ -177,10 +187,45 @@ class Preflight:
         if self.error is not None:
             raise self.error
 
+    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
+        return log_run(result, artifacts, settings, self)
+
+    def __enter__(self) -> Preflight:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None  # a daemon thread: nothing to end
+
 
 def preflight(settings: Settings) -> Preflight:
     """Start preparing tracking in the background (call before the pipeline)."""
     return Preflight(settings).start()
+
+
+@contextmanager
+def _pinned_requirements_trusted() -> Iterator[None]:
+    """Skip MLflow's check of the model's requirements against the installed packages.
+
+    ``log_model`` calls ``warn_dependency_requirement_mismatches`` on the requirements
+    (no argument or variable turns it off in MLflow 3.x), and its first call scans every
+    installed distribution (~0.4 s). Ours are ``pip_requirements()``: the installed
+    versions, pinned, so the check cannot find a mismatch; it only warns, and it changes
+    nothing that is written. If MLflow moves the function, the check simply runs.
+    """
+    try:
+        from mlflow.utils import environment
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # pragma: no cover
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = check
 
 
 @contextmanager
@@ -191,12 +236,32 @@ def store_errors(settings: Settings, doing: str) -> Iterator[None]:
     except (TrackingError, promotion.PolicyError, registry.RegistryError):
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        secrets = credentials()
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = registry.scrub(first, settings.mlflow_uri, secrets)[:300]  # scrub, then cut
         message = f"MLflow store {redact_uri(settings.mlflow_uri)} failed while {doing}: {first}"
         if "Invalid Host header" in message:
             message += " (start the server with --allowed-hosts naming this host)"
-        secrets = [os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("PASSWORD", "TOKEN")]
+        if "database is locked" in message:
+            message += " (another process is writing to the SQLite store: run again later)"
         raise TrackingError(registry.scrub(message, settings.mlflow_uri, secrets)) from None
+
+
+def credentials() -> list[str]:
+    """What MLflow may send to a server, to keep out of messages: the token, and the
+    password (environment or ``~/.mlflow/credentials``) plain and as HTTP basic auth."""
+    found = [os.environ.get("MLFLOW_TRACKING_TOKEN"), os.environ.get("MLFLOW_TRACKING_PASSWORD")]
+    try:
+        from mlflow.utils.credentials import read_mlflow_creds  # MLflow's own precedence
+
+        creds = read_mlflow_creds()
+    except Exception:  # no mlflow, an unreadable file: the environment is all there is
+        return [s for s in found if s]
+    found.append(creds.password)
+    if creds.username and creds.password:
+        pair = f"{creds.username}:{creds.password}".encode()
+        found.append(base64.b64encode(pair).decode())
+    return [s for s in found if s]
 
 
 def open_client(settings: Settings) -> Any:
@@ -329,14 +394,15 @@ def log_model(result: RunResult) -> Any:
     estimator.feature_names_in_ = np.asarray(result.features, dtype=object)
     example = result.input_example.select(result.features).to_pandas()
     signature = infer_signature(example, estimator.predict(example))
-    return _mlflow().sklearn.log_model(
-        estimator,
-        name="model",
-        signature=signature,
-        input_example=example,
-        pip_requirements=pip_requirements(),
-        serialization_format=SERIALIZATION,
-    )
+    with _pinned_requirements_trusted():
+        return _mlflow().sklearn.log_model(
+            estimator,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            serialization_format=SERIALIZATION,
+        )
 
 
 @dataclass(frozen=True)
@@ -373,10 +439,11 @@ def log_run(
     if result.model is not None:
         policy.resolve(result.metrics)
     clock = Clock()
+    prepared = prepared or preflight(settings)
     with clock.step("preflight"):
-        (prepared or preflight(settings)).wait()
+        prepared.wait()
     with clock.step("store"):
-        client = open_client(settings)
+        client = prepared.client if prepared.client is not None else open_client(settings)
     with store_errors(settings, "logging the run"):
         with clock.step("run"):
             exp = experiment_id(client, settings)
@@ -428,3 +495,162 @@ def _record(
         )
         client.set_tag(run_id, "promotion", registered.decision.line())
     return TrackedRun(run_id, info.model_uri, registered)
+
+
+# --- the tracking worker: MLflow in a child process --------------------------------------
+_WORKER_ENTRY = "from engine.tracking import serve_worker; serve_worker()"
+
+
+class TrackingWorker:
+    """Tracking in a child process started before the pipeline (``engine run``).
+
+    ``import mlflow``, scikit-learn and the SQL store are ~2-3 s of pure-Python imports.
+    On a background thread they hold this interpreter's GIL, and the pipeline's many
+    short numpy calls then queue behind them (the walk-forward ran ~5x slower); in a
+    child process they run on the other core. The child probes the server, imports,
+    opens an existing store, then logs each run it is sent with ``log_run`` and answers
+    with the ``TrackedRun`` or the exception, which ``log_run`` here re-raises. Messages
+    are pickles over the child's stdin and stdout: a private pipe between two processes
+    of the same code.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        configure(settings)  # the child inherits the variables
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_ENTRY],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        level = logging.getLogger("engine").getEffectiveLevel()
+        self._send((settings, level))
+
+    def _send(self, message: Any) -> None:
+        try:
+            pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone: the reply (none) says so
+
+    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
+        """``log_run`` in the child; its exceptions are raised here."""
+        if result.model is not None:  # a policy error ends the run before anything is sent
+            promotion.Policy.from_settings(settings).resolve(result.metrics)
+        self._send((result, artifacts, settings))
+        log.debug("tracking: run sent to the worker")
+        try:
+            kind, value = pickle.load(self.process.stdout)
+        except (EOFError, OSError, pickle.UnpicklingError):
+            code = self.process.wait()
+            raise TrackingError(
+                f"the tracking process ended unexpectedly (exit code {code})"
+            ) from None
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self, abandon: bool = False) -> None:
+        """End the child and reap it: it exits when its input closes; ``abandon`` (the
+        run failed before tracking) kills it instead of letting it finish its imports."""
+        if abandon and self.process.poll() is None:
+            self.process.kill()
+        with suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        with suppress(OSError):
+            self.process.stdout.close()
+
+    def __enter__(self) -> TrackingWorker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(abandon=kind is not None)
+
+
+def start_tracking(settings: Settings) -> Preflight | TrackingWorker:
+    """Prepare tracking while the pipeline runs: a worker process, or a background thread
+    when mlflow is already imported here (nothing left to take off the GIL)."""
+    if "mlflow" in sys.modules:
+        return preflight(settings)
+    return TrackingWorker(settings)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a TrackingError with its first line."""
+    try:
+        return pickle.loads(pickle.dumps(exc))
+    except Exception:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return TrackingError(f"tracking failed: {type(exc).__name__}: {first}")
+
+
+def serve_worker() -> None:
+    """Main of the tracking worker (see ``TrackingWorker``).
+
+    Imports run with the cyclic garbage collector off (it would walk the growing module
+    graph again and again: ~20% of their CPU) and the imported objects are then frozen.
+    The child ends with ``os._exit`` once its input closes: every reply was sent after
+    the store committed its writes (MLflow's SQL store commits each call; nothing is
+    logged asynchronously) and its artifacts were copied, so the only thing skipped is
+    the interpreter's teardown of the MLflow object graph (~0.5-1 s).
+    """
+    started = time.perf_counter()
+    gc.disable()
+    replies = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
+    requests = sys.stdin.buffer
+    code = 0
+    try:
+        settings, level = pickle.load(requests)
+        _worker_logging(level)
+        prepared = Preflight(settings)
+        configure(settings)
+        prepared._work()
+        if prepared.error is None and _store_exists(settings.mlflow_uri):
+            try:  # read-only on an existing store; a failure is reported when logging
+                prepared.client = open_client(settings)
+            except Exception:
+                log.debug("opening the store ahead failed", exc_info=True)
+        gc.freeze()
+        gc.enable()
+        log.debug("tracking worker ready in %.2f s (cpu %.2f s)", time.perf_counter() - started,
+                  time.process_time())  # fmt: skip
+        while True:
+            try:
+                result, artifacts, run_settings = pickle.load(requests)
+            except EOFError:
+                break
+            try:
+                reply: tuple[str, Any] = ("ok", log_run(result, artifacts, run_settings, prepared))
+            except BaseException as exc:
+                log.debug("tracking failed", exc_info=True)
+                reply = ("error", _portable(exc))
+            pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+            replies.flush()
+    except BaseException:
+        log.exception("the tracking process failed")
+        code = 1
+    finally:
+        log.debug("tracking worker done: cpu %.2f s", time.process_time())
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _store_exists(uri: str) -> bool:
+    """A server, or a SQLite file already there (opening a new one would create it)."""
+    return is_server(uri) or (uri.startswith("sqlite:///") and registry.sqlite_path(uri).is_file())
+
+
+def _worker_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("engine: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("engine").setLevel(level)

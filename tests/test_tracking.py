@@ -118,10 +118,16 @@ def test_artifacts_outputs_plots_features_and_sql_views(recorded):
 
 
 @pytest.mark.slow
-def test_the_model_is_sklearn_with_signature_example_and_pinned_requirements(recorded):
+def test_the_model_is_sklearn_with_signature_example_and_pinned_requirements(
+    recorded, monkeypatch: pytest.MonkeyPatch
+):
     import mlflow
 
     out, run, client = recorded
+    # The run may have been logged by the tracking worker process: point this one at its
+    # store (set_tracking_uri exports the variable too; monkeypatch removes it afterwards).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(out))
+    mlflow.set_tracking_uri(sqlite_uri(out))
     (output,) = run.outputs.model_outputs
     uri = f"models:/{output.model_id}"
     info = mlflow.models.get_model_info(uri)

@@ -26,6 +26,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.archive import ArchiveError
     from engine.config import SettingsError
     from engine.features import FeatureError
+    from engine.memory import InsufficientMemory
     from engine.models import ModelError
     from engine.portfolio import PortfolioError
     from engine.promotion import PolicyError
@@ -34,7 +35,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
-        RegistryError, QueryError,
+        RegistryError, QueryError, InsufficientMemory,
     )  # fmt: skip
 
 
@@ -61,6 +62,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:  # unwritable output/cache folder, full disk, ...
             where = f": {exc.filename}" if exc.filename else ""
             raise EngineError(f"{exc.strerror or exc}{where}") from exc
+        except MemoryError as exc:  # numpy or Python ran out (Polars aborts: see engine.memory)
+            raise EngineError("out of memory: free memory or use a smaller archive") from exc
 
     return wrapper
 
@@ -119,7 +122,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict", "sql")
+COMMAND_MODULES = ("run", "data", "registry", "predict", "sql", "bench")
 
 
 def _register() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import click
 
 from engine.cli import EXIT_TRACKING, EngineError, choice, data_options, friendly, main
+from engine.locks import output_lock
 from engine.schema import ModelName, Normalisation, Rebalance, TrainWindow, Weighting
 
 ALL_MODELS = "all"
@@ -108,37 +110,46 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
         "feature_cache": False if no_feature_cache else None,
     }
     settings = Settings.from_env(overrides)
-    prepared = None
-    if settings.tracking:  # import mlflow and probe the store while the pipeline computes
-        from engine.tracking import preflight
+    # Runs compute in parallel; each holds the output folder's lock from its first write to
+    # the end of tracking, so the folder and each run's artifacts are one run's files.
+    with contextlib.ExitStack() as hold:
+        prepared = None
+        if settings.tracking:  # mlflow imports and probes (a child process) while we compute
+            from engine.tracking import start_tracking
 
-        prepared = preflight(settings)
-    archive = resolve_archive(settings)
-    plots = not no_plots
-    if every:
-        results, files = _run_all(archive, settings, plots)
-    else:
-        results, files = _run_one(archive, settings, plots)
-    if settings.tracking:
-        _track(results, files, settings, prepared)
+            prepared = hold.enter_context(start_tracking(settings))
+        archive = resolve_archive(settings)
+        plots = not no_plots
+        if every:
+            results, files = _run_all(archive, settings, plots, hold)
+        else:
+            results, files = _run_one(archive, settings, plots, hold)
+        if settings.tracking:
+            _track(results, files, settings, prepared)
 
 
-def _run_one(archive: Any, settings: Any, plots: bool) -> tuple[list, list[dict[str, Path]]]:
+def _run_one(
+    archive: Any, settings: Any, plots: bool, hold: contextlib.ExitStack
+) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline import run as run_pipeline
     from engine.report import summary, write_outputs
 
     result = run_pipeline(archive, settings)
+    hold.enter_context(output_lock(settings.output_path))
     files = write_outputs(result, settings.output_path, plots)
     click.echo(summary(result))
     click.echo(f"outputs in {settings.output_path}: {', '.join(p.name for p in files.values())}")
     return [result], [files]
 
 
-def _run_all(archive: Any, settings: Any, plots: bool) -> tuple[list, list[dict[str, Path]]]:
+def _run_all(
+    archive: Any, settings: Any, plots: bool, hold: contextlib.ExitStack
+) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline.compare import run_all
     from engine.report import comparison_summary, write_comparison, write_outputs
 
     comparison = run_all(archive, settings)
+    hold.enter_context(output_lock(settings.output_path))
     shared = write_comparison(comparison.table, comparison.results, settings.output_path, plots)
     files = [
         {**write_outputs(r, settings.output_path, plots), **shared} for r in comparison.results
@@ -152,12 +163,12 @@ def _run_all(archive: Any, settings: Any, plots: bool) -> tuple[list, list[dict[
 
 
 def _track(results: list, files: list[dict[str, Path]], settings: Any, prepared: Any) -> None:
-    from engine.tracking import TrackingError, log_run
+    from engine.tracking import TrackingError
 
     where = settings.as_params()["tracking_uri"]
     for result, artifacts in zip(results, files, strict=True):
         try:
-            tracked = log_run(result, artifacts, result.settings, prepared)
+            tracked = prepared.log_run(result, artifacts, result.settings)
         except TrackingError as exc:
             raise EngineError(f"{exc} (outputs are on disk)", EXIT_TRACKING) from exc
         click.echo(f"mlflow run {tracked.run_id} ({result.settings.model.value}) in {where}")

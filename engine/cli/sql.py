@@ -5,12 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from engine.cli import EngineError, choice, data_options, friendly, main
 from engine.schema import FeatureEngine
+
+if TYPE_CHECKING:
+    import polars as pl
 
 FEATURES_FILE = "features.parquet"
 FORMATS = ("table", "csv", "json", "parquet")
@@ -143,6 +146,8 @@ def sql(
         frame = run_query(con, text)
     finally:
         con.close()
+    if fmt == "csv":
+        _check_csv_can_hold(frame)
     if out is not None:
         write_frame(frame, out, fmt)
         click.echo(f"{out}: {frame.height} rows x {frame.width} columns", err=True)
@@ -152,6 +157,15 @@ def sql(
         click.echo(frame.write_csv(), nl=False)
     else:
         click.echo(frame.write_json())
+
+
+def _check_csv_can_hold(frame: pl.DataFrame) -> None:
+    """CSV has no nested values: refuse lists and structs up front, in one line."""
+    nested = [f"{name} ({dtype})" for name, dtype in frame.schema.items() if dtype.is_nested()]
+    if nested:
+        raise EngineError(
+            f"CSV cannot hold nested columns: {', '.join(nested)}; use --format json or parquet"
+        )
 
 
 def _query_text(query: str | None, query_file: Path | None) -> str:

@@ -120,8 +120,13 @@ def _single_blas_thread() -> contextlib.AbstractContextManager:
 
 def _period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: int) -> PeriodStats:
     k = X.shape[1]
-    order = np.argsort(period, kind="stable")
-    bounds = np.searchsorted(period[order], np.arange(n_periods + 1), side="left")
+    # Rows sorted by (date, symbol) usually have a non-decreasing period: each period is then
+    # a contiguous block, read as a slice (no argsort, no fancy-index gather of all rows).
+    contiguous = bool(np.all(period[1:] >= period[:-1]))
+    order = None if contiguous else np.argsort(period, kind="stable")
+    bounds = np.searchsorted(
+        period if order is None else period[order], np.arange(n_periods + 1), side="left"
+    )
     xtx, xty, sx = (
         np.zeros((n_periods + 1, k, k)),
         np.zeros((n_periods + 1, k)),
@@ -129,12 +134,16 @@ def _period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: i
     )
     sy, yty, n = np.zeros(n_periods + 1), np.zeros(n_periods + 1), np.zeros(n_periods + 1)
     for p in range(n_periods):
-        rows = order[bounds[p] : bounds[p + 1]]
-        if rows.size == 0:
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        if hi == lo:
             continue
-        Xp, yp = X[rows].astype(np.float64, copy=False), y[rows].astype(np.float64, copy=False)
+        rows = slice(lo, hi) if order is None else order[lo:hi]
+        # C-ordered float64 blocks either way, so the products (and their rounding) are the
+        # same whichever way the rows were read.
+        Xp = np.ascontiguousarray(X[rows], dtype=np.float64)
+        yp = np.ascontiguousarray(y[rows], dtype=np.float64)
         xtx[p + 1], xty[p + 1], sx[p + 1] = Xp.T @ Xp, Xp.T @ yp, Xp.sum(axis=0)
-        sy[p + 1], yty[p + 1], n[p + 1] = yp.sum(), yp @ yp, rows.size
+        sy[p + 1], yty[p + 1], n[p + 1] = yp.sum(), yp @ yp, hi - lo
     return PeriodStats(*(np.cumsum(a, axis=0) for a in (xtx, xty, sx, sy, yty, n)))
 
 

@@ -1,0 +1,127 @@
+"""``engine bench``: measure speed and memory of every stage; JSON and a markdown table.
+
+The suite lives in the checkout's ``benchmarks/`` folder (with the pandas reference it
+compares against), so this command needs a source checkout, not just the installed package.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import click
+
+from engine.cli import EngineError, friendly, main
+
+EXIT_OVER_CEILING = 4
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _suite() -> ModuleType:
+    if not (CHECKOUT / "benchmarks" / "suite.py").is_file():
+        raise EngineError(f"engine bench needs a source checkout: no benchmarks/ in {CHECKOUT}")
+    if str(CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT))
+    from benchmarks import suite
+
+    return suite
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("output/bench"),
+    show_default=True,
+    help="Folder for benchmarks.json and benchmarks.md.",
+)
+@click.option(
+    "--work",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the synthetic archives, caches and scratch "
+    "[default: .benchmarks/work in the checkout; ~2 GB per 10x of rows].",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Timed calls per stage after the first one (slow stages: one call).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A tiny archive and one call per stage: checks the harness; the figures mean nothing.",
+)
+@click.option(
+    "--scales",
+    help="Also the scale curve at these multiples of the default rows, e.g. 0.25,1,4,10.",
+)
+@click.option("--only", help="Comma-separated stages and runs to measure [all; see --list].")
+@click.option("--list", "show_list", is_flag=True, help="List the stages and runs, then exit.")
+@click.option("--no-runs", is_flag=True, help="Skip the `engine run` commands.")
+@click.option(
+    "--update-doc",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also replace the generated results section of this file (docs/benchmarks.md).",
+)
+@click.option(
+    "--rss-limit",
+    type=click.IntRange(min=256),
+    default=8192,
+    show_default=True,
+    help="MiB of RSS at which a stage process is killed (protects a shared machine); "
+    "reported as over the ceiling.",
+)
+@friendly
+def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | None,
+          only: str | None, show_list: bool, no_runs: bool, update_doc: Path | None,
+          rss_limit: int) -> None:  # fmt: skip
+    """Measure every stage of the engine, a pandas reference of the tutorial way on the same
+    data in the same run, the `engine run` commands and (with --scales) the scale curve.
+
+    Each stage runs in a fresh process: median and min wall time, CPU time and peak RSS.
+    Exits with status 4 when an engine stage or run passes the 2 GB ceiling.
+    """
+    suite = _suite()
+    if show_list:
+        for stage in suite.STAGES.values():
+            click.echo(f"{stage.name:<28} {stage.kind:<9} {stage.what}")
+        for run in (*suite.RUNS, *suite.SCALE_RUNS):
+            click.echo(f"{run.name:<28} {'run':<9} {run.what}")
+        return
+    try:
+        options = suite.Options(
+            out=out, work=(work or CHECKOUT / ".benchmarks" / "work").resolve(),
+            repeat=0 if quick else repeat, quick=quick,
+            scales=suite.parse_scales(scales) if scales else (),
+            only=suite.check_names(_names(only)) if only else None, runs=not no_runs,
+            rss_limit_mib=float(rss_limit), command=_command_line(),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise EngineError(str(exc)) from exc
+    document = suite.run_suite(options, echo=lambda line: click.echo(line, err=True))
+    for path in suite.write(document, out, update_doc):
+        click.echo(str(path))
+    if document["failures"]:
+        raise EngineError(
+            f"{len(document['failures'])} stage(s) failed or passed the 2 GB ceiling: "
+            + "; ".join(document["failures"]), EXIT_OVER_CEILING,
+        )  # fmt: skip
+
+
+def _command_line() -> str:
+    """``engine bench`` with the flags given (those that differ from their defaults)."""
+    ctx = click.get_current_context()
+    parts = [ctx.command_path]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value in (None, False) or value == param.default:
+            continue
+        parts.append(param.opts[0] if value is True else f"{param.opts[0]} {value}")
+    return " ".join(parts)

@@ -1,0 +1,255 @@
+"""Shared helpers of the reliability tests (``tests/test_reliability_*.py``): tiny
+archives, running ``engine`` in-process and as a real process, and the checks every
+reliability test makes (one error line and no traceback; no partial file visible)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.synth import SynthSpec, synthesize
+
+VENV_BIN = Path(sys.executable).parent
+ENGINE = str(VENV_BIN / "engine")
+# Tiny: 4 symbols x ~2.5 years (one listing late), enough for a real walk-forward with
+# --min-train-periods 3; a run takes ~0.1 s in-process.
+TINY = SynthSpec(
+    n_symbols=4, start=date(2015, 1, 1), end=date(2017, 6, 30), seed=11, late_listing_fraction=0.25
+)
+TINY_RUN = ("--no-tracking", "--no-plots", "--min-train-periods", "3", "--top-stocks", "2")
+MODEL_OUTPUTS = ("portfolio", "holdings", "equity", "ic", "attribution")
+ERROR_PREFIX = "engine: error: "
+
+
+def tiny_archive(folder: Path, spec: SynthSpec = TINY) -> Path:
+    """Write the tiny synthetic archive into ``folder`` (or reuse it)."""
+    if not (folder / "sp500_stocks.csv").exists():
+        synthesize(folder, spec)
+    return folder
+
+
+def output_names(model: str = "ridge", plots: bool = False) -> list[str]:
+    """The files ``engine run --model <model>`` writes into OUTPUT_PATH."""
+    names = [f"{kind}_{model}.csv" for kind in MODEL_OUTPUTS] + [f"metrics_{model}.json"]
+    if plots:
+        names += [f"{kind}_{model}.png" for kind in ("equity", "drawdown", "rolling_ic")]
+    return names
+
+
+_STORE_TEMPLATE: list[Path] = []
+
+
+def empty_sqlite_store(folder: Path) -> Path:
+    """Put an empty, fully migrated MLflow SQLite store at ``folder/mlflow.db`` (the
+    default store of OUTPUT_PATH = ``folder``): a copy of one made once per session, so
+    that each test does not pay MLflow's ~4 s of schema migrations again."""
+    if not _STORE_TEMPLATE:
+        import mlflow
+
+        folder_of_template = Path(tempfile.mkdtemp(prefix="engine-store-"))
+        atexit.register(shutil.rmtree, folder_of_template, True)
+        template = folder_of_template / "mlflow.db"
+        uri = f"sqlite:///{template}"
+        mlflow.MlflowClient(uri, registry_uri=uri).search_registered_models(max_results=1)
+        _STORE_TEMPLATE.append(template)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_STORE_TEMPLATE[0], folder / "mlflow.db")
+    return folder / "mlflow.db"
+
+
+# --- running the engine -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """How one ``engine`` invocation ended."""
+
+    code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None  # in-process only: what escaped the command
+    seconds: float = 0.0
+
+
+def invoke(*args: str) -> Outcome:
+    """``engine <args>`` in this process (click's CliRunner); exceptions are caught and
+    returned, so a test can tell a clean exit from an escaped exception (a traceback)."""
+    start = time.perf_counter()
+    result = CliRunner().invoke(main, list(args), catch_exceptions=True)
+    escaped = result.exception
+    if isinstance(escaped, SystemExit):
+        escaped = None
+    return Outcome(
+        result.exit_code, result.stdout, result.stderr, escaped, time.perf_counter() - start
+    )
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment of an ``engine`` child process: nothing of the caller's engine/MLflow
+    settings, the venv first on PATH."""
+    drop = ("MLFLOW_", "DATA_PATH", "OUTPUT_PATH", "CACHE_PATH", "MODEL_TYPE", "TOP_STOCKS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.update(extra)
+    return env
+
+
+def spawn(args: Sequence[str], env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen:
+    """Start ``engine <args>`` as a real process in its own process group."""
+    return subprocess.Popen(
+        [ENGINE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or child_env(),
+        start_new_session=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def run_process(
+    args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 300
+) -> Outcome:
+    """``engine <args>`` as a real process; killed (and the test failed) after ``timeout``."""
+    start = time.perf_counter()
+    proc = spawn(args, env)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"engine {' '.join(args)} hung for {timeout} s:\n{err[-2000:]}"
+        ) from None
+    return Outcome(proc.returncode, out, err, None, time.perf_counter() - start)
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group started for ``proc`` (and only it)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+# --- checks -----------------------------------------------------------------------------------
+def assert_one_error_line(outcome: Outcome, *fragments: str, debug: bool = False) -> str:
+    """A non-zero exit, no traceback, and exactly one ``engine: error:`` line, the last
+    one on stderr; returns it. ``debug``: the run had ``-vv``, whose debug log may show
+    the traceback of a failure it reports (the error line must still be the last)."""
+    assert outcome.exception is None, f"escaped {outcome.exception!r}\n{outcome.stderr}"
+    assert outcome.code != 0, outcome.stdout + outcome.stderr
+    if not debug:
+        assert "Traceback" not in outcome.stderr + outcome.stdout, outcome.stderr
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1 and lines[-1] == errors[0], outcome.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def is_temporary(path: Path) -> bool:
+    """Files the engine writes before renaming them into place: ``.<name>.<...>.tmp``."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def visible_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` a reader could take for a result (temporaries excluded)."""
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_temporary(p))
+
+
+def check_complete(path: Path) -> None:
+    """Parse ``path`` fully by its type; raise if it is truncated or corrupt."""
+    suffix = path.suffix
+    if suffix == ".csv":
+        pl.read_csv(path, infer_schema_length=None)
+        assert path.read_bytes().endswith(b"\n"), f"{path} does not end with a newline"
+    elif suffix == ".json":
+        json.loads(path.read_text(), parse_constant=_refuse_constant)
+    elif suffix == ".parquet":
+        pl.read_parquet(path)
+    elif suffix == ".png":
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), path
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def assert_no_partial_files(folder: Path) -> list[Path]:
+    """Every visible CSV, JSON, Parquet and PNG under ``folder`` parses completely."""
+    checked = []
+    for path in visible_files(folder):
+        if path.suffix in {".csv", ".json", ".parquet", ".png"}:
+            try:
+                check_complete(path)
+            except FileNotFoundError:  # renamed away while we looked (a rebuild): fine
+                continue
+            except Exception as exc:
+                raise AssertionError(f"partial or corrupt file visible: {path}: {exc}") from exc
+            checked.append(path)
+    return checked
+
+
+def assert_valid_cache(cache: Path) -> None:
+    """Every table directory of the cache has a manifest matching its Parquet files; a
+    directory without a manifest holds no file a reader uses (it is rebuilt)."""
+    for manifest in cache.rglob("manifest.json"):
+        meta = json.loads(manifest.read_text())
+        for name, table in meta["tables"].items():
+            path = manifest.parent / f"{name}.parquet"
+            assert path.stat().st_size == table["bytes"], path
+            assert pl.read_parquet(path).height == table["rows"], path
+
+
+def comparable_outputs(folder: Path, names: Sequence[str]) -> dict[str, bytes]:
+    """The output files' bytes, comparable between two identical runs in two folders: the
+    metrics JSON without its wall-clock timings, and the folder itself named ``<out>``."""
+    out = {}
+    for name in names:
+        data = (folder / name).read_bytes()
+        if name.endswith(".json"):
+            document = json.loads(data)
+            document.pop("timings_s", None)
+            data = json.dumps(document, sort_keys=True).encode()
+        out[name] = data.replace(str(folder).encode(), b"<out>")
+    return out
+
+
+class Hang(BaseException):
+    """Raised by ``time_limit``; a BaseException, so that no ``except Exception`` (or the
+    engine's own OSError handling: TimeoutError is an OSError) can turn it into an answer."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str = "the case") -> Iterator[None]:
+    """Fail (instead of hanging the suite) if the block runs longer than ``seconds``.
+    Uses SIGALRM: main thread only, which is where pytest runs tests."""
+
+    def expired(signum: int, frame: object) -> None:
+        raise Hang(f"{what} did not finish within {seconds} s (a hang)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

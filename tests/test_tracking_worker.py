@@ -1,0 +1,57 @@
+"""``engine run`` as a real process: tracking happens in a worker process started before
+the pipeline (``tracking.TrackingWorker``); what it logs, and how its failures come back."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine import tracking
+from tests.mlflow_server import VENV_BIN, child_env, client_for, free_port, sqlite_uri
+
+
+def engine_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VENV_BIN / "engine"), *args], capture_output=True, text=True, env=child_env(),
+        timeout=600,
+    )  # fmt: skip
+
+
+def test_a_tracked_run_is_logged_registered_and_promoted_by_the_worker(
+    small_archive: Path, tmp_path: Path
+):
+    done = engine_process("-v", "run", "--no-plots", "--data-path", str(small_archive),
+                          "--output-path", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "tracking worker ready" not in done.stderr  # debug only
+    assert "engine: tracking: " in done.stderr  # the worker's timing line, on our stderr
+    assert "promotion: promoted: first champion" in done.stdout
+    client = client_for(sqlite_uri(tmp_path))
+    (run,) = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.outputs.model_outputs, "the model was logged"
+    version = client.get_model_version_by_alias("sp500-ridge", "champion")
+    assert version.run_id == run.info.run_id
+
+
+@pytest.mark.slow
+def test_worker_errors_come_back_as_one_line_and_exit_3(small_archive: Path, tmp_path: Path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = engine_process("run", "--no-plots", "--data-path", str(small_archive),
+                          "--output-path", str(tmp_path), "--tracking-uri", uri)  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("engine: error: MLflow server"), done.stderr
+    assert "(outputs are on disk)" in lines[-1]
+    assert (tmp_path / "portfolio_ridge.csv").exists()
+
+
+def test_a_failed_pipeline_ends_the_worker_and_writes_no_store(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sp500_stocks.csv").write_text("not,a,valid,header\n")
+    done = engine_process("run", "--data-path", str(tmp_path / "data"),
+                          "--output-path", str(tmp_path / "out"))  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert not (tmp_path / "out" / "mlflow.db").exists()
