@@ -3,17 +3,32 @@
 Normalising within a date uses only that date's cross-section, so it cannot leak
 the future; it also removes the market-wide level of each feature, which is what a
 ranking model needs.
+
+Speed and memory note: ``rank_to_unit`` is the definition, a Polars window expression.
+Polars evaluates ``rank().over(date)`` group by group (~0.2 s and ~50 MB of transient
+memory per column on 1.9M rows), so ``normalise`` ranks frames sorted by date with
+``rank_frame`` instead: each run of dates with the same number of rows is a (dates x
+symbols) matrix, sorted row-wise by numpy (SIMD sorts), columns on parallel threads.
+Same average ranks, same arithmetic in the same order: the values are identical to the
+bit (tested against the expression, ties and nulls included). Frames it cannot take
+(dates not sorted, NaN or infinite values, non-float columns) use the expression.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 
+import numpy as np
 import polars as pl
 
 from engine.schema import DATE, SECTOR, Normalisation
 
 ZSCORE_CLIP = 3.0  # winsorising bound for z-scores, in standard deviations
+RANK_BLOCK_DATES = 256  # dates per block of the numpy ranking (its arrays stay in cache)
 
 
 def rank_to_unit(column: str, by: str | Sequence[str] = DATE) -> pl.Expr:
@@ -42,16 +57,149 @@ def normalise(
     columns: Sequence[str],
     method: Normalisation = Normalisation.RANK,
     sector_neutral: bool = False,
+    dtype: pl.DataType | None = None,
 ) -> pl.LazyFrame:
     """Normalise ``columns`` of ``frame`` within each date.
 
     With ``sector_neutral`` the normalised values are then demeaned within each
     (date, sector); ``frame`` must carry a ``sector`` column. Nulls (features whose
     window is not yet full) become 0, the cross-sectional centre, after normalising.
+    ``dtype`` (e.g. ``pl.Float32``) is the type of the normalised columns, cast last.
     """
-    build = rank_to_unit if method is Normalisation.RANK else winsorised_zscore
-    out = frame.with_columns(build(c) for c in columns)
+    columns = list(columns)
+    if method is Normalisation.RANK:  # ranks first cast to dtype are the same values
+        out = _ranked(frame, columns, keep_nulls=sector_neutral,
+                      dtype=pl.Float64 if sector_neutral or dtype is None else dtype)  # fmt: skip
+    else:
+        out = frame.with_columns(winsorised_zscore(c) for c in columns)
     if sector_neutral:
         keys = [DATE, SECTOR]
         out = out.with_columns(pl.col(c) - pl.col(c).mean().over(keys) for c in columns)
-    return out.with_columns(pl.col(c).fill_null(0.0) for c in columns)
+    out = out.with_columns(pl.col(c).fill_null(0.0) for c in columns)
+    return out if dtype is None else out.with_columns(pl.col(columns).cast(dtype))
+
+
+def _ranked(
+    frame: pl.LazyFrame, columns: list[str], keep_nulls: bool, dtype: pl.DataType
+) -> pl.LazyFrame:
+    schema = dict(frame.collect_schema()) | dict.fromkeys(columns, dtype)
+    rank = partial(rank_frame, columns=columns, keep_nulls=keep_nulls, dtype=dtype)
+    return frame.map_batches(rank, schema=schema)
+
+
+def rank_frame(
+    frame: pl.DataFrame,
+    columns: Sequence[str],
+    keep_nulls: bool = False,
+    dtype: pl.DataType = pl.Float64,
+) -> pl.DataFrame:
+    """``rank_to_unit(c)`` of each column within each date, eagerly, cast to ``dtype``;
+    nulls become 0 (``fill_null(0.0)``) unless ``keep_nulls``."""
+    blocks = DateBlocks.of(frame[DATE]) if frame.height else None
+    np_type = np.float32 if dtype == pl.Float32 else np.float64
+
+    def work(column: str) -> pl.Series | None:  # one column copied at a time, on threads
+        values = frame[column]
+        ranks = None if blocks is None else _unit_ranks_of(values, blocks, np_type, keep_nulls)
+        return None if ranks is None else pl.Series(column, ranks, nan_to_null=keep_nulls)
+
+    with ThreadPoolExecutor(max(1, min(len(columns), os.cpu_count() or 1))) as pool:
+        ranked = dict(zip(columns, pool.map(work, columns), strict=True))
+    slow = [rank_to_unit(c) if keep_nulls else rank_to_unit(c).fill_null(0.0)
+            for c, r in ranked.items() if r is None]  # fmt: skip
+    fast = [r for r in ranked.values() if r is not None]
+    return frame.with_columns(*fast, *slow).with_columns(pl.col(columns).cast(dtype))
+
+
+def _unit_ranks_of(
+    values: pl.Series, blocks: DateBlocks, dtype: type, keep_nulls: bool
+) -> np.ndarray | None:
+    """``_unit_ranks`` of a float column whose non-null values are all finite, else None."""
+    if not values.dtype.is_float():
+        return None
+    nulls = values.is_null().to_numpy() if values.null_count() else None
+    filled = values.fill_null(np.inf).to_numpy() if nulls is not None else values.to_numpy()
+    if np.count_nonzero(np.isfinite(filled)) != len(filled) - values.null_count():
+        return None  # NaN or infinite values: ranked by the expression
+    return _unit_ranks(filled, nulls, blocks, dtype, keep_nulls)
+
+
+@dataclass(frozen=True)
+class DateBlocks:
+    """The rows of a frame sorted by date, as blocks of consecutive dates that have the
+    same number of rows: each block is a (dates x rows per date) matrix without copying.
+
+    Attributes
+    ----------
+    blocks : (first row, end row, dates, rows per date) of each block, in row order.
+    """
+
+    blocks: tuple[tuple[int, int, int, int], ...]
+
+    @classmethod
+    def of(cls, dates: pl.Series) -> DateBlocks | None:
+        """The layout of ``dates``, or None unless they are sorted (and not null)."""
+        if dates.null_count():
+            return None
+        days = dates.to_physical().to_numpy()
+        if np.any(days[1:] < days[:-1]):
+            return None
+        starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+        sizes = np.diff(np.r_[starts, len(days)])
+        runs = np.flatnonzero(np.r_[True, sizes[1:] != sizes[:-1]])  # first date of each run
+        blocks = []
+        for a, b in zip(runs, np.r_[runs[1:], len(sizes)], strict=True):
+            for first in range(a, b, RANK_BLOCK_DATES):
+                count = min(RANK_BLOCK_DATES, b - first)
+                lo, width = int(starts[first]), int(sizes[first])
+                blocks.append((lo, lo + count * width, count, width))
+        return cls(tuple(blocks))
+
+
+def _unit_ranks(
+    values: np.ndarray, nulls: np.ndarray | None, blocks: DateBlocks, dtype: type,
+    keep_nulls: bool,
+) -> np.ndarray:  # fmt: skip
+    """(average rank within the date - 1) / (n - 1) - 0.5 of each value, with n the date's
+    non-null count; 0 when n == 1; 0 for a null (NaN with ``keep_nulls``). ``values``
+    holds +inf for nulls (``nulls``: their mask, or None) and is otherwise finite. The
+    same operations as ``rank_to_unit`` in the same order, hence the same values."""
+    out = np.empty(len(values), dtype)
+    for lo, hi, dates, width in blocks.blocks:
+        matrix = values[lo:hi].reshape(dates, width)  # nulls (+inf) sort last
+        taken = (np.argsort(matrix, axis=1) + (np.arange(dates) * width)[:, None]).ravel()
+        ordered = np.sort(matrix, axis=1)  # a SIMD sort: cheaper than gathering by taken
+        position = np.arange(width, dtype=np.float64)
+        ties = ordered[:, 1:] == ordered[:, :-1]
+        if nulls is None:
+            n = np.full(dates, width)
+        else:
+            n = width - np.count_nonzero(nulls[lo:hi].reshape(dates, width), axis=1)
+            ties &= position[1:] < n[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ties.any() or nulls is not None or width < 2:
+                unit = _tied_positions(ties) / (n - 1).astype(np.float64)[:, None] - 0.5
+                unit = np.where((position < n[:, None]) & (n > 1)[:, None], unit, 0.0)
+            else:  # every date full and without ties: the same row of values for all
+                unit = position / np.float64(width - 1) - 0.5
+        # np.put repeats a one-row ``unit`` over the block, date after date
+        np.put(out[lo:hi], taken, unit.astype(dtype, copy=False).ravel())
+    if keep_nulls and nulls is not None:
+        out[nulls] = np.nan
+    return out
+
+
+def _tied_positions(ties: np.ndarray) -> np.ndarray:
+    """Average 0-based position of each run of tied values in each sorted row (the
+    average rank - 1); ``ties[d, j]``: sorted values j and j + 1 of date d are equal."""
+    dates, width = ties.shape[0], ties.shape[1] + 1
+    position = np.arange(width)
+    if not ties.any():
+        return np.broadcast_to(position.astype(np.float64), (dates, width))
+    starts = np.ones((dates, width), dtype=bool)
+    starts[:, 1:] = ~ties
+    ends = np.ones((dates, width), dtype=bool)
+    ends[:, :-1] = ~ties
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, position, width)[:, ::-1], axis=1)[:, ::-1]
+    return (first + last) / 2

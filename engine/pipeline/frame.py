@@ -24,7 +24,7 @@ from engine import cache, crosssection, features
 from engine.archive import Archive
 from engine.config import Settings
 from engine.crosssection import normalise
-from engine.features import HISTORY, feature_panel, label_name
+from engine.features import feature_panel, label_name
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL
 from engine.splits import Schedule, available_period, prediction_period, rebalance_dates, schedule
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 FRAME_TABLE = "model_frame"
+ENGINE = "in-memory"  # Polars engine of the model frame: same values on any number of cores
 UNKNOWN_SECTOR = "Unknown"
 
 
@@ -44,19 +45,39 @@ def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) ->
     sorted by (date, symbol). Rows of symbols with less than MIN_HISTORY_ROWS of history
     are dropped before normalising, so they never enter a cross-section."""
     label, end = label_name(settings.horizon), label_end_name(settings.horizon)
-    panel = feature_panel(archive.prices, archive.index, names, horizons=(settings.horizon,))
-    panel = panel.filter(pl.col(HISTORY) >= MIN_HISTORY_ROWS)
+    panel = feature_panel(
+        archive.prices, archive.index, names, (settings.horizon,), min_history=MIN_HISTORY_ROWS
+    )
     keep = [DATE, SYMBOL, *names, label, end]
     if settings.sector_neutral:  # the sector is only needed to demean within it
         companies = archive.companies.lazy().select(SYMBOL, SECTOR)
         panel = panel.join(companies, on=SYMBOL, how="left").select(*keep, SECTOR)
     else:
         panel = panel.select(keep)
-    # Sorting by date first makes each date's ranks a contiguous group (about 2x faster).
+    # The in-memory engine rolls each window over the whole column; the streaming engine
+    # (Polars' default) rolls morsel by morsel, so its rounding, and the frame, would
+    # change with the number of threads. Sorted by date, each date is a contiguous block
+    # (what the fast ranking needs).
     frame = normalise(
-        panel.sort(DATE, SYMBOL), names, settings.normalisation, settings.sector_neutral
-    )
-    return frame.select(*keep).with_columns(pl.col(names).cast(pl.Float32)).collect()
+        by_date(panel.collect(engine=ENGINE)).lazy(), names, settings.normalisation,
+        settings.sector_neutral, dtype=pl.Float32,
+    )  # fmt: skip
+    return frame.select(*keep).collect(engine=ENGINE)
+
+
+def by_date(panel: pl.DataFrame) -> pl.DataFrame:
+    """``panel`` sorted by (date, symbol), one column at a time.
+
+    ``DataFrame.sort`` holds the whole sorted copy beside the original (~0.3 GB more at
+    the peak) and sorts on two keys, one a string (~1 s). The panel comes sorted by
+    (symbol, date), so a stable sort on the date alone gives the same order; each column
+    is then moved into it and its original freed before the next.
+    """
+    if not panel[SYMBOL].is_sorted():  # not symbol-major: sort on both keys
+        return panel.sort(DATE, SYMBOL)
+    order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
+    panel = panel.clone()  # a new frame over the same columns: the caller's stays whole
+    return pl.DataFrame([panel.drop_in_place(c).gather(order) for c in panel.columns])
 
 
 def frame_schema(settings: Settings, names: tuple[str, ...]) -> pl.Schema:
@@ -71,6 +92,7 @@ def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> s
     code = (
         b"".join(inspect.getsource(module).encode() for module in (features, crosssection))
         + inspect.getsource(model_frame).encode()
+        + inspect.getsource(by_date).encode()
     )
     spec = {
         "fingerprint": fingerprint,
@@ -80,6 +102,7 @@ def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> s
         "sector_neutral": settings.sector_neutral,
         "min_history": MIN_HISTORY_ROWS,
         "polars": pl.__version__,
+        "engine": ENGINE,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + code).hexdigest()
 
@@ -174,12 +197,34 @@ def price_matrix(prices: pl.DataFrame, calendar: np.ndarray, symbols: np.ndarray
     return out
 
 
+def sorted_price_matrix(prices: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calendar, symbols, ``price_matrix``) of prices sorted by (symbol, date), without
+    sorting or searching: days by offset from the first, symbols by run (~0.1 s less).
+    Filled symbol by symbol (in row order), then laid out days x symbols."""
+    days = prices[DATE].to_physical().to_numpy()
+    first = int(days.min())
+    present = np.zeros(int(days.max()) - first + 1, dtype=bool)
+    present[days - first] = True
+    day = (np.cumsum(present) - 1)[days - first]  # index of each row's date in the calendar
+    calendar = (np.flatnonzero(present) + first).astype("datetime64[D]")
+    runs = prices[SYMBOL].rle_id().to_numpy().astype(np.int64)  # sorted: run i = symbol i
+    symbols = prices[SYMBOL].gather(np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]]))
+    by_symbol = np.full(len(symbols) * len(calendar), np.nan)
+    by_symbol[runs * len(calendar) + day] = prices[ADJ_CLOSE].to_numpy()
+    matrix = np.ascontiguousarray(by_symbol.reshape(len(symbols), len(calendar)).T)
+    return calendar, symbols.to_numpy(), matrix
+
+
 def market(archive: Archive) -> bt.Market:
     """The daily returns panel, sectors and both benchmarks' daily returns."""
     prices = archive.prices.select(DATE, SYMBOL, ADJ_CLOSE).collect()
-    calendar = prices[DATE].unique().sort().to_numpy()
-    symbols = prices[SYMBOL].unique().sort().to_numpy()
-    returns = bt.simple_returns(price_matrix(prices, calendar, symbols))
+    if prices.height and prices[SYMBOL].is_sorted():  # the archive's order: (symbol, date)
+        calendar, symbols, matrix = sorted_price_matrix(prices)
+    else:
+        calendar = prices[DATE].unique().sort().to_numpy()
+        symbols = prices[SYMBOL].unique().sort().to_numpy()
+        matrix = price_matrix(prices, calendar, symbols)
+    returns = bt.simple_returns(matrix)
     sectors = (
         pl.DataFrame({SYMBOL: symbols})
         .join(archive.companies.select(SYMBOL, SECTOR), on=SYMBOL, how="left", maintain_order="left")[SECTOR]
