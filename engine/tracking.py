@@ -1,9 +1,12 @@
 """MLflow tracking: the run's record in a store. With ``registry`` the only modules that
 import mlflow, and only when tracking (``engine run --no-tracking`` never imports it).
 
-``import mlflow`` and its SQL store cost seconds, so ``preflight`` starts them on a
-background thread (with the server probe) while the pipeline computes: the pipeline is
-Polars and numpy, which release the GIL. What a run records:
+``import mlflow``, scikit-learn and the SQL store are ~2-3 s of pure-Python imports, so
+``engine run`` starts them with ``start_tracking`` before the pipeline: in a child process
+(``TrackingWorker``, which also probes the server and logs the run it is sent), or on a
+background thread (``preflight``) when this process has mlflow imported already. A thread
+would hold the GIL for those seconds, and the pipeline's many short numpy calls would wait
+on it. What a run records:
 
 * params: every setting (credentials redacted by ``Settings.as_params``);
 * metrics: every summary metric, linked to the logged model and the dataset, the stage
@@ -32,12 +35,14 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -203,29 +208,36 @@ def preflight(settings: Settings) -> Preflight:
 
 
 @contextmanager
-def _pinned_requirements_trusted() -> Iterator[None]:
-    """Skip MLflow's check of the model's requirements against the installed packages.
+def _redundant_checks_skipped() -> Iterator[None]:
+    """Skip two checks ``log_model`` makes of what we already know (~0.45 s a run).
 
-    ``log_model`` calls ``warn_dependency_requirement_mismatches`` on the requirements
-    (no argument or variable turns it off in MLflow 3.x), and its first call scans every
-    installed distribution (~0.4 s). Ours are ``pip_requirements()``: the installed
-    versions, pinned, so the check cannot find a mismatch; it only warns, and it changes
-    nothing that is written. If MLflow moves the function, the check simply runs.
+    * ``warn_dependency_requirement_mismatches``: compares the requirements with the
+      installed packages (no argument or variable turns it off in MLflow 3.x) and its
+      first call scans every installed distribution. Ours are ``pip_requirements()``,
+      the installed versions pinned: it cannot find a mismatch, and it only warns.
+    * ``_validate_serving_input``: loads the saved model back and predicts the input
+      example; ``log_model`` has just predicted that example with this estimator (for
+      the signature), and the sklearn flavour takes no argument to turn it off.
+
+    Neither changes what is written. If MLflow moves either function, it simply runs.
     """
-    try:
-        from mlflow.utils import environment
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    check = getattr(environment, "warn_dependency_requirement_mismatches", None)
-    if check is None:  # pragma: no cover
-        yield
-        return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    import importlib
+
+    patched = []
+    for module, name in (("mlflow.utils.environment", "warn_dependency_requirement_mismatches"),
+                         ("mlflow.models.utils", "_validate_serving_input")):  # fmt: skip
+        try:
+            owner = importlib.import_module(module)
+        except ImportError:  # pragma: no cover
+            continue
+        if hasattr(owner, name):
+            patched.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, lambda *args, **kwargs: None)
     try:
         yield
     finally:
-        environment.warn_dependency_requirement_mismatches = check
+        for owner, name, original in patched:
+            setattr(owner, name, original)
 
 
 @contextmanager
@@ -394,7 +406,7 @@ def log_model(result: RunResult) -> Any:
     estimator.feature_names_in_ = np.asarray(result.features, dtype=object)
     example = result.input_example.select(result.features).to_pandas()
     signature = infer_signature(example, estimator.predict(example))
-    with _pinned_requirements_trusted():
+    with _redundant_checks_skipped():
         return _mlflow().sklearn.log_model(
             estimator,
             name="model",
@@ -551,14 +563,15 @@ class TrackingWorker:
         return value
 
     def close(self, abandon: bool = False) -> None:
-        """End the child and reap it: it exits when its input closes; ``abandon`` (the
-        run failed before tracking) kills it instead of letting it finish its imports."""
+        """End the child and reap it: it exits when its input closes. ``abandon`` (the run
+        failed, or was interrupted) stops it at once instead: SIGTERM, which the child turns
+        into KeyboardInterrupt, so a run being logged is ended by MLflow as failed."""
         if abandon and self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()
         with suppress(OSError):
             self.process.stdin.close()
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=10 if abandon else 30)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
@@ -581,7 +594,10 @@ def start_tracking(settings: Settings) -> Preflight | TrackingWorker:
 
 
 def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling, else a TrackingError with its first line."""
+    """``exc`` if it survives pickling, else a TrackingError with its first line; the
+    worker's traceback goes with it as a note (shown only if it ends in a traceback)."""
+    with suppress(Exception):
+        exc.add_note("raised in the tracking worker:\n" + "".join(traceback.format_exception(exc)))
     try:
         return pickle.loads(pickle.dumps(exc))
     except Exception:
@@ -601,6 +617,7 @@ def serve_worker() -> None:
     """
     started = time.perf_counter()
     gc.disable()
+    signal.signal(signal.SIGTERM, _interrupted)  # TrackingWorker.close(abandon=True)
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed goes to stderr, never into the replies
     requests = sys.stdin.buffer
@@ -632,6 +649,8 @@ def serve_worker() -> None:
                 reply = ("error", _portable(exc))
             pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
             replies.flush()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        code = 1  # the engine process went away, stopped us, or was interrupted: no output
     except BaseException:
         log.exception("the tracking process failed")
         code = 1
@@ -640,6 +659,10 @@ def serve_worker() -> None:
         logging.shutdown()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _store_exists(uri: str) -> bool:

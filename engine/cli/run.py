@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +112,11 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
         "feature_cache": False if no_feature_cache else None,
     }
     settings = Settings.from_env(overrides)
+    # At exit the interpreter's last collection walks every object the run made (~0.1 s);
+    # frozen, it skips them. Safe: every output, cache and store write is closed (flushed,
+    # fsynced) explicitly before this; only cyclic garbage is left for the OS to reclaim.
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
     # Runs compute in parallel; each holds the output folder's lock from its first write to
     # the end of tracking, so the folder and each run's artifacts are one run's files.
     with contextlib.ExitStack() as hold:
