@@ -28,7 +28,10 @@ os.environ.setdefault("BENCH_CACHE", str(CACHE))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    """``bench_*.py`` files are test modules (pytest collects a file named on the command
+    line by itself)."""
+    named = parent.session.isinitpath(file_path)
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_") and not named:
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 

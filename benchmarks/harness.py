@@ -4,6 +4,11 @@ the load on the machine and what the machine is. Linux only (``/proc``, ``wait4`
 Memory is in MiB (1 MiB = 1024 KiB, the kernel's unit / 1024). The engine's budget is a
 **ceiling of 2 GB = 2048 MiB** (a stage or run above it fails the benchmark run) and a
 **goal of 1 GB = 1024 MiB**.
+
+Peaks are high-water marks of the process's own memory (``VmHWM``), never ``ru_maxrss``:
+Linux carries the parent's peak into a child's ``ru_maxrss`` across ``vfork``/``exec``, so a
+child of a large process (pytest after an in-process benchmark) would report the parent's
+size.
 """
 
 from __future__ import annotations
@@ -48,11 +53,6 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def process_peak_mib() -> float:
-    """Peak RSS of this process over its whole life (``ru_maxrss``), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process so far, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -73,12 +73,12 @@ class ProcessRun:
     ----------
     wall_s : seconds from start to exit.
     cpu_s : user + system CPU seconds of the child and the descendants it waited for.
-    peak_rss_mib : the largest single-process peak RSS among the child and the descendants
-        it waited for (``wait4``'s ``ru_maxrss``), whole life, imports included.
-    tree_peak_mib : the largest sum of the RSS of the child and all its live descendants,
-        sampled every ``SAMPLE_S`` (processes running side by side, e.g. ``engine run`` and
-        its MLflow worker, add up; shared library pages count once per process, so this
-        errs high). At least ``peak_rss_mib``.
+    peak_rss_mib : the largest high-water mark (``VmHWM``) of any process of the tree,
+        sampled every ``SAMPLE_S`` (growth in a process's last ``SAMPLE_S`` is missed).
+    tree_peak_mib : the larger of ``peak_rss_mib`` and the largest sum of the RSS of the
+        child and its live descendants, sampled every ``SAMPLE_S`` (processes running side
+        by side, e.g. ``engine run`` and its MLflow worker, add up; shared library pages
+        count once per process, so the sum errs high).
     killed : the watchdog killed it for passing ``rss_limit_mib`` (on the sampled sum).
     """
 
@@ -108,14 +108,14 @@ def child_env(pycache: Path = ROOT / ".benchmarks" / "pycache") -> dict[str, str
     return env
 
 
-def _rss_mib(pid: int) -> float:
-    try:
+def _memory_mib(pid: int) -> tuple[float, float]:
+    """(``VmRSS``, ``VmHWM``) of process ``pid`` in MiB; zeros once it is gone."""
+    found = {}
+    with contextlib.suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                found[line[:5]] = int(line.split()[1]) / 1024
+    return found.get("VmRSS", 0.0), found.get("VmHWM", 0.0)
 
 
 def _tree(pid: int) -> list[int]:
@@ -131,18 +131,21 @@ def _tree(pid: int) -> list[int]:
 
 
 class _Sampler(threading.Thread):
-    """Samples the RSS summed over a process tree; kills the tree past ``limit_mib`` (this
-    protects a shared machine from a stage that would take all its memory)."""
+    """Samples the memory of a process tree; kills the tree past ``limit_mib`` of summed
+    RSS (this protects a shared machine from a stage that would take all its memory)."""
 
     def __init__(self, pid: int, limit_mib: float | None) -> None:
         super().__init__(daemon=True)
-        self.pid, self.limit, self.peak, self.killed = pid, limit_mib, 0.0, False
+        self.pid, self.limit, self.killed = pid, limit_mib, False
+        self.peak_sum, self.high_water = 0.0, 0.0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_S):
-            total = sum(_rss_mib(p) for p in _tree(self.pid))
-            self.peak = max(self.peak, total)
+            memory = [_memory_mib(p) for p in _tree(self.pid)]
+            total = sum(rss for rss, _ in memory)
+            self.peak_sum = max(self.peak_sum, total)
+            self.high_water = max(self.high_water, *(hwm for _, hwm in memory), 0.0)
             if self.limit and total > self.limit and not self.killed:
                 self.killed = True
                 with contextlib.suppress(ProcessLookupError):
@@ -153,7 +156,7 @@ def run_process(
     argv: list[str], env: dict[str, str], *, cwd: Path = ROOT, rss_limit_mib: float | None = None
 ) -> ProcessRun:
     """Run ``argv`` to completion in a new session (its own process group, so the watchdog
-    can kill the whole tree); wall time, CPU time and peak RSS from ``wait4`` and sampling."""
+    can kill the whole tree); wall and CPU time (``wait4``), sampled peak RSS."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -170,14 +173,13 @@ def run_process(
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
         out.seek(0)
         err.seek(0)
-        peak = usage.ru_maxrss / 1024
         return ProcessRun(
             argv=tuple(argv),
             returncode=proc.returncode,
             wall_s=wall,
             cpu_s=usage.ru_utime + usage.ru_stime,
-            peak_rss_mib=peak,
-            tree_peak_mib=max(peak, sampler.peak),
+            peak_rss_mib=sampler.high_water,
+            tree_peak_mib=max(sampler.high_water, sampler.peak_sum),
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
             killed=sampler.killed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from benchmarks.stage import LONG_S
 from benchmarks.stages import REFERENCE
 
 BEGIN = "<!-- engine bench: begin generated results -->"
@@ -80,7 +81,7 @@ def stage_table(point: dict, limits: dict) -> list[str]:
 
 LEGEND = (
     "median s, min s: wall time of the timed calls, after one untimed first call (stages "
-    "marked slow, or whose first call passes 10 s: that one call). CPU s: user + system "
+    f"marked slow, or whose first call passes {LONG_S:g} s: that one call). CPU s: user + system "
     "seconds over all threads (Polars and DuckDB use both cores: CPU above wall is "
     "parallelism, CPU well below wall is waiting for a busy CPU). Bold: slower than the "
     "target. peak RSS: the whole life of the stage's fresh process (interpreter, imports, "

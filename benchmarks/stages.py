@@ -185,7 +185,9 @@ def _polars_sink(ctx: Context) -> Task:
 
     target = ctx.work / "panel_polars.parquet"
     prices, index = ctx.table("prices"), ctx.table("index")
-    return Task(lambda: feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).sink_parquet(target))
+    return Task(
+        lambda: feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).sink_parquet(target)
+    )
 
 
 def _duckdb_copy(ctx: Context) -> Task:

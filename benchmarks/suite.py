@@ -56,20 +56,24 @@ class Run:
     target_s: float | None = None
 
 
+COLD_NO_TRACKING = Run(
+    "run_ridge_cold_no_tracking", "cold: fresh cache, the whole pipeline from the CSVs, no MLflow",
+    tracking=False, cold=True, repeat=False,
+)  # fmt: skip
 RUNS = (
     Run("run_ridge_cold", "cold: fresh cache and output (CSV ingest, features, new MLflow store)",
         cold=True, repeat=False),
+    COLD_NO_TRACKING,
     Run("run_ridge_warm_no_tracking", "warm caches, no MLflow", tracking=False),
     Run("run_ridge_warm", "warm caches, MLflow logging (store exists)", warmup=True,
         target_s=3.0),
     Run("run_all_warm", "warm caches, 7 models, MLflow logging", model="all", repeat=False,
         target_s=120.0),
 )  # fmt: skip
-SCALE_RUNS = (
-    Run("run_ridge_cold_no_tracking", "cold: fresh cache, the whole pipeline from the CSVs, "
-        "no MLflow", tracking=False, cold=True, repeat=False),
+SCALE_RUNS = (  # the scale curve: the full run's time and peak at each size, no MLflow
+    COLD_NO_TRACKING,
     Run("run_ridge_warm_no_tracking", "warm caches, no MLflow", tracking=False, repeat=False),
-)  # fmt: skip
+)
 RUN_NAMES = frozenset(r.name for r in (*RUNS, *SCALE_RUNS))
 
 
@@ -215,8 +219,9 @@ def ensure_archive(work: Path, scale: str, env: dict, echo: Echo) -> tuple[Path,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"generating the {scale} archive failed: {_error(proc, 0)}")
-    found = _last_json(proc.stdout) | {"spec": spec, "wall_s": proc.wall_s,
-                                       "process_peak_mib": proc.peak_rss_mib}  # fmt: skip
+    found = _last_json(proc.stdout)
+    peak = max(found["process_peak_mib"], proc.tree_peak_mib)
+    found |= {"spec": spec, "wall_s": proc.wall_s, "process_peak_mib": peak}
     meta.write_text(json.dumps(found, indent=1))
     return folder, found | {"reused": False}
 
@@ -367,17 +372,20 @@ def run_suite(opts: Options, echo: Echo = print) -> dict:
     return doc
 
 
-def write(doc: dict, out: Path, update_doc: Path | None = None) -> list[Path]:
-    """``benchmarks.json`` and ``benchmarks.md`` in ``out``; optionally the results section
-    of ``update_doc`` (between the ``report.BEGIN`` and ``report.END`` markers)."""
+def write(doc: dict, out: Path, update_doc: Path | None = None, data: bool = True) -> list[Path]:
+    """``benchmarks.json`` (unless not ``data``) and ``benchmarks.md`` in ``out``; optionally
+    the results section of ``update_doc`` (between the ``report.BEGIN`` and ``report.END``
+    markers)."""
     from benchmarks import report
 
     out.mkdir(parents=True, exist_ok=True)
-    data, table = out / "benchmarks.json", out / "benchmarks.md"
-    data.write_text(json.dumps(doc, indent=1, default=str))
+    written = []
+    if data:
+        written.append(out / "benchmarks.json")
+        written[0].write_text(json.dumps(doc, indent=1, default=str))
     text = report.render(doc)
-    table.write_text(text)
-    written = [data, table]
+    (out / "benchmarks.md").write_text(text)
+    written.append(out / "benchmarks.md")
     if update_doc is not None:
         report.splice(update_doc, text)
         written.append(update_doc)

@@ -61,6 +61,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     spliced = doc_file.read_text()
     assert spliced.startswith("# Benchmarks\n\nhand-written") and "OLD RESULTS" not in spliced
     assert spliced.count(report.BEGIN) == 1 and "| walkforward_ridge |" in spliced
+    again = CliRunner().invoke(main, ["bench", "--from-json", str(tmp_path / "out" / "benchmarks.json"),
+                                      "--out", str(tmp_path / "again")])  # fmt: skip
+    assert again.exit_code == 0 and (tmp_path / "again" / "benchmarks.md").read_text() == markdown
 
 
 def test_bench_lists_stages_and_rejects_unknown_names(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ compares against), so this command needs a source checkout, not just the install
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -44,7 +45,7 @@ def _names(text: str | None) -> list[str]:
     "--work",
     type=click.Path(path_type=Path, file_okay=False),
     help="Folder for the synthetic archives, caches and scratch "
-    "[default: .benchmarks/work in the checkout; ~2 GB per 10x of rows].",
+    "[default: .benchmarks/work in the checkout; ~10 GB with --scales up to 10].",
 )
 @click.option(
     "--repeat",
@@ -71,6 +72,12 @@ def _names(text: str | None) -> list[str]:
     help="Also replace the generated results section of this file (docs/benchmarks.md).",
 )
 @click.option(
+    "--from-json",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Measure nothing: render the markdown of a saved benchmarks.json (with --out, "
+    "--update-doc).",
+)
+@click.option(
     "--rss-limit",
     type=click.IntRange(min=256),
     default=8192,
@@ -81,7 +88,7 @@ def _names(text: str | None) -> list[str]:
 @friendly
 def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | None,
           only: str | None, show_list: bool, no_runs: bool, update_doc: Path | None,
-          rss_limit: int) -> None:  # fmt: skip
+          from_json: Path | None, rss_limit: int) -> None:  # fmt: skip
     """Measure every stage of the engine, a pandas reference of the tutorial way on the same
     data in the same run, the `engine run` commands and (with --scales) the scale curve.
 
@@ -89,10 +96,16 @@ def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | 
     Exits with status 4 when an engine stage or run passes the 2 GB ceiling.
     """
     suite = _suite()
+    if from_json is not None:
+        document = json.loads(from_json.read_text())
+        for path in suite.write(document, out, update_doc, data=False):
+            click.echo(str(path))
+        return
     if show_list:
         for stage in suite.STAGES.values():
             click.echo(f"{stage.name:<28} {stage.kind:<9} {stage.what}")
-        for run in (*suite.RUNS, *suite.SCALE_RUNS):
+        runs = {run.name: run for run in (*suite.RUNS, *suite.SCALE_RUNS)}
+        for run in runs.values():
             click.echo(f"{run.name:<28} {'run':<9} {run.what}")
         return
     try:
@@ -108,11 +121,16 @@ def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | 
     document = suite.run_suite(options, echo=lambda line: click.echo(line, err=True))
     for path in suite.write(document, out, update_doc):
         click.echo(str(path))
-    if document["failures"]:
+    failures = document["failures"]
+    if failures:
+        shown = "; ".join(failures[:3]) + (
+            f"; and {len(failures) - 3} more" if len(failures) > 3 else ""
+        )
         raise EngineError(
-            f"{len(document['failures'])} stage(s) failed or passed the 2 GB ceiling: "
-            + "; ".join(document["failures"]), EXIT_OVER_CEILING,
-        )  # fmt: skip
+            f"{len(failures)} measurement(s) failed or passed the 2 GB ceiling (see "
+            f"{out / 'benchmarks.md'}): {shown}",
+            EXIT_OVER_CEILING,
+        )
 
 
 def _command_line() -> str:
