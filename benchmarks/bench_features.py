@@ -58,9 +58,11 @@ def make_task(name: str, cache_dir: Path) -> Task:
 
     prices, index = cache_dir / "prices.parquet", cache_dir / "index.parquet"
     if name == "polars_features":
-        from engine.features import feature_panel
+        from engine.features import ENGINE, feature_panel
 
-        return lambda: feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).collect()
+        return lambda: feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).collect(
+            engine=ENGINE
+        )
     if name in ("duckdb_views", "duckdb_views_unsorted"):
         from engine import sqlviews
         from engine.features import feature_panel
@@ -90,8 +92,9 @@ def make_task(name: str, cache_dir: Path) -> Task:
 
     if name == "polars_normalise":
         from engine.crosssection import normalise
+        from engine.features import ENGINE
 
-        return lambda: normalise(panel.lazy(), DEFAULT_FEATURES).collect()
+        return lambda: normalise(panel.lazy(), DEFAULT_FEATURES).collect(engine=ENGINE)
     if name == "pandas_normalise":
         from benchmarks.features_pandas import rank_normalise
 
@@ -104,10 +107,11 @@ def _panel_by_date(prices: Path, index: Path):
     """The feature panel sorted by (date, symbol), as the pipeline normalises it."""
     import polars as pl
 
-    from engine.features import feature_panel
+    from engine.features import ENGINE, feature_panel
+    from engine.pipeline.frame import by_date
 
     panel = feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
-    return panel.sort("date", "symbol").collect()
+    return by_date(panel.collect(engine=ENGINE))
 
 
 TASKS = (

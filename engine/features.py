@@ -32,6 +32,11 @@ RET_1D = "ret_1d"
 MKT_RET_1D = "mkt_ret_1d"
 RANGE_HL = "range_hl"
 HISTORY = "history_rows"  # rows of the symbol's history up to and including t
+# The Polars engine that collects feature panels. The in-memory engine rolls each window
+# over the whole column; the streaming engine (Polars' default) rolls morsel by morsel, so
+# its last bits, and the panel, would change with the number of threads. In-memory is
+# also ~25% faster here (0.42 s against 0.56 s for the default panel on 2 cores).
+ENGINE = "in-memory"
 
 
 class FeatureError(ValueError):
@@ -69,9 +74,11 @@ def intraday_range() -> pl.Expr:
 
 # --- features (stage 2) -------------------------------------------------------------
 def volatility(window: int) -> pl.Expr:
-    """vol_{w}d: sample std (ddof=1) of the last w daily log returns; daily units."""
-    rolled = pl.col(RET_1D).rolling_std(window, min_samples=window)
-    return pl.when(pl.col(ROW) >= window).then(rolled).alias(f"vol_{window}d")
+    """vol_{w}d: sample std (ddof=1) of the last w daily log returns; daily units.
+
+    No ``_row`` mask needed: a window reaching into the previous symbol holds this
+    symbol's first ``ret_1d``, which is null, so the rolling result is null."""
+    return pl.col(RET_1D).rolling_std(window, min_samples=window).alias(f"vol_{window}d")
 
 
 def momentum(window: int) -> pl.Expr:
@@ -93,7 +100,10 @@ def price_to_sma(window: int) -> pl.Expr:
 
 def sma_ratio(fast: int, slow: int) -> pl.Expr:
     """sma{f}_sma{s}: SMA over f rows / SMA over s rows of Adj Close."""
-    return (_sma(ADJ_CLOSE, fast) / _sma(ADJ_CLOSE, slow)).alias(f"sma{fast}_sma{slow}")
+    ratio = pl.col(ADJ_CLOSE).rolling_mean(fast, min_samples=fast) / pl.col(ADJ_CLOSE).rolling_mean(
+        slow, min_samples=slow
+    )
+    return _full_window(ratio, max(fast, slow)).alias(f"sma{fast}_sma{slow}")  # one mask
 
 
 def price_to_high(window: int) -> pl.Expr:
@@ -112,32 +122,56 @@ def volume_zscore(window: int) -> pl.Expr:
 
     Null when the window's std is 0 (constant volume).
     """
-    mean = _sma(VOLUME, window)
-    std = _full_window(pl.col(VOLUME).rolling_std(window, min_samples=window), window)
-    z = pl.when(std > 0).then((pl.col(VOLUME) - mean) / std)
-    return z.alias(f"volume_z_{window}d")
+    mean = pl.col(VOLUME).rolling_mean(window, min_samples=window)
+    std = pl.col(VOLUME).rolling_std(window, min_samples=window)
+    z = pl.when((pl.col(ROW) >= window - 1) & (std > 0)).then((pl.col(VOLUME) - mean) / std)
+    return z.alias(f"volume_z_{window}d")  # one mask for the mean and the std
+
+
+def _moment(kind: str, window: int) -> str:
+    return f"_{kind}_{window}"
+
+
+def market_moments(window: int) -> dict[str, pl.Expr]:
+    """The hidden columns ``market_beta`` and ``idiosyncratic_vol`` share: rolling sums of
+    r, m, r*m, m*m and r*r over w rows (r: the symbol's, m: the index's daily log return).
+
+    Why sums, in columns of their own: ``rolling_cov`` and ``rolling_var`` cost 2-4x a
+    rolling sum, and Polars does not share rolling sub-expressions between two features;
+    five sums computed once make beta and idiosyncratic vol ~4x cheaper. The moment
+    formulas do not lose precision here: returns are ~1e-2 with means ~1e-4, so nothing
+    cancels (equal to ``np.cov`` within 1e-12 in tests/test_features.py). A window
+    reaching into the previous symbol holds this symbol's first (null) ``ret_1d``, and a
+    date missing from the index a null m: the sums need all w pairs, else they are null.
+    """
+    r, m = pl.col(RET_1D), pl.col(MKT_RET_1D)
+    terms = {"sr": r, "sm": m, "srm": r * m, "smm": m * m, "srr": r * r}
+    return {
+        _moment(kind, window): term.rolling_sum(window, min_samples=window)
+        for kind, term in terms.items()
+    }
 
 
 def _beta_parts(window: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """Rolling cov(r, m), var(m), var(r) over w rows, all with ddof=1, masked."""
-    cov = pl.rolling_cov(RET_1D, MKT_RET_1D, window_size=window, min_samples=window, ddof=1)
-    var_m = pl.col(MKT_RET_1D).rolling_var(window, min_samples=window)
-    var_r = pl.col(RET_1D).rolling_var(window, min_samples=window)
-    mask = pl.col(ROW) >= window
-    # rolling_cov ignores nulls pairwise; require all w returns of the symbol present too.
-    return pl.when(mask).then(cov), pl.when(mask).then(var_m), pl.when(mask).then(var_r)
+    """cov(r, m), var(m), var(r) over w rows, all with ddof=1, from ``market_moments``."""
+    sr, sm, srm, smm, srr = (pl.col(_moment(k, window)) for k in ("sr", "sm", "srm", "smm", "srr"))
+    cov = (srm - sr * sm / window) / (window - 1)
+    var_m = (smm - sm * sm / window) / (window - 1)
+    var_r = (srr - sr * sr / window) / (window - 1)
+    return cov, var_m, var_r
 
 
 def market_beta(window: int) -> pl.Expr:
     """beta_{w}d: cov(r, m) / var(m) of daily log returns of the symbol (r) and index (m)
-    over the last w rows; null unless all w pairs exist."""
+    over the last w rows; null unless all w pairs exist. Needs ``market_moments(w)``."""
     cov, var_m, _ = _beta_parts(window)
     return pl.when(var_m > 0).then(cov / var_m).alias(f"beta_{window}d")
 
 
 def idiosyncratic_vol(window: int) -> pl.Expr:
     """idio_vol_{w}d: sqrt(var(r) - beta^2 var(m)) over the last w rows, daily units;
-    the std of the residual of r on m (ddof=1 throughout), floored at 0."""
+    the std of the residual of r on m (ddof=1 throughout), floored at 0. Needs
+    ``market_moments(w)``."""
     cov, var_m, var_r = _beta_parts(window)
     resid = (var_r - cov * cov / var_m).clip(lower_bound=0.0)  # keeps nulls null
     return pl.when(var_m > 0).then(resid.sqrt()).alias(f"idio_vol_{window}d")
@@ -163,6 +197,7 @@ def label_name(horizon: int) -> str:
 class _Pattern:
     regex: re.Pattern[str]
     build: Callable[..., pl.Expr]
+    parts: Callable[..., dict[str, pl.Expr]] | None = None  # hidden columns it reads
 
 
 _PATTERNS = (
@@ -177,8 +212,8 @@ _PATTERNS = (
     _Pattern(re.compile(r"range_hl"), lambda: pl.col(RANGE_HL)),
     _Pattern(re.compile(r"range_hl_(\d+)d"), range_mean),
     _Pattern(re.compile(r"volume_z_(\d+)d"), volume_zscore),
-    _Pattern(re.compile(r"beta_(\d+)d"), market_beta),
-    _Pattern(re.compile(r"idio_vol_(\d+)d"), idiosyncratic_vol),
+    _Pattern(re.compile(r"beta_(\d+)d"), market_beta, market_moments),
+    _Pattern(re.compile(r"idio_vol_(\d+)d"), idiosyncratic_vol, market_moments),
 )
 
 DEFAULT_FEATURES: tuple[str, ...] = (
@@ -205,13 +240,26 @@ DEFAULT_LABEL_HORIZONS: tuple[int, ...] = (5, 21, 63)
 
 
 def feature_expr(name: str) -> pl.Expr:
-    """The expression computing feature ``name`` (e.g. ``vol_21d``, ``px_sma50``).
+    """The expression computing feature ``name`` (e.g. ``vol_21d``, ``px_sma50``) from the
+    base columns and the hidden columns of ``feature_parts(name)``.
 
     Raises
     ------
     FeatureError
         Unknown name, or a window that is not a positive integer.
     """
+    pattern, windows = _parse(name)
+    return pattern.build(*windows).alias(name)
+
+
+def feature_parts(name: str) -> dict[str, pl.Expr]:
+    """The hidden columns (name -> expression) that ``feature_expr(name)`` reads; features
+    sharing one (beta and idiosyncratic vol) compute it once in ``feature_panel``."""
+    pattern, windows = _parse(name)
+    return {} if pattern.parts is None else pattern.parts(*windows)
+
+
+def _parse(name: str) -> tuple[_Pattern, list[int]]:
     for pattern in _PATTERNS:
         match = pattern.regex.fullmatch(name)
         if match:
@@ -220,7 +268,7 @@ def feature_expr(name: str) -> pl.Expr:
                 raise FeatureError(f"feature {name!r}: windows must be > 0")
             if name.startswith("mom_") and len(windows) == 2 and windows[1] >= windows[0]:
                 raise FeatureError(f"feature {name!r}: the skip must be shorter than the window")
-            return pattern.build(*windows).alias(name)
+            return pattern, windows
     known = ", ".join(DEFAULT_FEATURES)
     raise FeatureError(f"unknown feature {name!r}; known features (any window): {known}")
 
@@ -269,11 +317,14 @@ def feature_panel(
     if repeated:
         raise FeatureError(f"feature names repeated: {', '.join(repeated)}")
     exprs = [feature_expr(name) for name in features]
+    parts = {k: v for name in features for k, v in feature_parts(name).items()}
     if any(h <= 0 for h in horizons):
         raise FeatureError(f"label horizons must be > 0, got {list(horizons)}")
     labels = [forward_return(h) for h in horizons]
     ends = [label_end_date(h).alias(f"label_end_{h}d") for h in horizons]
     base = with_base_columns(prices, index)
+    if parts:  # dropped by the select below
+        base = base.with_columns(expr.alias(name) for name, expr in parts.items())
     history = (pl.col(ROW) + 1).alias(HISTORY)
     if min_history > 1:
         columns = [pl.col(DATE), pl.col(SYMBOL), pl.col(ADJ_CLOSE), history, *exprs, *labels,

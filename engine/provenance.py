@@ -65,11 +65,13 @@ def run_tags(result: RunResult) -> dict[str, str]:
 
 def feature_definitions(result: RunResult) -> dict[str, Any]:
     """Every feature's Polars expression, and how features were normalised per date."""
-    from engine.features import feature_expr
+    from engine.features import feature_expr, feature_parts
 
     settings = result.settings
+    parts = {k: str(v) for name in result.features for k, v in feature_parts(name).items()}
     return {
         "features": {name: str(feature_expr(name)) for name in result.features},
+        "hidden_columns": parts,
         "normalisation": settings.normalisation.value,
         "sector_neutral": settings.sector_neutral,
         "label_horizon_days": settings.horizon,

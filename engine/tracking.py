@@ -2,11 +2,11 @@
 import mlflow, and only when tracking (``engine run --no-tracking`` never imports it).
 
 ``import mlflow``, scikit-learn and the SQL store are ~2-3 s of pure-Python imports, so
-``engine run`` starts them with ``start_tracking`` before the pipeline: in a child process
-(``TrackingWorker``, which also probes the server and logs the run it is sent), or on a
-background thread (``preflight``) when this process has mlflow imported already. A thread
-would hold the GIL for those seconds, and the pipeline's many short numpy calls would wait
-on it. What a run records:
+``engine run`` starts them with ``engine.worker.start_tracking`` before the pipeline: in a
+child process (``TrackingWorker``, whose main is ``serve_worker`` here: it also probes the
+server and logs the run it is sent), or on a background thread (``preflight``) when this
+process has mlflow imported already. A thread would hold the GIL for those seconds, and
+the pipeline's many short numpy calls would wait on it. What a run records:
 
 * params: every setting (credentials redacted by ``Settings.as_params``);
 * metrics: every summary metric, linked to the logged model and the dataset, the stage
@@ -37,7 +37,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,6 +56,7 @@ from engine import promotion, registry
 from engine.config import Settings, redact_uri
 from engine.pipeline import RunResult
 from engine.provenance import backtest_period, feature_definitions, run_tags
+from engine.worker import configure
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +107,6 @@ def _mlflow() -> Any:
 
 
 # --- store: configuration, probe, opening ------------------------------------------------
-def configure(settings: Settings) -> None:
-    """Bound every MLflow HTTP request (timeout, retries, backoff), silence MLflow's
-    chatter and its telemetry (unless MLFLOW_DISABLE_TELEMETRY says otherwise). MLflow
-    reads these variables when it needs them; this is the one place that sets them."""
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking_timeout)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
-    os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")  # requirements are explicit
-    # The engine reports a store failure itself, in one line; MLflow's own error logs (a
-    # traceback and the SQL) would only repeat it, so they are off unless asked for.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
-    if os.environ["MLFLOW_LOGGING_LEVEL"] == "CRITICAL":  # mlflow may be imported already
-        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage data leaves the host
-    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # it may hold credentials
-
-
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
@@ -509,90 +492,7 @@ def _record(
     return TrackedRun(run_id, info.model_uri, registered)
 
 
-# --- the tracking worker: MLflow in a child process --------------------------------------
-_WORKER_ENTRY = "from engine.tracking import serve_worker; serve_worker()"
-
-
-class TrackingWorker:
-    """Tracking in a child process started before the pipeline (``engine run``).
-
-    ``import mlflow``, scikit-learn and the SQL store are ~2-3 s of pure-Python imports.
-    On a background thread they hold this interpreter's GIL, and the pipeline's many
-    short numpy calls then queue behind them (the walk-forward ran ~5x slower); in a
-    child process they run on the other core. The child probes the server, imports,
-    opens an existing store, then logs each run it is sent with ``log_run`` and answers
-    with the ``TrackedRun`` or the exception, which ``log_run`` here re-raises. Messages
-    are pickles over the child's stdin and stdout: a private pipe between two processes
-    of the same code.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        configure(settings)  # the child inherits the variables
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_ENTRY],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        level = logging.getLogger("engine").getEffectiveLevel()
-        self._send((settings, level))
-
-    def _send(self, message: Any) -> None:
-        try:
-            pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the child is gone: the reply (none) says so
-
-    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
-        """``log_run`` in the child; its exceptions are raised here."""
-        if result.model is not None:  # a policy error ends the run before anything is sent
-            promotion.Policy.from_settings(settings).resolve(result.metrics)
-        self._send((result, artifacts, settings))
-        log.debug("tracking: run sent to the worker")
-        try:
-            kind, value = pickle.load(self.process.stdout)
-        except (EOFError, OSError, pickle.UnpicklingError):
-            code = self.process.wait()
-            raise TrackingError(
-                f"the tracking process ended unexpectedly (exit code {code})"
-            ) from None
-        if kind == "error":
-            raise value
-        return value
-
-    def close(self, abandon: bool = False) -> None:
-        """End the child and reap it: it exits when its input closes. ``abandon`` (the run
-        failed, or was interrupted) stops it at once instead: SIGTERM, which the child turns
-        into KeyboardInterrupt, so a run being logged is ended by MLflow as failed."""
-        if abandon and self.process.poll() is None:
-            self.process.terminate()
-        with suppress(OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10 if abandon else 30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        with suppress(OSError):
-            self.process.stdout.close()
-
-    def __enter__(self) -> TrackingWorker:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        self.close(abandon=kind is not None)
-
-
-def start_tracking(settings: Settings) -> Preflight | TrackingWorker:
-    """Prepare tracking while the pipeline runs: a worker process, or a background thread
-    when mlflow is already imported here (nothing left to take off the GIL)."""
-    if "mlflow" in sys.modules:
-        return preflight(settings)
-    return TrackingWorker(settings)
-
-
+# --- the tracking worker: the child side (engine.worker starts it) ----------------------
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a TrackingError with its first line; the
     worker's traceback goes with it as a note (shown only if it ends in a traceback)."""
@@ -606,7 +506,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def serve_worker() -> None:
-    """Main of the tracking worker (see ``TrackingWorker``).
+    """Main of the tracking worker (see ``engine.worker.TrackingWorker``).
 
     Imports run with the cyclic garbage collector off (it would walk the growing module
     graph again and again: ~20% of their CPU) and the imported objects are then frozen.

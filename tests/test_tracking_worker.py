@@ -1,5 +1,5 @@
 """``engine run`` as a real process: tracking happens in a worker process started before
-the pipeline (``tracking.TrackingWorker``); what it logs, and how its failures come back."""
+the pipeline (``engine.worker.TrackingWorker``); what it logs, and how its failures come back."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
     with contextlib.ExitStack() as hold:
         prepared = None
         if settings.tracking:  # mlflow imports and probes (a child process) while we compute
-            from engine.tracking import start_tracking
+            from engine.worker import start_tracking
 
             prepared = hold.enter_context(start_tracking(settings))
         archive = resolve_archive(settings)

@@ -44,7 +44,7 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     point-in-time feature, then the labels (forward 5, 21 and 63-day returns) and the date
     each becomes known. Sorted by (symbol, date); written atomically."""
     from engine.config import Settings
-    from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
+    from engine.features import DEFAULT_FEATURES, ENGINE, feature_expr, feature_panel
     from engine.sources import resolve_archive
     from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, feature_frame, write_frame
 
@@ -58,7 +58,7 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     panel = feature_panel(archive.prices, archive.index, chosen)
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
-        frame = panel.collect()
+        frame = panel.collect(engine=ENGINE)
     else:
         frame = feature_frame(sources, panel.collect_schema().names())
     seconds = time.perf_counter() - started

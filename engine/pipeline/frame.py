@@ -24,7 +24,7 @@ from engine import cache, crosssection, features
 from engine.archive import Archive
 from engine.config import Settings
 from engine.crosssection import normalise
-from engine.features import feature_panel, label_name
+from engine.features import ENGINE, feature_panel, label_name
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL
 from engine.splits import Schedule, available_period, prediction_period, rebalance_dates, schedule
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 FRAME_TABLE = "model_frame"
-ENGINE = "in-memory"  # Polars engine of the model frame: same values on any number of cores
 UNKNOWN_SECTOR = "Unknown"
 
 
@@ -54,10 +53,8 @@ def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) ->
         panel = panel.join(companies, on=SYMBOL, how="left").select(*keep, SECTOR)
     else:
         panel = panel.select(keep)
-    # The in-memory engine rolls each window over the whole column; the streaming engine
-    # (Polars' default) rolls morsel by morsel, so its rounding, and the frame, would
-    # change with the number of threads. Sorted by date, each date is a contiguous block
-    # (what the fast ranking needs).
+    # features.ENGINE (in-memory): the same values on any number of cores. Sorted by date,
+    # each date is a contiguous block (what the fast ranking needs).
     frame = normalise(
         by_date(panel.collect(engine=ENGINE)).lazy(), names, settings.normalisation,
         settings.sector_neutral, dtype=pl.Float32,
@@ -66,7 +63,8 @@ def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) ->
 
 
 def by_date(panel: pl.DataFrame) -> pl.DataFrame:
-    """``panel`` sorted by (date, symbol), one column at a time.
+    """``panel`` sorted by (date, symbol), one column at a time: the columns are moved out
+    of ``panel``, which is left empty (pass a clone to keep it).
 
     ``DataFrame.sort`` holds the whole sorted copy beside the original (~0.3 GB more at
     the peak) and sorts on two keys, one a string (~1 s). The panel comes sorted by
@@ -76,7 +74,8 @@ def by_date(panel: pl.DataFrame) -> pl.DataFrame:
     if not panel[SYMBOL].is_sorted():  # not symbol-major: sort on both keys
         return panel.sort(DATE, SYMBOL)
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
-    panel = panel.clone()  # a new frame over the same columns: the caller's stays whole
+    # Moved out of the caller's frame one by one: a clone would keep every column alive
+    # (the caller's argument holds its frame until this returns).
     return pl.DataFrame([panel.drop_in_place(c).gather(order) for c in panel.columns])
 
 
