@@ -108,10 +108,9 @@ def _panel_by_date(prices: Path, index: Path):
     import polars as pl
 
     from engine.features import ENGINE, feature_panel
-    from engine.pipeline.frame import by_date
 
     panel = feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
-    return by_date(panel.collect(engine=ENGINE))
+    return panel.collect(engine=ENGINE).sort("date", maintain_order=True)  # (date, symbol)
 
 
 TASKS = (

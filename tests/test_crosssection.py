@@ -113,3 +113,16 @@ def test_long_runs_of_full_dates_without_ties_take_the_row_pattern_path():
         }
     )
     assert rank_frame(frame, COLUMNS, dtype=pl.Float32).equals(expression(frame, pl.Float32))
+
+
+@pytest.mark.parametrize("consume", [False, True])
+def test_ranking_in_a_given_order_equals_ranking_the_reordered_frame(consume: bool):
+    """``order`` (a stable argsort of the dates of a symbol-major frame) and ``consume``
+    change what is held in memory, never the values."""
+    frame = panel(4).sort(SYMBOL, DATE).with_columns(pl.col("c").cast(pl.Int64, strict=False))
+    order = pl.Series(np.argsort(frame[DATE].to_physical().to_numpy(), kind="stable"))
+    want = rank_frame(frame.clone()[order], COLUMNS, dtype=pl.Float32)
+    source = frame.clone()
+    got = rank_frame(source, COLUMNS, dtype=pl.Float32, consume=consume, order=order)
+    assert got.equals(want)
+    assert source.width == (0 if consume else frame.width)

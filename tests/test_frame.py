@@ -1,5 +1,5 @@
-"""The model boundary's fast paths equal their plain definitions: the date-major sort of
-the panel and the price matrix of prices sorted by (symbol, date)."""
+"""The model boundary's fast paths equal their plain definitions: features by batches of
+symbols and the price matrix of prices sorted by (symbol, date)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
+import pytest
 
-from engine.pipeline.frame import by_date, price_matrix, sorted_price_matrix
+from engine.archive import load_archive
+from engine.config import Settings
+from engine.features import DEFAULT_FEATURES
+from engine.pipeline import frame as frame_module
+from engine.pipeline.frame import model_frame, price_matrix, sorted_price_matrix, symbol_batches
 from engine.schema import ADJ_CLOSE, DATE, SYMBOL
 
 
@@ -34,10 +39,32 @@ def test_the_sorted_price_matrix_is_the_price_matrix():
         assert np.array_equal(matrix, expected, equal_nan=True)
 
 
-def test_by_date_is_the_sort_by_date_and_symbol():
-    frame = prices(3).with_columns(x=pl.int_range(pl.len()))
-    assert by_date(frame.clone()).equals(frame.sort(DATE, SYMBOL))
-    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=2)  # not symbol-major
-    assert by_date(shuffled).equals(frame.sort(DATE, SYMBOL))
-    moved = frame.clone()
-    assert by_date(moved).columns == frame.columns and moved.width == 0  # moved out
+@pytest.mark.parametrize("rows", [1, 50, 200, 10_000])
+def test_symbol_batches_are_whole_symbols_in_order(rows: int):
+    frame = prices(4)
+    batches = [b.collect() for b in symbol_batches(frame.lazy(), rows)]
+    assert pl.concat(batches).equals(frame)
+    symbols = [set(b[SYMBOL]) for b in batches]
+    assert all(a.isdisjoint(b) for i, a in enumerate(symbols) for b in symbols[i + 1 :])
+    if rows >= frame.height:
+        assert len(batches) == 1
+    elif rows > 1:
+        assert 1 < len(batches) < frame[SYMBOL].n_unique()  # several symbols per batch
+    else:
+        assert len(batches) == frame[SYMBOL].n_unique()
+
+
+def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monkeypatch):
+    """Windows never cross a symbol, so batching only moves float rounding (rolling sums
+    accumulate along the column): the normalised frames are equal to float32 precision."""
+    archive = load_archive(small_archive, tmp_path / "cache")
+    settings = Settings(data_path=small_archive, output_path=tmp_path / "out",
+                        cache_path=tmp_path / "cache", tracking=False)  # fmt: skip
+    whole = model_frame(archive, settings, DEFAULT_FEATURES)
+    monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 4_000)
+    assert len(symbol_batches(archive.prices, 4_000)) > 3
+    batched = model_frame(archive, settings, DEFAULT_FEATURES)
+    assert batched.select(DATE, SYMBOL).equals(whole.select(DATE, SYMBOL))
+    assert batched.drop(DEFAULT_FEATURES).equals(whole.drop(DEFAULT_FEATURES))
+    for name in DEFAULT_FEATURES:
+        np.testing.assert_allclose(batched[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
