@@ -10,8 +10,8 @@ them, including an edit of ``features.py``, gives a new key and a recomputation.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import inspect
+import itertools
 import json
 import logging
 from dataclasses import dataclass
