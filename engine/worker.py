@@ -43,7 +43,8 @@ def configure(settings: Settings) -> None:
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # it may hold credentials
 
 
-_WORKER_ENTRY = "from engine.tracking import serve_worker; serve_worker()"
+# The cyclic collector is off from the first import (serve_worker explains why).
+_WORKER_ENTRY = "import gc; gc.disable(); from engine.tracking import serve_worker; serve_worker()"
 
 
 class TrackingWorker:
