@@ -87,7 +87,7 @@ def make_task(name: str, cache_dir: Path) -> Task:
         from benchmarks.features_pandas import feature_panel as pandas_panel
 
         return lambda: pandas_panel(pd.read_parquet(prices), pd.read_parquet(index))
-    panel = _panel_by_date(prices, index)
+    panel = panel_by_date(prices, index)
     from engine.features import DEFAULT_FEATURES
 
     if name == "polars_normalise":
@@ -103,14 +103,29 @@ def make_task(name: str, cache_dir: Path) -> Task:
     raise ValueError(f"unknown task {name!r}")
 
 
-def _panel_by_date(prices: Path, index: Path):
-    """The feature panel sorted by (date, symbol), as the pipeline normalises it."""
+def panel_by_date(prices: Path, index: Path, load: bool = True):
+    """The feature panel sorted by (date, symbol), as the pipeline normalises it.
+
+    Computed once per archive in a child process (``engine bench`` does it while preparing,
+    untimed) and kept beside the cache as Parquet: computed here, the feature stage's freed
+    memory (which the allocator keeps) would stay in this process and count in the
+    normalisation's peak.
+    """
     import polars as pl
 
-    from engine.features import ENGINE, feature_panel
-
-    panel = feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
-    return panel.collect(engine=ENGINE).sort("date", maintain_order=True)  # (date, symbol)
+    saved = prices.parent.with_name(f"{prices.parent.name}-panel-by-date.parquet")
+    if not saved.is_file():
+        code = (
+            "import sys, polars as pl\n"
+            "from engine.features import ENGINE, feature_panel\n"
+            "panel = feature_panel(pl.scan_parquet(sys.argv[1]), pl.scan_parquet(sys.argv[2]))\n"
+            "panel = panel.collect(engine=ENGINE).sort('date', maintain_order=True)\n"
+            "panel.write_parquet(sys.argv[3] + '.tmp')\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(prices), str(index), str(saved)],
+                       check=True)  # fmt: skip
+        os.replace(f"{saved}.tmp", saved)
+    return pl.read_parquet(saved) if load else None
 
 
 TASKS = (
