@@ -125,7 +125,10 @@ def panel_by_date(prices: Path, index: Path, load: bool = True):
         subprocess.run([sys.executable, "-c", code, str(prices), str(index), str(saved)],
                        check=True)  # fmt: skip
         os.replace(f"{saved}.tmp", saved)
-    return pl.read_parquet(saved) if load else None
+    if not load:
+        return None
+    panel = pl.read_parquet(saved)  # contiguous columns, as computed; one copy at a time
+    return pl.DataFrame([panel.drop_in_place(c).rechunk() for c in panel.columns])
 
 
 TASKS = (
