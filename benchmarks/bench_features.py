@@ -111,20 +111,33 @@ def panel_by_date(prices: Path, index: Path, load: bool = True):
     memory (which the allocator keeps) would stay in this process and count in the
     normalisation's peak.
     """
+    import hashlib
+    import inspect
+    import uuid
+
     import polars as pl
 
-    saved = prices.parent.with_name(f"{prices.parent.name}-panel-by-date.parquet")
+    from engine import features
+
+    code_key = hashlib.sha256(inspect.getsource(features).encode()).hexdigest()[:12]
+    saved = prices.parent.with_name(f"{prices.parent.name}-panel-by-date-{code_key}.parquet")
     if not saved.is_file():
+        tmp = saved.with_name(f".{saved.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         code = (
             "import sys, polars as pl\n"
             "from engine.features import ENGINE, feature_panel\n"
             "panel = feature_panel(pl.scan_parquet(sys.argv[1]), pl.scan_parquet(sys.argv[2]))\n"
             "panel = panel.collect(engine=ENGINE).sort('date', maintain_order=True)\n"
-            "panel.write_parquet(sys.argv[3] + '.tmp')\n"
+            "panel.write_parquet(sys.argv[3])\n"
         )
-        subprocess.run([sys.executable, "-c", code, str(prices), str(index), str(saved)],
-                       check=True)  # fmt: skip
-        os.replace(f"{saved}.tmp", saved)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+               os.environ.get("PYTHONPATH")]))}  # fmt: skip
+        try:
+            subprocess.run([sys.executable, "-c", code, str(prices), str(index), str(tmp)],
+                           check=True, env=env)  # fmt: skip
+            os.replace(tmp, saved)  # a concurrent writer's file is as good: same key
+        finally:
+            tmp.unlink(missing_ok=True)
     if not load:
         return None
     panel = pl.read_parquet(saved)  # contiguous columns, as computed; one copy at a time

@@ -105,6 +105,8 @@ def rank_frame(
     moved out of ``frame`` (left empty) and each is freed once ranked. Both keep the
     memory of a big panel near one copy: the model frame's ranking needs ~0.3 GB less.
     """
+    if DATE in columns or len(set(columns)) != len(columns):
+        raise ValueError(f"columns to rank must be distinct and not {DATE!r}: {list(columns)}")
     names = frame.columns
     others = [c for c in names if c not in set(columns)]
     base = frame.select(others) if order is None else frame.select(pl.col(others).gather(order))

@@ -152,29 +152,38 @@ def market_moments(window: int) -> dict[str, pl.Expr]:
     }
 
 
-def _beta_parts(window: int) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
-    """cov(r, m), var(m), var(r) over w rows, all with ddof=1, from ``market_moments``."""
+# A window whose index returns are all 0 (a flat index) has var(m) = 0; from running sums
+# it comes out as rounding residue of either sign (up to ~1e-20 after volatile stretches:
+# ulp of the sums). var(m) at or below this floor, in squared daily log returns (a daily
+# std of 1e-7; real indices move ~1e-2 a day), counts as 0, as DuckDB's exact var_samp = 0.
+VAR_FLOOR = 1e-14
+
+
+def _beta_parts(window: int) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr]:
+    """cov(r, m), var(m), var(r) over w rows, all with ddof=1, from ``market_moments``,
+    and whether var(m) is above ``VAR_FLOOR`` (else beta is undefined)."""
     sr, sm, srm, smm, srr = (pl.col(_moment(k, window)) for k in ("sr", "sm", "srm", "smm", "srr"))
     cov = (srm - sr * sm / window) / (window - 1)
     var_m = (smm - sm * sm / window) / (window - 1)
     var_r = (srr - sr * sr / window) / (window - 1)
-    return cov, var_m, var_r
+    return cov, var_m, var_r, var_m > VAR_FLOOR
 
 
 def market_beta(window: int) -> pl.Expr:
     """beta_{w}d: cov(r, m) / var(m) of daily log returns of the symbol (r) and index (m)
-    over the last w rows; null unless all w pairs exist. Needs ``market_moments(w)``."""
-    cov, var_m, _ = _beta_parts(window)
-    return pl.when(var_m > 0).then(cov / var_m).alias(f"beta_{window}d")
+    over the last w rows; null unless all w pairs exist and var(m) > 0. Needs
+    ``market_moments(w)``."""
+    cov, var_m, _, varies = _beta_parts(window)
+    return pl.when(varies).then(cov / var_m).alias(f"beta_{window}d")
 
 
 def idiosyncratic_vol(window: int) -> pl.Expr:
     """idio_vol_{w}d: sqrt(var(r) - beta^2 var(m)) over the last w rows, daily units;
-    the std of the residual of r on m (ddof=1 throughout), floored at 0. Needs
-    ``market_moments(w)``."""
-    cov, var_m, var_r = _beta_parts(window)
+    the std of the residual of r on m (ddof=1 throughout), floored at 0; null where beta
+    is. Needs ``market_moments(w)``."""
+    cov, var_m, var_r, varies = _beta_parts(window)
     resid = (var_r - cov * cov / var_m).clip(lower_bound=0.0)  # keeps nulls null
-    return pl.when(var_m > 0).then(resid.sqrt()).alias(f"idio_vol_{window}d")
+    return pl.when(varies).then(resid.sqrt()).alias(f"idio_vol_{window}d")
 
 
 def forward_return(horizon: int) -> pl.Expr:

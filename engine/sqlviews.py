@@ -201,8 +201,8 @@ BATCH_ROWS = 500_000
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:
     """(first, last) symbol of consecutive ranges of whole symbols of about ``rows``
     price rows each, in symbol order."""
-    counts = con.sql(f"select {SYMBOL}, count(*) as n from prices group by all order by 1")
-    symbols, sizes = zip(*counts.fetchall(), strict=True) if counts.shape[0] else ((), ())
+    counts = con.sql(f"select {SYMBOL}, count(*) from prices group by all order by 1").fetchall()
+    symbols, sizes = zip(*counts, strict=True) if counts else ((), ())
     ranges, start, filled = [], 0, 0
     for i, size in enumerate(sizes):
         filled += size

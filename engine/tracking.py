@@ -544,6 +544,8 @@ def serve_worker() -> None:
                 break
             try:
                 reply: tuple[str, Any] = ("ok", log_run(result, artifacts, run_settings, prepared))
+            except (KeyboardInterrupt, SystemExit):
+                raise  # stopped (close(abandon=True)): nobody reads a reply; exit code 1
             except BaseException as exc:
                 log.debug("tracking failed", exc_info=True)
                 reply = ("error", _portable(exc))

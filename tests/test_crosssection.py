@@ -126,3 +126,11 @@ def test_ranking_in_a_given_order_equals_ranking_the_reordered_frame(consume: bo
     got = rank_frame(source, COLUMNS, dtype=pl.Float32, consume=consume, order=order)
     assert got.equals(want)
     assert source.width == (0 if consume else frame.width)
+
+
+@pytest.mark.parametrize("columns", [("a", "a"), ("a", DATE)])
+def test_repeated_or_date_columns_are_refused_before_the_frame_is_touched(columns):
+    frame = panel(2)
+    with pytest.raises(ValueError, match="distinct"):
+        rank_frame(frame, columns, consume=True)
+    assert frame.width == panel(2).width

@@ -68,3 +68,10 @@ def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monke
     assert batched.drop(DEFAULT_FEATURES).equals(whole.drop(DEFAULT_FEATURES))
     for name in DEFAULT_FEATURES:
         np.testing.assert_allclose(batched[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_symbol_batches_refuse_prices_not_sorted_by_symbol():
+    frame = prices(5)
+    shuffled = pl.concat([frame.tail(30), frame.head(frame.height - 30)])
+    with pytest.raises(ValueError, match="sorted by"):
+        symbol_batches(shuffled.lazy(), 50)

@@ -108,6 +108,22 @@ def test_duckdb_matches_polars_on_edge_cases(tmp_path: Path) -> None:
     assert full_21["volume_z_21d"].null_count() > 0  # the constant stretch: std 0
 
 
+def test_a_flat_index_stretch_gives_no_beta_in_either_engine(tmp_path: Path) -> None:
+    """63 index returns of exactly 0: var(m) is 0 (DuckDB's var_samp) or rounding residue
+    (Polars' running sums, of either sign); both engines must say 'no beta'. Seed 2 is a
+    case where, without ``VAR_FLOOR``, the residue is positive and beta comes out -0.375."""
+    prices, index = random_panel(seed=2)
+    flat = pl.int_range(pl.len()).is_between(150, 230)
+    index = index.with_columns(pl.when(flat).then(1000.0).otherwise(pl.col("sp500")).alias("sp500"))
+    expected = _polars_panel(prices.lazy(), index.lazy())
+    inside = expected.filter(pl.col("date") == index.filter(flat)["date"][-1])
+    assert inside["beta_63d"].null_count() == inside.height  # the whole window is flat
+    assert inside["idio_vol_63d"].null_count() == inside.height
+    actual = _duckdb_panel(_sources_for(tmp_path, prices, index), expected.columns)
+    assert_same_panel(expected, actual)
+    assert expected["beta_63d"].abs().max() < 10
+
+
 def test_pandas_reference_computes_the_same_panel(archive: Archive) -> None:
     """The benchmark's pandas reference must compute what the engines compute."""
     from benchmarks.features_pandas import feature_panel as pandas_panel

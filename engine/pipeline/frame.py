@@ -84,8 +84,11 @@ def symbol_batches(prices: pl.LazyFrame, rows: int = FEATURE_BATCH_ROWS) -> list
     """``prices`` (sorted by (symbol, date)) as slices of whole symbols of about ``rows``
     rows each, in order; one slice when it is smaller. Only the symbol column is read here;
     each slice reads its own rows of the Parquet cache when collected."""
-    lengths = prices.select(pl.col(SYMBOL).rle().struct.field("len")).collect()
-    ends = np.cumsum(lengths.to_series().to_numpy())
+    runs = prices.select(pl.col(SYMBOL).rle().struct.field("len"), pl.col(SYMBOL).n_unique())
+    lengths, symbols = runs.collect(engine=ENGINE).get_columns()
+    if len(lengths) != (symbols[0] if len(symbols) else 0):  # a symbol in two runs
+        raise ValueError("prices must be sorted by (symbol, date): a symbol's rows are apart")
+    ends = np.cumsum(lengths.to_numpy())
     if ends.size == 0 or ends[-1] <= rows:
         return [prices]
     cuts = np.unique(np.searchsorted(ends, np.arange(rows, ends[-1], rows), side="left"))
