@@ -62,6 +62,11 @@ class TrackingWorker:
     def __init__(self, settings: Settings) -> None:
         configure(settings)  # the child inherits the variables
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # The worker computes nothing heavy: one thread per numeric library, so their
+        # pools neither start nor compete with the pipeline for the cores.
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                     "POLARS_MAX_THREADS"):  # fmt: skip
+            env.setdefault(name, "1")
         self.process = subprocess.Popen(
             [sys.executable, "-c", _WORKER_ENTRY],
             stdin=subprocess.PIPE,

@@ -13,7 +13,13 @@ from engine.archive import load_archive
 from engine.config import Settings
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import frame as frame_module
-from engine.pipeline.frame import model_frame, price_matrix, sorted_price_matrix, symbol_batches
+from engine.pipeline.frame import (
+    model_frame,
+    model_inputs,
+    price_matrix,
+    sorted_price_matrix,
+    symbol_batches,
+)
 from engine.schema import ADJ_CLOSE, DATE, SYMBOL
 
 
@@ -75,3 +81,18 @@ def test_symbol_batches_refuse_prices_not_sorted_by_symbol():
     shuffled = pl.concat([frame.tail(30), frame.head(frame.height - 30)])
     with pytest.raises(ValueError, match="sorted by"):
         symbol_batches(shuffled.lazy(), 50)
+
+
+@pytest.mark.parametrize("feature_cache", [True, False])
+def test_model_inputs_split_the_model_frame(small_archive, tmp_path, feature_cache: bool):
+    """Keys and X, read column by column from the cache (or split from the computed frame),
+    are the model frame's columns exactly; X is column-major float32."""
+    archive = load_archive(small_archive, tmp_path / "cache")
+    settings = Settings(data_path=small_archive, output_path=tmp_path / "out",
+                        cache_path=tmp_path / "cache", tracking=False,
+                        feature_cache=feature_cache)  # fmt: skip
+    frame = model_frame(archive, settings, DEFAULT_FEATURES)
+    keys, X = model_inputs(archive, settings, DEFAULT_FEATURES)
+    assert keys.equals(frame.drop(DEFAULT_FEATURES))
+    assert X.dtype == np.float32 and X.flags.f_contiguous
+    assert np.array_equal(X, frame.select(DEFAULT_FEATURES).to_numpy(), equal_nan=True)

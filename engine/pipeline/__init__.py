@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from engine.archive import Archive
@@ -31,9 +32,9 @@ from engine.pipeline import evaluate as ev
 from engine.pipeline.frame import (
     MIN_HISTORY_ROWS,
     ModelData,
-    cached_model_frame,
     market,
     model_data,
+    model_inputs,
     price_matrix,
 )
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
@@ -114,17 +115,18 @@ def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared
     """Features, labels and purge periods as arrays, and the daily market panel."""
     features = DEFAULT_FEATURES
     with timer.stage("features"):
-        frame = cached_model_frame(archive, settings, features)
-        if frame.height == 0:
+        keys, X = model_inputs(archive, settings, features)
+        if keys.height == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(frame, settings, panel.calendar, features)
+        data = model_data(keys, X, settings, panel.calendar, features)
     if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
             f"{settings.min_train_periods} {settings.rebalance.value} periods of labelled history"
         )
-    example = frame.select(features).tail(5).cast(pl.Float64)  # the model signature: doubles
+    # the model signature: doubles
+    example = pl.DataFrame(X[-5:].astype(np.float64), schema=list(features), orient="row")
     return Prepared(data, panel, example)
 
 
