@@ -64,6 +64,41 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+# A fixed workload, timed in a fresh process at the start and the end of every benchmark run.
+# This machine's speed for allocation-heavy work drifted up to 2.5x within a day while pure
+# computation did not (2026-11-26: a warm run 1.7 s -> 4.3 s, the system time tripled, a numpy
+# sort unchanged), so the probe times both: a change between runs, or within one, is the
+# machine's, not the code's.
+_PROBE = """
+import json, time
+import numpy as np
+block = np.random.default_rng(0).normal(size=(256, 482))
+started = time.perf_counter()
+for _ in range(50):
+    np.argsort(block, axis=1)
+sort_ms = (time.perf_counter() - started) / 50 * 1e3
+started = time.perf_counter()
+for _ in range(5):
+    touched = np.ones(60_000_000)  # 480 MB of new pages: page faults and zeroing
+    del touched
+touch_ms = (time.perf_counter() - started) / 5 * 1e3
+print(json.dumps({"sort_ms": round(sort_ms, 3), "touch_480mb_ms": round(touch_ms, 1)}))
+"""
+
+
+def speed_probe(env: dict[str, str] | None = None) -> dict[str, float]:
+    """{"sort_ms": numpy argsort of a 256 x 482 block, "touch_480mb_ms": allocating and
+    touching 480 MB}, in a fresh process; {} if the probe could not run."""
+    import json
+
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {}
+
+
 # --- a fresh subprocess ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProcessRun:

@@ -56,7 +56,23 @@ def machine_lines(doc: dict) -> list[str]:
         f"{doc.get('load_end', '?')}; on {m['cores']} cores, a load above {m['cores']} means "
         "other processes shared the CPU: compare ratios and CPU seconds, not single wall times.",
         "",
+        *_probe_lines(doc),
         f"Command: `{doc['command']}` ({doc['created']}).",
+    ]
+
+
+def _probe_lines(doc: dict) -> list[str]:
+    """The machine speed probe at start and end (``harness.speed_probe``), when recorded."""
+    start, end = doc.get("probe_start") or {}, doc.get("probe_end") or {}
+    if not start:
+        return []
+    shown = lambda p, k: f"{p[k]:g} ms" if k in p else "?"  # noqa: E731
+    return [
+        f"Speed probe (fixed work in a fresh process) at start / end: numpy sort "
+        f"{shown(start, 'sort_ms')} / {shown(end, 'sort_ms')}, touching 480 MB of new memory "
+        f"{shown(start, 'touch_480mb_ms')} / {shown(end, 'touch_480mb_ms')}; compare runs "
+        "only when these agree.",
+        "",
     ]
 
 

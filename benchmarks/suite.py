@@ -355,8 +355,10 @@ def run_suite(opts: Options, echo: Echo = print) -> dict:
         "machine": harness.machine(),
         "limits": {"ceiling_mib": harness.CEILING_MIB, "goal_mib": harness.GOAL_MIB},
         "load_start": harness.load_average(),
+        "probe_start": harness.speed_probe(env),
     }  # fmt: skip
-    echo(f"benchmark: load average {doc['load_start']}, {doc['machine']['cores']} cores")
+    echo(f"benchmark: load average {doc['load_start']}, {doc['machine']['cores']} cores, "
+         f"speed probe {doc['probe_start']}")  # fmt: skip
     if not opts.quick:  # compile imports once, so that no measured process compiles them
         harness.run_process(_python("-c", f"import {WARM_IMPORTS}"), env)
     main_scale = "quick" if opts.quick else "1"
@@ -368,7 +370,8 @@ def run_suite(opts: Options, echo: Echo = print) -> dict:
     doc["ratios"] = ratios(doc["main"]["stages"])
     doc["failures"], doc["misses"], doc["above_goal"], doc["notes"] = verdicts(doc)
     doc["load_end"] = harness.load_average()
-    echo(f"benchmark done: load average {doc['load_end']}")
+    doc["probe_end"] = harness.speed_probe(env)
+    echo(f"benchmark done: load average {doc['load_end']}, speed probe {doc['probe_end']}")
     return doc
 
 

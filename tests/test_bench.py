@@ -55,9 +55,12 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     assert {r["reference"] for r in doc["ratios"]} == {"pandas_csv", "pandas_walkforward"}
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["libraries"]["polars"]
     assert doc["failures"] == [] and len(doc["load_start"]) == 3
+    for probe in (doc["probe_start"], doc["probe_end"]):  # the machine's speed, start and end
+        assert probe["sort_ms"] > 0 and probe["touch_480mb_ms"] > 0
     markdown = (tmp_path / "out" / "benchmarks.md").read_text()
     assert "| stage | median s |" in markdown and "| walkforward_ridge |" in markdown
     assert "pandas_walkforward (pandas)" in markdown and "Machine:" in markdown
+    assert "Speed probe (fixed work in a fresh process) at start / end: numpy sort" in markdown
     spliced = doc_file.read_text()
     assert spliced.startswith("# Benchmarks\n\nhand-written") and "OLD RESULTS" not in spliced
     assert spliced.count(report.BEGIN) == 1 and "| walkforward_ridge |" in spliced
@@ -140,3 +143,10 @@ def test_verdicts_fail_engine_stages_only_and_render_the_scale_curve() -> None:
     markdown = report.render(doc)
     assert "| model_frame | 1.00 s, 900 MiB | 1.00 s, 5,000 MiB **> 2 GB** |" in markdown
     assert "failed, 0 MiB" in markdown and "Scale curve" in markdown
+
+
+def test_the_speed_probe_line_is_left_out_of_documents_without_one() -> None:
+    doc = _document()
+    assert "Speed probe" not in report.render(doc)
+    doc |= {"probe_start": {"sort_ms": 1.0, "touch_480mb_ms": 200.0}, "probe_end": {}}
+    assert "numpy sort 1 ms / ?, touching 480 MB of new memory 200 ms / ?" in report.render(doc)
