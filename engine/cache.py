@@ -23,15 +23,16 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
+
+from engine.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def _read_memo(path: Path) -> dict[str, Any]:
 def _write_memo(path: Path, memo: Mapping[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(memo, indent=1)))
+        atomic_write(path, lambda handle: handle.write(json.dumps(memo, indent=1).encode()))
     except OSError as exc:  # the memo is an optimisation: never fail a load over it
         logger.warning("could not update the hash memo %s: %s", path, exc)
 
@@ -224,7 +225,7 @@ def _write_tables(
     sizes = {}
     for name, frame in tables.items():
         path = directory / f"{name}.parquet"
-        _atomic_write(path, lambda tmp, frame=frame: _write_parquet(frame, tmp))
+        atomic_write(path, lambda handle, frame=frame: _write_parquet(frame, handle))
         sizes[name] = {"rows": frame.height, "bytes": path.stat().st_size}
     manifest = {
         "fingerprint": fingerprint,
@@ -233,32 +234,14 @@ def _write_tables(
         "tables": sizes,
         **extra,
     }
-    _atomic_write(directory / MANIFEST_FILE, lambda tmp: tmp.write_text(json.dumps(manifest)))
+    atomic_write(
+        directory / MANIFEST_FILE, lambda handle: handle.write(json.dumps(manifest).encode())
+    )
     logger.info("cached %s in %s", {k: v["rows"] for k, v in sizes.items()}, directory)
     return manifest
 
 
-def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+def _write_parquet(frame: pl.DataFrame, target: IO[bytes]) -> None:
     frame.write_parquet(
-        path, compression=PARQUET_COMPRESSION, statistics=True, row_group_size=ROW_GROUP_SIZE
+        target, compression=PARQUET_COMPRESSION, statistics=True, row_group_size=ROW_GROUP_SIZE
     )
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via ``write(tmp)`` to a temp file beside ``path``, fsync, rename into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

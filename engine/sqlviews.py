@@ -34,6 +34,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from engine.files import atomic_write, fsync
 from engine.schema import DATE, SYMBOL, ModelName
 
 log = logging.getLogger(__name__)
@@ -229,9 +230,9 @@ def ensure_database(path: Path, sources: Sources) -> Path:
             create_views(con, sources)
             con.execute(f"create table {BUILD_TABLE} (views_key varchar)")
             con.execute(f"insert into {BUILD_TABLE} values (?)", [key])
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        fsync(path.parent)
     except (OSError, duckdb.IOException) as exc:
         raise QueryError(f"cannot write {path}: {_first_line(exc)}") from None
     finally:
@@ -321,20 +322,4 @@ def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
         "json": lambda f: frame.write_json(f),
         "parquet": lambda f: frame.write_parquet(f),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        writers[fmt](tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return atomic_write(path, writers[fmt])

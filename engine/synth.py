@@ -43,9 +43,7 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-import os
 import string
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -54,6 +52,7 @@ import numpy as np
 import polars as pl
 
 from engine import schema
+from engine.files import atomic_write
 
 K_SCALE = 0.00466
 MU = 0.0002  # daily log drift, identical for all symbols
@@ -374,25 +373,11 @@ def synth_frames(spec: SynthSpec = SynthSpec()) -> tuple[pl.DataFrame, pl.DataFr
     return stocks, companies, _index_frame(days, cols["Close"], shares)
 
 
-def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV via a temp file in the same folder, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            frame.write_csv(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def synthesize(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dict[str, Path]:
     """Write the three archive CSVs into ``out_dir`` (created if needed); return name -> path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in schema.ARCHIVE_FILES}
     for name, frame in zip(schema.ARCHIVE_FILES, synth_frames(spec), strict=True):
-        _write_atomic(frame, paths[name])
+        atomic_write(paths[name], frame.write_csv)
     return paths

@@ -52,7 +52,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine import promotion, registry
+from engine import logs, promotion, registry
 from engine.config import Settings, redact_uri
 from engine.pipeline import RunResult
 from engine.provenance import backtest_period, feature_definitions, run_tags
@@ -524,7 +524,7 @@ def serve_worker() -> None:
     code = 0
     try:
         settings, level = pickle.load(requests)
-        _worker_logging(level)
+        logs.to_stderr(level)
         prepared = Preflight(settings)
         configure(settings)
         prepared._work()
@@ -570,12 +570,3 @@ def _interrupted(signum: int, frame: Any) -> None:
 def _store_exists(uri: str) -> bool:
     """A server, or a SQLite file already there (opening a new one would create it)."""
     return is_server(uri) or (uri.startswith("sqlite:///") and registry.sqlite_path(uri).is_file())
-
-
-def _worker_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("engine: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("engine").setLevel(level)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,14 +125,10 @@ def echo_server() -> Iterator[str]:
 
         do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    from tests.mlflow_server import fake_http_server
+
+    with fake_http_server(Echo) as url:
+        yield url
 
 
 def closed_port_url() -> str:

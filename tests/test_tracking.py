@@ -7,7 +7,6 @@ import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -212,14 +211,10 @@ def not_mlflow() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    from tests.mlflow_server import fake_http_server
+
+    with fake_http_server(Quiet) as url:
+        yield url
 
 
 @pytest.mark.slow

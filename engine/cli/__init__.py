@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,13 +72,9 @@ def choice(enum: type) -> click.Choice:
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("engine: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("engine").setLevel(level)
+    from engine import logs
+
+    logs.to_stderr(logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

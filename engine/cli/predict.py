@@ -108,7 +108,7 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:  #
     model's own feature settings, read from the run that logged it)."""
     from engine import registry, tracking
     from engine.config import Settings
-    from engine.report import atomic_write
+    from engine.files import atomic_write
     from engine.sources import resolve_archive
 
     settings = Settings.from_env(flags)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import polars as pl
 
+from engine.files import atomic_write
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
 
@@ -32,22 +31,6 @@ CAVEATS = (
     "equal-weight universe use Adj Close (dividends included).",
 )
 PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
-    """Write ``path`` through ``write(fileobj)`` into a temporary file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _json_safe(value: float) -> float | None:
