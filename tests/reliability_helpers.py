@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from click.testing import CliRunner
 
@@ -168,10 +169,14 @@ def is_temporary(path: Path) -> bool:
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """Every file under ``folder`` a reader could take for a result (temporaries excluded)."""
+    """Every file under ``folder`` a reader could take for a result (temporaries, and files
+    in a temporary folder, excluded)."""
     if not folder.exists():
         return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_temporary(p))
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(is_temporary(q) for q in (p, *p.relative_to(folder).parents))
+    )  # fmt: skip
 
 
 def check_complete(path: Path) -> None:
@@ -209,14 +214,19 @@ def assert_no_partial_files(folder: Path) -> list[Path]:
 
 
 def assert_valid_cache(cache: Path) -> None:
-    """Every table directory of the cache has a manifest matching its Parquet files; a
-    directory without a manifest holds no file a reader uses (it is rebuilt)."""
+    """Every table directory of the cache has a manifest matching its Parquet files, and
+    every model-frame directory one matching its numpy files; a directory without a
+    manifest holds no file a reader uses (it is rebuilt)."""
     for manifest in cache.rglob("manifest.json"):
         meta = json.loads(manifest.read_text())
-        for name, table in meta["tables"].items():
+        for name, table in meta.get("tables", {}).items():
             path = manifest.parent / f"{name}.parquet"
             assert path.stat().st_size == table["bytes"], path
             assert pl.read_parquet(path).height == table["rows"], path
+        for name, size in meta.get("bytes", {}).items():  # a model frame (engine.pipeline.store)
+            path = manifest.parent / f"{name}.npy"
+            assert path.stat().st_size == size, path
+            assert len(np.load(path, mmap_mode="r")) == meta["rows"], path
 
 
 def comparable_outputs(folder: Path, names: Sequence[str]) -> dict[str, bytes]:

@@ -14,13 +14,16 @@ from engine.config import Settings
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import frame as frame_module
 from engine.pipeline.frame import (
+    frame_files,
     model_frame,
-    model_inputs,
     price_matrix,
     sorted_price_matrix,
     symbol_batches,
 )
-from engine.schema import ADJ_CLOSE, DATE, SYMBOL
+from engine.pipeline.modeldata import DayTable, model_inputs
+from engine.pipeline.store import LABEL_NEVER
+from engine.schema import ADJ_CLOSE, DATE, SYMBOL, Normalisation, Rebalance
+from engine.splits import available_period, prediction_period, rebalance_dates
 
 
 def prices(seed: int) -> pl.DataFrame:
@@ -34,10 +37,11 @@ def prices(seed: int) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=[SYMBOL, DATE, ADJ_CLOSE], orient="row")
 
 
-def test_the_sorted_price_matrix_is_the_price_matrix():
+@pytest.mark.parametrize("rows", [30, 10_000])
+def test_the_sorted_price_matrix_is_the_price_matrix(rows: int):
     for seed in range(5):
         frame = prices(seed)
-        calendar, symbols, matrix = sorted_price_matrix(frame)
+        calendar, symbols, matrix = sorted_price_matrix(frame.lazy(), rows)
         assert np.array_equal(calendar, frame[DATE].unique().sort().to_numpy())
         assert np.array_equal(symbols, frame[SYMBOL].unique().sort().to_numpy())
         expected = price_matrix(frame, calendar, symbols)
@@ -83,16 +87,73 @@ def test_symbol_batches_refuse_prices_not_sorted_by_symbol():
         symbol_batches(shuffled.lazy(), 50)
 
 
+def _settings(archive_dir, tmp_path, **changes) -> Settings:
+    return Settings(data_path=archive_dir, output_path=tmp_path / "out",
+                    cache_path=tmp_path / "cache", tracking=False, **changes)  # fmt: skip
+
+
 @pytest.mark.parametrize("feature_cache", [True, False])
-def test_model_inputs_split_the_model_frame(small_archive, tmp_path, feature_cache: bool):
-    """Keys and X, read column by column from the cache (or split from the computed frame),
-    are the model frame's columns exactly; X is column-major float32."""
+def test_model_inputs_are_the_model_frame(small_archive, tmp_path, feature_cache: bool):
+    """Days, labels, label ends, X and the keys of any rows, from the cache's files (X read
+    by rows) or from the computed frame, are the model frame's columns exactly."""
     archive = load_archive(small_archive, tmp_path / "cache")
-    settings = Settings(data_path=small_archive, output_path=tmp_path / "out",
-                        cache_path=tmp_path / "cache", tracking=False,
-                        feature_cache=feature_cache)  # fmt: skip
+    settings = _settings(small_archive, tmp_path, feature_cache=feature_cache)
     frame = model_frame(archive, settings, DEFAULT_FEATURES)
-    keys, X = model_inputs(archive, settings, DEFAULT_FEATURES)
-    assert keys.equals(frame.drop(DEFAULT_FEATURES))
-    assert X.dtype == np.float32 and X.flags.f_contiguous
-    assert np.array_equal(X, frame.select(DEFAULT_FEATURES).to_numpy(), equal_nan=True)
+    columns = model_inputs(archive, settings, DEFAULT_FEATURES)
+    label, end = "fwd_ret_21d", "label_end_21d"
+    assert np.array_equal(columns.days, frame[DATE].to_physical().to_numpy())
+    assert np.array_equal(columns.y, frame[label].fill_null(np.nan).to_numpy(), equal_nan=True)
+    ends = frame[end].to_physical().fill_null(LABEL_NEVER).to_numpy()
+    assert np.array_equal(columns.ends, ends) and (ends == LABEL_NEVER).any()
+    X = frame.select(DEFAULT_FEATURES).to_numpy()
+    rows = np.sort(np.random.default_rng(0).choice(frame.height, 500, replace=False))
+    assert columns.X[rows].dtype == np.float32
+    assert np.array_equal(columns.X[rows], X[rows]) and np.array_equal(columns.X[-3:], X[-3:])
+    assert columns.keys(rows).equals(frame.select(DATE, SYMBOL, label)[rows])
+
+
+@pytest.mark.parametrize(
+    ("normalisation", "sector_neutral"),
+    [(Normalisation.RANK, False), (Normalisation.ZSCORE, True)],
+)
+def test_the_out_of_core_frame_equals_the_in_memory_frame(
+    small_archive, tmp_path, monkeypatch, normalisation, sector_neutral
+):
+    """Spilled batches read back in chunks of whole dates give the in-memory frame
+    exactly: normalisation is per date, and the spill files hold float64 as computed."""
+    archive = load_archive(small_archive, tmp_path / "cache")
+    settings = _settings(small_archive, tmp_path, normalisation=normalisation,
+                         sector_neutral=sector_neutral)  # fmt: skip
+    monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 6_000)
+    in_memory = model_frame(archive, settings, DEFAULT_FEATURES)
+    monkeypatch.setattr(frame_module, "FRAME_CHUNK_ROWS", 5_000)
+    monkeypatch.setattr(frame_module, "SPILL_ROW_GROUP", 1_000)
+    spills, real = [], frame_module._spilled
+    monkeypatch.setattr(frame_module, "_spilled",
+                        lambda panels, spill: spills.append(spill) or real(panels, spill))  # fmt: skip
+    out_of_core = model_frame(archive, settings, DEFAULT_FEATURES)
+    assert spills and in_memory.height > 4 * 5_000
+    assert out_of_core.equals(in_memory)
+    files = frame_files(archive, settings, DEFAULT_FEATURES)
+    assert files is not None and files.frame().equals(in_memory)
+    assert len(spills) == 2 and not list((tmp_path / "cache" / "frames").glob(".*"))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_day_table_lookups_are_the_splits_definitions(seed: int):
+    """Gathers from a table over the day range equal the binary searches of ``splits``."""
+    rng = np.random.default_rng(seed)
+    calendar = np.unique(rng.choice(np.arange(18_000, 18_400), 250, replace=False))
+    calendar = calendar.astype("datetime64[D]")
+    days = rng.choice(calendar.astype(np.int64), 5_000).astype(np.int32)
+    ends = np.minimum(days + rng.integers(0, 40, days.size), days.max()).astype(np.int32)
+    never = rng.random(days.size) < 0.1
+    ends[never] = LABEL_NEVER
+    rebalances = rebalance_dates(calendar, Rebalance.WEEKLY)
+    table = DayTable(days, calendar)
+    expected = available_period(np.where(never, np.datetime64("NaT"), ends.astype("datetime64[D]")),
+                                rebalances)  # fmt: skip
+    assert np.array_equal(table.first_on_or_after(ends, rebalances, never), expected)
+    dates = days.astype("datetime64[D]")
+    assert np.array_equal(table.index_in(days, rebalances), prediction_period(dates, rebalances))
+    assert np.array_equal(table.index_in(days, calendar), np.searchsorted(calendar, dates))

@@ -103,7 +103,9 @@ def test_training_rows_only_have_labels_known_at_the_rebalance(archive, prepared
     rows) or later is ever trained on at T."""
     data = prepared.data
     frame = model_frame(archive, Settings(**CONFIG), DEFAULT_FEATURES)
-    assert frame["date"].equals(data.keys["date"]) and frame["symbol"].equals(data.keys["symbol"])
+    assert len(frame) == len(data.y)
+    scored = frame.select("date", "symbol")[data.scored]
+    assert scored.equals(data.keys.select("date", "symbol"))
     ends = frame["label_end_21d"].to_numpy()
     dates = frame["date"].to_numpy()
     for p in np.flatnonzero(data.plan.active):

@@ -29,14 +29,8 @@ from engine.config import Settings
 from engine.features import DEFAULT_FEATURES
 from engine.models import ModelError
 from engine.pipeline import evaluate as ev
-from engine.pipeline.frame import (
-    MIN_HISTORY_ROWS,
-    ModelData,
-    market,
-    model_data,
-    model_inputs,
-    price_matrix,
-)
+from engine.pipeline.frame import MIN_HISTORY_ROWS, market, price_matrix
+from engine.pipeline.modeldata import ModelData, model_data, model_inputs
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
 
 log = logging.getLogger(__name__)
@@ -115,18 +109,18 @@ def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared
     """Features, labels and purge periods as arrays, and the daily market panel."""
     features = DEFAULT_FEATURES
     with timer.stage("features"):
-        keys, X = model_inputs(archive, settings, features)
-        if keys.height == 0:
+        columns = model_inputs(archive, settings, features)
+        if len(columns.y) == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(keys, X, settings, panel.calendar, features)
+        data = model_data(columns, settings, panel.calendar, features)
     if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
             f"{settings.min_train_periods} {settings.rebalance.value} periods of labelled history"
         )
     # the model signature: doubles
-    example = pl.DataFrame(X[-5:].astype(np.float64), schema=list(features), orient="row")
+    example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
     return Prepared(data, panel, example)
 
 

@@ -23,7 +23,7 @@ from engine.models import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.pipeline.frame import ModelData
+from engine.pipeline.modeldata import ModelData
 from engine.portfolio import PortfolioSpec, scheme_weights
 from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Weighting
 
@@ -47,12 +47,14 @@ def score(
     Baselines are scored at the same active rebalances as the models, so that every
     model of a comparison is backtested over the same dates.
     """
-    live = (data.predict_at >= 0) & data.plan.active[np.maximum(data.predict_at, 0)]
-    if model is ModelName.MOMENTUM:
-        mom = data.X[:, data.features.index(MOMENTUM_FEATURE)].astype(np.float64)
-        return WalkForwardResult(np.where(live, mom, np.nan), {})
-    if model is ModelName.EQUAL_WEIGHT:
-        return WalkForwardResult(np.where(live, 0.0, np.nan), {})
+    live = data.scored[data.plan.active[data.predict_at[data.scored]]]
+    if model in (ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT):
+        scores = np.full(len(data.y), np.nan)
+        if model is ModelName.MOMENTUM:  # read on the live rows only
+            scores[live] = data.X[live][:, data.features.index(MOMENTUM_FEATURE)]
+        else:
+            scores[live] = 0.0
+        return WalkForwardResult(scores, {})
     y = np.nan_to_num(data.y)
     if model in LINEAR_MODELS:
         tuning = None
@@ -83,8 +85,9 @@ def _thread_limit(n_jobs: int):
 
 def predictions_frame(data: ModelData, result: WalkForwardResult) -> pl.DataFrame:
     """date, symbol, label, score of every scored row."""
-    scored = ~np.isnan(result.scores)
-    return data.keys.filter(pl.Series(scored)).with_columns(pl.Series(SCORE, result.scores[scored]))
+    scores = result.scores[data.scored]  # only rows dated on a rebalance are ever scored
+    kept = ~np.isnan(scores)
+    return data.keys.filter(pl.Series(kept)).with_columns(pl.Series(SCORE, scores[kept]))
 
 
 def portfolio_spec(settings: Settings, model: ModelName, universe: int) -> PortfolioSpec:

@@ -1,38 +1,40 @@
-"""The model boundary: normalised features and labels as numpy arrays, and the daily market.
+"""The model frame (normalised features and labels of every scoreable row) and the daily
+market.
 
-``model_frame`` is the only expensive step of a run (point-in-time features, then a
+The model frame is the only expensive step of a run (point-in-time features, then a
 per-date rank of every feature). Its result depends only on the dataset fingerprint,
 the feature settings and the source code that computes it, so it is memoised in the
-Parquet cache under a key made of exactly those (``frame_key``); a change to any of
+cache (``store``) under a key made of exactly those (``frame_key``); a change to any of
 them, including an edit of ``features.py``, gives a new key and a recomputation.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import inspect
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from engine import backtest as bt
-from engine import cache, crosssection, features
+from engine import crosssection, features
 from engine.archive import Archive
 from engine.config import Settings
 from engine.crosssection import normalise
 from engine.features import ENGINE, feature_panel, label_name
+from engine.pipeline import store
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL, Normalisation
-from engine.splits import Schedule, available_period, prediction_period, rebalance_dates, schedule
 
 log = logging.getLogger(__name__)
 
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
-FRAME_TABLE = "model_frame"
 UNKNOWN_SECTOR = "Unknown"
 
 
@@ -40,27 +42,87 @@ def label_end_name(horizon: int) -> str:
     return f"label_end_{horizon}d"
 
 
-def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) -> pl.DataFrame:
-    """Normalised features (float32), the label and its end date for every scoreable row,
-    sorted by (date, symbol). Rows of symbols with less than MIN_HISTORY_ROWS of history
-    are dropped before normalising, so they never enter a cross-section.
+FEATURE_BATCH_ROWS = 500_000  # rows of whole symbols per batch of features
+FRAME_CHUNK_ROWS = 2_000_000  # rows of whole dates normalised at once; bigger archives spill
+SPILL_ROW_GROUP = 65_536  # rows per row group of a spilled batch (the unit a date filter skips)
+
+
+def frame_chunks(
+    archive: Archive, settings: Settings, names: tuple[str, ...], spill: Path
+) -> store.Chunks:
+    """The model frame in chunks of whole dates, in (date, symbol) order: normalised
+    features (float32), the label and its end date for every scoreable row. Rows of
+    symbols with less than MIN_HISTORY_ROWS of history are dropped before normalising, so
+    they never enter a cross-section.
 
     Features are computed one batch of whole symbols at a time (``symbol_batches``): a
-    window never crosses a symbol, so each batch is a panel of its own, and only one batch
-    of the intermediate columns (~40 columns of float64 in the in-memory engine) is alive
-    at once (~0.25 GB less at the peak on 1.9M rows, and the peak no longer grows with the
-    symbols). features.ENGINE (in-memory): the same values on any number of cores.
+    window never crosses a symbol, so each batch is a panel of its own. An archive of up to
+    FRAME_CHUNK_ROWS price rows is then normalised in memory, as one chunk. A bigger one
+    goes out of core: each batch is written to ``spill`` sorted by date, and read back
+    ~FRAME_CHUNK_ROWS rows of whole dates at a time (Parquet statistics skip the other
+    row groups). Normalisation is per date, so chunks of whole dates give the same values
+    as one chunk, and the peak memory is that of one chunk whatever the archive's size.
+    features.ENGINE (in-memory): the same values on any number of cores.
     """
     label, end = label_name(settings.horizon), label_end_name(settings.horizon)
     keep = [DATE, SYMBOL, *names, label, end]
-    parts = []
-    for batch in symbol_batches(archive.prices, FEATURE_BATCH_ROWS):
-        panel = feature_panel(
-            batch, archive.index, names, (settings.horizon,), min_history=MIN_HISTORY_ROWS
+    batches = symbol_batches(archive.prices, FEATURE_BATCH_ROWS)
+    panels = (
+        feature_panel(batch, archive.index, names, (settings.horizon,),
+                      min_history=MIN_HISTORY_ROWS).select(keep).collect(engine=ENGINE)
+        for batch in batches
+    )  # fmt: skip
+    spilling = archive.prices.select(pl.len()).collect().item() > FRAME_CHUNK_ROWS
+    if not spilling:
+        panel = pl.concat(panels, rechunk=False)
+        symbols = panel[SYMBOL].unique(maintain_order=True).to_list()
+        frames = iter([_normalised(panel, archive, settings, names, keep)])
+        return store.Chunks(panel.height, symbols, names, label, end, frames)
+    parts, days, symbols = _spilled(panels, spill)
+    reads = (
+        pl.concat([pl.scan_parquet(p).filter(pl.col(DATE).is_between(lo, hi)) for p in parts])
+        for lo, hi in _date_ranges(days, FRAME_CHUNK_ROWS)
+    )
+    frames = (_normalised(read.collect(engine=ENGINE), archive, settings, names, keep)
+              for read in reads)  # fmt: skip
+    return store.Chunks(int(days["len"].sum()), symbols, names, label, end, frames)
+
+
+def _spilled(
+    panels: Iterator[pl.DataFrame], spill: Path
+) -> tuple[list[Path], pl.DataFrame, list[str]]:
+    """Write each feature panel to ``spill`` sorted by date (stable: symbols stay in order);
+    (the files, rows per date over all of them, the symbols in order)."""
+    parts, counts, symbols = [], [], []
+    for i, panel in enumerate(panels):
+        path = spill / f"features-{i:05d}.parquet"
+        panel = panel.sort(DATE, maintain_order=True)
+        panel.write_parquet(
+            path, compression="lz4", statistics=True, row_group_size=SPILL_ROW_GROUP
         )
-        parts.append(panel.select(keep).collect(engine=ENGINE))
-    panel = pl.concat(parts, rechunk=False)
-    del parts
+        parts.append(path)
+        counts.append(panel.group_by(DATE).len())
+        symbols.extend(panel[SYMBOL].unique(maintain_order=True).to_list())
+    days = pl.concat(counts).group_by(DATE).agg(pl.col("len").sum()).sort(DATE)
+    return parts, days, symbols
+
+
+def _date_ranges(days: pl.DataFrame, rows: int) -> list[tuple[dt.date, dt.date]]:
+    """(first, last) date of consecutive runs of whole dates of about ``rows`` rows each,
+    from ``days`` (date, len) sorted by date."""
+    counts = days["len"].to_numpy()
+    chunk = (np.cumsum(counts) - counts) // rows  # by the row offset of each date's start
+    runs = days.with_columns(chunk=pl.Series(chunk)).group_by("chunk", maintain_order=True)
+    return list(runs.agg(pl.col(DATE).first(), pl.col(DATE).last().alias("last")).select(
+        DATE, "last").iter_rows())  # fmt: skip
+
+
+def _normalised(
+    panel: pl.DataFrame, archive: Archive, settings: Settings, names: tuple[str, ...],
+    keep: list[str],
+) -> pl.DataFrame:  # fmt: skip
+    """``panel`` (whole dates; each date's rows in symbol order) in (date, symbol) order,
+    its features normalised per date and cast to float32."""
     # A stable sort on the date keeps the symbol order within a date: (date, symbol), each
     # date a contiguous block (what the fast ranking needs).
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
@@ -77,7 +139,12 @@ def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) ->
     return frame.select(*keep).collect(engine=ENGINE)
 
 
-FEATURE_BATCH_ROWS = 500_000  # rows of whole symbols per batch of ``model_frame``
+def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) -> pl.DataFrame:
+    """The whole model frame (``frame_chunks``) in memory, without the cache."""
+    with tempfile.TemporaryDirectory(prefix="engine-spill-") as spill:
+        chunks = frame_chunks(archive, settings, names, Path(spill))
+        frames = list(chunks.frames)
+    return pl.concat(frames) if frames else pl.DataFrame(schema=frame_schema(settings, names))
 
 
 def symbol_batches(prices: pl.LazyFrame, rows: int = FEATURE_BATCH_ROWS) -> list[pl.LazyFrame]:
@@ -105,11 +172,11 @@ def frame_schema(settings: Settings, names: tuple[str, ...]) -> pl.Schema:
 
 def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> str:
     """Content key of the model frame: data, feature settings and the computing code."""
-    code = (
-        b"".join(inspect.getsource(module).encode() for module in (features, crosssection))
-        + inspect.getsource(model_frame).encode()
-        + inspect.getsource(symbol_batches).encode()
-    )
+    code = b"".join(
+        inspect.getsource(part).encode()
+        for part in (features, crosssection, store, frame_chunks, _spilled, _date_ranges,
+                     _normalised, symbol_batches)
+    )  # fmt: skip
     spec = {
         "fingerprint": fingerprint,
         "features": list(names),
@@ -118,120 +185,35 @@ def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> s
         "sector_neutral": settings.sector_neutral,
         "min_history": MIN_HISTORY_ROWS,
         "batch_rows": FEATURE_BATCH_ROWS,
+        "chunk_rows": FRAME_CHUNK_ROWS,
         "polars": pl.__version__,
         "engine": ENGINE,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + code).hexdigest()
 
 
-def cached_model_frame(
+def frame_files(
     archive: Archive, settings: Settings, names: tuple[str, ...]
-) -> pl.DataFrame:
-    """``model_frame``, read from the Parquet cache when this data and code made it before."""
-    path = model_frame_file(archive, settings, names)
-    return model_frame(archive, settings, names) if path is None else pl.read_parquet(path)
-
-
-def model_frame_file(archive: Archive, settings: Settings, names: tuple[str, ...]) -> Path | None:
-    """The Parquet file of ``model_frame`` in the cache, made first if this data and code
-    have not made it before; None when the feature cache is off."""
+) -> store.FrameFiles | None:
+    """The model frame's files in the cache, made first if this data and code have not
+    made them before; None when the feature cache is off."""
     if not settings.feature_cache:
         return None
     root = Path(settings.cache_path) / "frames"
     key = frame_key(archive.fingerprint, settings, names)
-    entry = cache.cached_tables(
-        root, key, {FRAME_TABLE: frame_schema(settings, names)},
-        lambda: ({FRAME_TABLE: model_frame(archive, settings, names)}, {"kind": "model frame"}),
-    )  # fmt: skip
-    log.info("model frame %s from %s", "computed" if entry.built else "read", entry.directory)
-    return entry.table_path(FRAME_TABLE)
+    files, built = store.cached_frame(
+        root, key, lambda spill: frame_chunks(archive, settings, names, spill)
+    )
+    log.info("model frame %s from %s", "computed" if built else "read", files.directory)
+    return files
 
 
-def model_inputs(
+def cached_model_frame(
     archive: Archive, settings: Settings, names: tuple[str, ...]
-) -> tuple[pl.DataFrame, np.ndarray]:
-    """The model frame as (keys: every column but the features, X: the features as a
-    column-major float32 matrix).
-
-    From the cache, X is filled one feature column at a time, so the whole frame never sits
-    beside X (~230 bytes a price row at the peak before, ~130 now: 4x the default archive
-    fits in 2 GB after the features). Without the cache, the frame is computed and split.
-    """
-    path = model_frame_file(archive, settings, names)
-    if path is None:
-        frame = model_frame(archive, settings, names)
-        return frame.drop(names), frame.select(names).to_numpy(order="fortran")
-    keys = pl.read_parquet(
-        path, columns=[c for c in frame_schema(settings, names) if c not in names]
-    )
-    X = np.empty((keys.height, len(names)), dtype=np.float32, order="F")
-    for j, name in enumerate(names):
-        X[:, j] = pl.read_parquet(path, columns=[name]).to_series().to_numpy()
-    return keys, X
-
-
-@dataclass(frozen=True)
-class ModelData:
-    """Everything a model sees, as arrays aligned row by row with ``keys``.
-
-    Attributes
-    ----------
-    keys : date, symbol and label of each row, sorted by (date, symbol).
-    X : normalised features, float32 (rows x features).
-    y : the label (forward simple return over ``horizon`` days); NaN where not known.
-    available : rebalance index from which each row's label is known (the purge);
-        ``len(rebalances)`` for never.
-    predict_at : rebalance index of the row's date, or -1.
-    date_id : index of the row's date in the trading calendar.
-    rebalances, plan : rebalance dates and the training window of each.
-    """
-
-    keys: pl.DataFrame
-    X: np.ndarray
-    y: np.ndarray
-    available: np.ndarray
-    predict_at: np.ndarray
-    date_id: np.ndarray
-    rebalances: np.ndarray
-    plan: Schedule
-    features: tuple[str, ...]
-    label: str
-
-
-def model_data(
-    keys: pl.DataFrame, X: np.ndarray, settings: Settings, calendar: np.ndarray,
-    names: tuple[str, ...],
-) -> ModelData:  # fmt: skip
-    """Arrays for the walk-forward from the model frame (``model_inputs``).
-
-    With ``settings.purge`` off (a deliberately leaky configuration, for the honesty
-    tests only) a row becomes trainable at the first rebalance on or after its own
-    date, before its label is known.
-    """
-    label = label_name(settings.horizon)
-    rebalances = rebalance_dates(calendar, settings.rebalance)
-    dates = keys[DATE].to_numpy()
-    y = keys[label].fill_null(np.nan).to_numpy()
-    ends = keys[label_end_name(settings.horizon)].to_numpy() if settings.purge else dates
-    available = available_period(ends, rebalances)
-    available[np.isnan(y)] = len(rebalances)
-    known = available[available < len(rebalances)]
-    plan = schedule(
-        rebalances, settings.train_window, settings.min_train_periods, settings.rolling_periods,
-        first_available=int(known.min()) if known.size else len(rebalances),
-    )  # fmt: skip
-    return ModelData(
-        keys=keys.select(DATE, SYMBOL, label),
-        X=X,
-        y=y,
-        available=available,
-        predict_at=prediction_period(dates, rebalances),
-        date_id=np.searchsorted(calendar, dates).astype(np.int32),
-        rebalances=rebalances,
-        plan=plan,
-        features=names,
-        label=label,
-    )
+) -> pl.DataFrame:
+    """``model_frame``, read from the cache when this data and code made it before."""
+    files = frame_files(archive, settings, names)
+    return model_frame(archive, settings, names) if files is None else files.frame()
 
 
 def price_matrix(prices: pl.DataFrame, calendar: np.ndarray, symbols: np.ndarray) -> np.ndarray:
@@ -245,34 +227,41 @@ def price_matrix(prices: pl.DataFrame, calendar: np.ndarray, symbols: np.ndarray
     return out
 
 
-def sorted_price_matrix(prices: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sorted_price_matrix(
+    prices: pl.LazyFrame, rows: int = FEATURE_BATCH_ROWS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(calendar, symbols, ``price_matrix``) of prices sorted by (symbol, date), without
-    sorting or searching: days by offset from the first, symbols by run (~0.1 s less).
-    Filled symbol by symbol (in row order), then laid out days x symbols."""
-    days = prices[DATE].to_physical().to_numpy()
+    sorting or searching: days by offset from the first, symbols by run. Filled symbol by
+    symbol, one batch of whole symbols at a time (``symbol_batches``): the collected
+    columns (~28 bytes a price row, 0.5 GB at 10x the default archive) never all exist at
+    once. Then laid out days x symbols."""
+    days = prices.select(pl.col(DATE).unique().to_physical()).collect(engine=ENGINE)
+    days = days.to_series().to_numpy()
+    if days.size == 0:
+        return np.array([], "datetime64[D]"), np.array([], object), np.empty((0, 0))
     first = int(days.min())
     present = np.zeros(int(days.max()) - first + 1, dtype=bool)
     present[days - first] = True
-    day = (np.cumsum(present) - 1)[days - first]  # index of each row's date in the calendar
+    position = np.cumsum(present) - 1  # index in the calendar of each day since ``first``
     calendar = (np.flatnonzero(present) + first).astype("datetime64[D]")
-    runs = prices[SYMBOL].rle_id().to_numpy().astype(np.int64)  # sorted: run i = symbol i
-    symbols = prices[SYMBOL].gather(np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]]))
-    by_symbol = np.full(len(symbols) * len(calendar), np.nan)
-    by_symbol[runs * len(calendar) + day] = prices[ADJ_CLOSE].to_numpy()
-    matrix = np.ascontiguousarray(by_symbol.reshape(len(symbols), len(calendar)).T)
-    return calendar, symbols.to_numpy(), matrix
+    blocks, symbols = [], []
+    for batch in symbol_batches(prices, rows):
+        part = batch.select(pl.col(DATE).to_physical(), SYMBOL, ADJ_CLOSE).collect(engine=ENGINE)
+        runs = part[SYMBOL].rle_id().to_numpy()  # sorted: run i = the batch's symbol i
+        names = part[SYMBOL].gather(np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]]))
+        block = np.full((len(names), len(calendar)), np.nan)
+        block[runs, position[part[DATE].to_numpy() - first]] = part[ADJ_CLOSE].to_numpy()
+        blocks.append(block)
+        symbols.extend(names.to_list())
+    matrix = np.ascontiguousarray(np.concatenate(blocks).T)
+    return calendar, np.array(symbols, dtype=object), matrix
 
 
 def market(archive: Archive) -> bt.Market:
     """The daily returns panel, sectors and both benchmarks' daily returns."""
-    prices = archive.prices.select(DATE, SYMBOL, ADJ_CLOSE).collect()
-    if prices.height and prices[SYMBOL].is_sorted():  # the archive's order: (symbol, date)
-        calendar, symbols, matrix = sorted_price_matrix(prices)
-    else:
-        calendar = prices[DATE].unique().sort().to_numpy()
-        symbols = prices[SYMBOL].unique().sort().to_numpy()
-        matrix = price_matrix(prices, calendar, symbols)
+    calendar, symbols, matrix = sorted_price_matrix(archive.prices)  # the archive's order
     returns = bt.simple_returns(matrix)
+    del matrix
     sectors = (
         pl.DataFrame({SYMBOL: symbols})
         .join(archive.companies.select(SYMBOL, SECTOR), on=SYMBOL, how="left", maintain_order="left")[SECTOR]
