@@ -38,7 +38,8 @@ class ArrayWriter:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.shape[1:] or self.rows + len(rows) > self.shape[0]:
             raise ValueError(f"rows of shape {rows.shape} do not fit an array of {self.shape}")
-        self.handle.write(memoryview(rows).cast("B"))
+        if rows.size:
+            self.handle.write(memoryview(rows).cast("B"))
         self.rows += len(rows)
 
     def close(self) -> None:
@@ -93,6 +94,8 @@ class RowFile:
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a new array."""
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
+        if out.size == 0:
+            return out
         with open(self.path, "rb") as handle:
             handle.seek(self.offset + start * self.row_items * self.dtype.itemsize)
             if handle.readinto(memoryview(out).cast("B")) != out.nbytes:
