@@ -1,0 +1,191 @@
+"""Find, validate, cache and scan the three Kaggle input files.
+
+The CSVs are parsed once, with an explicit typed schema, and validated with vectorised
+expressions (``checks``); only when something is wrong does a slower diagnostic path
+re-read the file to name the offending line, column and value (``diagnosis``). The daily
+prices are read, checked and written in batches (``stream``), so the ingest's memory
+does not grow with the archive; the index and the companies are small and read whole.
+Validated tables go to a Parquet cache keyed by the dataset fingerprint
+(``engine.cache``); every later run scans that.
+
+Line numbers in messages are 1-based with the header as line 1, so data row ``i``
+(0-based) is line ``i + 2`` unless quoted fields span lines (then lines are counted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine import cache, memory
+from engine import schema as s
+from engine.archive.checks import (
+    Check,
+    date_checks,
+    finite_checks,
+    positive_checks,
+    sorted_unique,
+    symbol_checks,
+    validate,
+    validate_unique,
+)
+from engine.archive.csvfile import read
+from engine.archive.diagnosis import ArchiveError
+from engine.archive.spec import COMPANIES, INDEX, TABLE_SCHEMAS, finish, parsed_dates
+from engine.archive.stream import stream_prices
+from engine.schema import DataSource
+
+__all__ = [
+    "Archive",
+    "ArchiveError",
+    "archive_present",
+    "constituents",
+    "index_levels",
+    "load_archive",
+    "stream_prices",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Archive:
+    """The validated archive, scanned from its Parquet cache.
+
+    Attributes
+    ----------
+    prices : daily prices, ``schema.PRICES_SCHEMA``, empty pre-listing rows dropped,
+        sorted by (symbol, date).
+    index : S&P 500 price index level (no dividends), ``schema.INDEX_SCHEMA``, by date.
+    companies : one row per constituent, ``schema.COMPANIES_SCHEMA`` (snapshot columns
+        are as of the download date: never features).
+    fingerprint : sha256 hex over the three files' names and contents.
+    source : real Kaggle files or the synthetic archive.
+    cache_dir : folder holding ``prices.parquet``, ``index.parquet``, ``companies.parquet``.
+    warnings : data problems that are not errors, e.g. symbols without a companies row.
+    """
+
+    prices: pl.LazyFrame
+    index: pl.LazyFrame
+    companies: pl.DataFrame
+    fingerprint: str
+    source: DataSource
+    cache_dir: Path
+    warnings: tuple[str, ...]
+
+
+# --- public API ------------------------------------------------------------------------------
+def archive_present(data_path: Path) -> bool:
+    """True if any of the three Kaggle files exists in ``data_path``."""
+    return any((Path(data_path) / name).exists() for name in s.ARCHIVE_FILES)
+
+
+def load_archive(
+    data_path: Path, cache_path: Path, source: DataSource = DataSource.REAL
+) -> Archive:
+    """Validate the archive in ``data_path`` (once per content) and scan its Parquet cache.
+
+    Parameters
+    ----------
+    data_path : folder holding the three Kaggle CSVs; only read, never written.
+    cache_path : cache root; the tables go to ``cache_path/<fingerprint[:16]>/``.
+    source : recorded on the result (real Kaggle files or the synthetic archive).
+
+    Raises
+    ------
+    ArchiveError
+        A file is missing, unreadable or invalid; nothing is written to the cache.
+    """
+    paths = _archive_paths(Path(data_path))
+    cache_path = Path(cache_path)
+    try:
+        before = [cache.file_signature(p) for p in paths]
+        fingerprint = cache.dataset_fingerprint(paths, cache_path)
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    build = partial(_build, paths, before, source)
+    entry = cache.cached_tables(cache_path, fingerprint, TABLE_SCHEMAS, build, streamed="prices")
+    rows = int(entry.manifest["tables"]["prices"]["rows"])
+    memory.ensure_fits(memory.scan_estimate(rows), f"the archive in {data_path} ({rows:,} rows)")
+    warnings = tuple(entry.manifest.get("warnings", ()))
+    for warning in warnings:
+        logger.warning("%s", warning)
+    return Archive(
+        prices=pl.scan_parquet(entry.table_path("prices")),
+        index=pl.scan_parquet(entry.table_path("index")),
+        companies=pl.read_parquet(entry.table_path("companies")),
+        fingerprint=fingerprint,
+        source=DataSource(source),
+        cache_dir=entry.directory,
+        warnings=warnings,
+    )
+
+
+def _archive_paths(data_path: Path) -> list[Path]:
+    """The three files in ``schema.ARCHIVE_FILES`` order; ArchiveError names any missing."""
+    paths = [data_path / name for name in s.ARCHIVE_FILES]
+    missing = [p.name for p in paths if not p.is_file()]
+    if len(missing) == len(paths):
+        raise ArchiveError(f"none of {', '.join(s.ARCHIVE_FILES)} found in {data_path}")
+    if missing:
+        raise ArchiveError(f"{', '.join(missing)} not found in {data_path}")
+    return paths
+
+
+def _build(
+    paths: Sequence[Path], before: Sequence[list[int]], source: DataSource, sink: cache.Sink
+) -> tuple[dict[str, pl.DataFrame], dict[str, Any]]:
+    """Parse and validate the three files: the index and companies tables and the extra
+    manifest fields; the prices go through ``sink``. The first error raised is the
+    prices', then the index's, then the companies'."""
+    stocks, companies, index = paths
+    size = sum(sizes[0] for sizes in before)  # file_signature: (size, mtime, inode, device)
+    where = f"the archive in {stocks.parent} ({size / 2**20:,.0f} MB of CSV)"
+    memory.ensure_fits(memory.parse_estimate(size), where)
+    symbols = stream_prices(stocks, sink)
+    tables = {"index": index_levels(index), "companies": constituents(companies)}
+    if [cache.file_signature(p) for p in paths] != list(before):
+        raise ArchiveError(f"files in {stocks.parent} changed while being loaded; run again")
+    warnings = _missing_companies(symbols, tables["companies"])
+    return tables, {"source": DataSource(source).value, "warnings": list(warnings)}
+
+
+# --- the three tables ------------------------------------------------------------------------
+def index_levels(path: Path) -> pl.DataFrame:
+    """Validated S&P 500 index levels from ``sp500_index.csv``, sorted by date."""
+    frame = read(path, INDEX)
+    level = "S&P500"
+    validate(path, INDEX, frame, [
+        *date_checks(),
+        Check(level, pl.col(level).is_null(), "empty index level"),
+        *finite_checks((level,)),
+        *positive_checks((level,), "non-positive index level"),
+    ])  # fmt: skip
+    frame = parsed_dates(frame)
+    return finish(sorted_unique(path, INDEX, frame, ("Date",)), INDEX)
+
+
+def constituents(path: Path) -> pl.DataFrame:
+    """Validated company rows from ``sp500_companies.csv``, in file order."""
+    frame = read(path, COMPANIES)
+    validate(path, COMPANIES, frame, [*symbol_checks(), *finite_checks(COMPANIES.numeric)])
+    validate_unique(path, COMPANIES, frame.sort("Symbol", maintain_order=True), ["Symbol"])
+    return finish(frame, COMPANIES)
+
+
+def _missing_companies(symbols: frozenset[str], companies: pl.DataFrame) -> tuple[str, ...]:
+    """A warning if some price symbols have no companies row (no sector or name)."""
+    missing = sorted(symbols - set(companies[s.SYMBOL]))
+    if not missing:
+        return ()
+    shown = ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else "")
+    return (
+        f"{len(missing)} symbol(s) in {s.STOCKS_FILE} have no row in {s.COMPANIES_FILE} "
+        f"(no sector or name): {shown}",
+    )
