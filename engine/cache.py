@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import polars as pl
-from polars.io.plugins import register_io_source
 
-from engine.files import atomic_write
+from engine.files import atomic_write, sink_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +280,7 @@ def _build_streamed(
 
     def write(handle: IO[bytes]) -> None:
         def sink(frames: Iterable[pl.DataFrame]) -> int:
-            rows.append(_sink_parquet(frames, schema, handle))
+            rows.append(sink_parquet(frames, schema, handle, PARQUET_COMPRESSION, ROW_GROUP_SIZE))
             return rows[-1]
 
         built.append(build(sink))
@@ -296,33 +295,3 @@ def _write_parquet(frame: pl.DataFrame, target: IO[bytes]) -> None:
     frame.write_parquet(
         target, compression=PARQUET_COMPRESSION, statistics=True, row_group_size=ROW_GROUP_SIZE
     )
-
-
-def _sink_parquet(frames: Iterable[pl.DataFrame], schema: pl.Schema, target: IO[bytes]) -> int:
-    """Write ``frames`` (each in ``schema``) as one Parquet file over ``target``'s content.
-
-    The frames are pulled one at a time by Polars' streaming Parquet sink (through an IO
-    source plugin), so memory holds a few frames and row groups, never the table; the
-    rows keep their order, and the file equals ``_write_parquet`` of their concatenation
-    (byte for byte on the benchmark archives). Returns the number of rows written.
-    IO plugins are marked unstable in Polars 2.1: tests/test_archive_stream.py pins the
-    behaviour relied on here.
-    """
-    written = 0
-
-    def source(*_: object) -> Iterator[pl.DataFrame]:  # no pushdown: the plan is a plain sink
-        nonlocal written
-        for frame in frames:
-            written += frame.height
-            yield frame
-
-    target.seek(0)
-    target.truncate()
-    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
-        target,
-        compression=PARQUET_COMPRESSION,
-        statistics=True,
-        row_group_size=ROW_GROUP_SIZE,
-        engine="streaming",
-    )
-    return written

@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from engine.files import atomic_write, fsync
+from engine.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,18 @@ def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
     QueryError
         A column the SQL views do not define.
     """
+    return pl.concat(list(feature_batches(sources, columns)))
+
+
+def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
+    """``feature_frame`` as frames of ranges of whole symbols (about BATCH_ROWS rows each;
+    one empty frame for an empty archive), in order.
+
+    Raises
+    ------
+    QueryError
+        A column the SQL views do not define (before any frame is yielded).
+    """
     with connect(replace(sources, outputs={})) as con:
         relation = con.table(FEATURE_PANEL_VIEW)
         missing = [c for c in columns if c not in relation.columns]
@@ -182,16 +195,16 @@ def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
                 f"the duckdb engine has no {', '.join(missing)}: its views compute the "
                 "default feature set (use --engine polars for other windows)"
             )
-        parts = []
-        for first, last in _symbol_ranges(con, BATCH_ROWS):
+        ranges = _symbol_ranges(con, BATCH_ROWS)
+        if not ranges:
+            yield relation.select(*columns).limit(0).pl()
+        for first, last in ranges:
             # Windows are partitioned by symbol, so a range of symbols is a panel of its
             # own; DuckDB pushes the filter below the windows. Bound as values, not text.
             within = duckdb.ColumnExpression(SYMBOL).between(
                 duckdb.ConstantExpression(first), duckdb.ConstantExpression(last)
             )
-            batch = relation.filter(within).select(*columns).order(f"{SYMBOL}, {DATE}")
-            parts.append(batch.pl())
-        return pl.concat(parts) if parts else relation.select(*columns).limit(0).pl()
+            yield relation.filter(within).select(*columns).order(f"{SYMBOL}, {DATE}").pl()
 
 
 # Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
@@ -314,6 +327,16 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --- files ------------------------------------------------------------------------------------
+def write_batches(frames: Iterator[pl.DataFrame], path: Path) -> tuple[int, int]:
+    """Write ``frames`` (at least one; all in the first one's schema) as one Parquet file,
+    one frame in memory at a time, atomically; (rows, columns)."""
+    first = next(frames)
+    rows = []
+    atomic_write(path, lambda handle: rows.append(
+        sink_parquet(itertools.chain([first], frames), first.schema, handle)))  # fmt: skip
+    return rows[0], first.width
+
+
 def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
     """Write ``frame`` to ``path`` as csv, json (an array of row objects) or parquet,
     through a temporary file in the same folder renamed into place."""

@@ -62,12 +62,12 @@ def test_batches_give_the_cache_of_one_whole_batch(tmp_path, monkeypatch, order)
 
 def test_the_sink_never_holds_more_than_a_batch(tmp_path, monkeypatch, small_batches):
     heights: list[int] = []
-    real = cache._sink_parquet
+    real = cache.sink_parquet
 
-    def spy(frames, schema_, target):
-        return real((heights.append(f.height) or f for f in frames), schema_, target)
+    def spy(frames, schema_, target, *options):
+        return real((heights.append(f.height) or f for f in frames), schema_, target, *options)
 
-    monkeypatch.setattr(cache, "_sink_parquet", spy)
+    monkeypatch.setattr(cache, "sink_parquet", spy)
     archive = load_archive(write_archive(tmp_path / "d"), tmp_path / "cache")
     assert len(heights) > 10 and max(heights) <= SMALL
     assert sum(heights) == archive.prices.collect().height

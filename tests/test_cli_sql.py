@@ -73,6 +73,29 @@ def test_features_polars_and_duckdb_write_the_same_file(invoke, tmp_path: Path) 
     assert not list(path.parent.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("engine", ["polars", "duckdb"])
+def test_features_are_written_batch_by_batch(invoke, tmp_path, monkeypatch, engine) -> None:
+    """Small batches of whole symbols reach the file one at a time, and the file is the
+    panel computed in one piece (to float rounding: rolling sums restart per batch)."""
+    from engine import sqlviews
+    from engine.pipeline import frame
+
+    result = invoke("features", "--engine", engine)
+    assert result.exit_code == 0, result.output
+    whole = pl.read_parquet(tmp_path / "out" / "features.parquet")
+    monkeypatch.setattr(frame, "FEATURE_BATCH_ROWS", 3_000)
+    monkeypatch.setattr(sqlviews, "BATCH_ROWS", 3_000)
+    heights, real = [], sqlviews.sink_parquet
+    monkeypatch.setattr(sqlviews, "sink_parquet", lambda frames, *rest: real(
+        (heights.append(f.height) or f for f in frames), *rest))  # fmt: skip
+    result = invoke("features", "--engine", engine)
+    assert result.exit_code == 0, result.output
+    batched = pl.read_parquet(tmp_path / "out" / "features.parquet")
+    assert len(heights) > 4 and max(heights) < 3_000 + 700 and sum(heights) == whole.height
+    assert batched.select("symbol", "date").equals(whole.select("symbol", "date"))
+    assert_same_panel(batched, whole)
+
+
 def test_features_with_chosen_names(invoke, tmp_path: Path) -> None:
     result = invoke("features", "--features", "vol_10d,mom_5d", "-f", "beta_21d,vol_10d")
     assert result.exit_code == 0, result.output

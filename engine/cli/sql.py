@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +43,20 @@ FORMATS = ("table", "csv", "json", "parquet")
 def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     """Write OUTPUT_PATH/features.parquet: date, symbol, adj_close, history_rows, every
     point-in-time feature, then the labels (forward 5, 21 and 63-day returns) and the date
-    each becomes known. Sorted by (symbol, date); written atomically."""
+    each becomes known. Sorted by (symbol, date); written atomically.
+
+    Computed and written one batch of whole symbols at a time (windows never cross a
+    symbol), so memory holds one batch, not the panel, whatever the archive's size."""
     from engine.config import Settings
-    from engine.features import DEFAULT_FEATURES, ENGINE, feature_expr, feature_panel
+    from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
     from engine.sources import resolve_archive
-    from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, feature_frame, write_frame
+    from engine.sqlviews import (
+        DATABASE_FILE,
+        Sources,
+        ensure_database,
+        feature_batches,
+        write_batches,
+    )
 
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
@@ -55,19 +65,28 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     archive = resolve_archive(settings)
     sources = Sources.find(archive.cache_dir, settings.output_path)
     # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
-    panel = feature_panel(archive.prices, archive.index, chosen)
+    columns = feature_panel(archive.prices, archive.index, chosen).collect_schema().names()
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
-        frame = panel.collect(engine=ENGINE)
+        batches = polars_feature_batches(archive, chosen)
     else:
-        frame = feature_frame(sources, panel.collect_schema().names())
+        batches = feature_batches(sources, columns)
+    rows, width = write_batches(batches, settings.output_path / FEATURES_FILE)
     seconds = time.perf_counter() - started
-    path = write_frame(frame, settings.output_path / FEATURES_FILE, "parquet")
     ensure_database(settings.output_path / DATABASE_FILE, sources)
     click.echo(
-        f"{path}: {frame.height} rows x {frame.width} columns "
+        f"{settings.output_path / FEATURES_FILE}: {rows} rows x {width} columns "
         f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
     )
+
+
+def polars_feature_batches(archive: Any, names: tuple[str, ...]) -> Iterator[pl.DataFrame]:
+    """The Polars feature panel of ``names``, one batch of whole symbols at a time."""
+    from engine.features import ENGINE, feature_panel
+    from engine.pipeline import frame
+
+    for batch in frame.symbol_batches(archive.prices, frame.FEATURE_BATCH_ROWS):
+        yield feature_panel(batch, archive.index, names).collect(engine=ENGINE)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
