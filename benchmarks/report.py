@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 from benchmarks.stage import LONG_S
-from benchmarks.stages import REFERENCE
+from benchmarks.stages import KERNEL, REFERENCE
 
 BEGIN = "<!-- engine bench: begin generated results -->"
 END = "<!-- engine bench: end generated results -->"
-KINDS = {REFERENCE: " (pandas)", "probe": " (probe)"}
+KINDS = {REFERENCE: " (pandas)", "probe": " (probe)", KERNEL: " (in memory)"}
 
 
 def _s(value: float | None, digits: int = 2) -> str:

@@ -119,8 +119,10 @@ def _point(label: str, rows: list[dict]) -> dict:
 
 def _document() -> dict:
     main_point = _point("1x", [_row("model_frame", "engine", 900.0, target_s=0.5),
-                               _row("pandas_normalise", "reference", 2100.0)])  # fmt: skip
+                               _row("pandas_normalise", "reference", 2100.0),
+                               _row("polars_normalise", "kernel", 2050.0)])  # fmt: skip
     big = _point("10x", [_row("model_frame", "engine", 5000.0),
+                         _row("polars_normalise", "kernel", 7000.0),
                          _row("walkforward_ridge", "engine", 0, error="killed at 8192 MiB")])  # fmt: skip
     doc = {"schema": 1, "created": "now", "command": "engine bench --scales 1,10",
            "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "os": "linux",
@@ -134,7 +136,8 @@ def _document() -> dict:
 
 def test_verdicts_fail_engine_stages_only_and_render_the_scale_curve() -> None:
     doc = _document()
-    assert doc["failures"] == [
+    assert doc["failures"] == [  # a kernel holds the whole panel: judged on the main archive
+        "1x polars_normalise: peak RSS 2050 MiB > 2048 MiB",
         "10x model_frame: peak RSS 5000 MiB > 2048 MiB",
         "10x walkforward_ridge: killed at 8192 MiB",
     ]
@@ -143,6 +146,7 @@ def test_verdicts_fail_engine_stages_only_and_render_the_scale_curve() -> None:
     markdown = report.render(doc)
     assert "| model_frame | 1.00 s, 900 MiB | 1.00 s, 5,000 MiB **> 2 GB** |" in markdown
     assert "failed, 0 MiB" in markdown and "Scale curve" in markdown
+    assert "| polars_normalise (in memory) | 1.00 s, 2,050 MiB **> 2 GB** |" in markdown
 
 
 def test_the_speed_probe_line_is_left_out_of_documents_without_one() -> None:
