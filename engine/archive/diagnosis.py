@@ -16,7 +16,8 @@ import polars as pl
 
 from engine.archive.spec import ROW, Spec
 
-_QUOTE_SCAN_BYTES = 1 << 24  # 16 MiB read at a time when looking for a quote
+_BLOCK_BYTES = 1 << 24  # 16 MiB read at a time when scanning a file
+_BOM = b"\xef\xbb\xbf"
 
 
 class ArchiveError(Exception):
@@ -63,7 +64,7 @@ def first_line(exc: BaseException) -> str:
 def lines_of(path: Path, rows: Sequence[int]) -> list[int]:
     """1-based file lines where data rows ``rows`` (0-based) start."""
     with open(path, "rb") as handle:
-        chunks = iter(lambda: handle.read(_QUOTE_SCAN_BYTES), b"")
+        chunks = iter(lambda: handle.read(_BLOCK_BYTES), b"")
         quoted = any(b'"' in chunk for chunk in chunks)
     if not quoted:  # one record per line
         return [row + 2 for row in rows]
@@ -74,14 +75,10 @@ def lines_of(path: Path, rows: Sequence[int]) -> list[int]:
 
 def structure_error(path: Path, spec: Spec, exc: BaseException) -> ArchiveError:
     """Find bad UTF-8, broken quoting or a wrong field count, by line, in pure Python."""
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        field = data.count(b",", data.rfind(b"\n", 0, err.start) + 1, err.start)
-        line = data.count(b"\n", 0, err.start) + 1
+    bad_byte = _invalid_utf8(path)
+    if bad_byte is not None:
+        line, field = bad_byte
         return ArchiveError(f"{spec.file}: line {line}, {_column(spec, field)}: invalid UTF-8 byte")
-    del data
     with open(path, encoding="utf-8-sig", newline="") as handle:
         for record in _records(handle):
             if record.problem is None and record.fields not in (0, len(spec.columns)):
@@ -93,6 +90,27 @@ def structure_error(path: Path, spec: Spec, exc: BaseException) -> ArchiveError:
                 where = f"line {record.line}, {_column(spec, record.fields - 1)}"
                 return ArchiveError(f"{spec.file}: {where}: malformed CSV ({record.problem})")
     return ArchiveError(f"{spec.file}: cannot be read as CSV: {first_line(exc)}")
+
+
+def _invalid_utf8(path: Path) -> tuple[int, int] | None:
+    """(1-based line, 0-based field) of the first byte that is not UTF-8, or None.
+
+    Read in blocks of whole lines (a newline byte is never inside a UTF-8 sequence), so
+    each block decodes on its own; the commas before the byte on its line give the field.
+    """
+    lines = 0
+    with open(path, "rb") as handle:
+        if handle.read(len(_BOM)) != _BOM:
+            handle.seek(0)
+        while block := handle.read(_BLOCK_BYTES) + handle.readline():
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as err:
+                start = block.rfind(b"\n", 0, err.start) + 1
+                line = lines + block.count(b"\n", 0, err.start) + 1
+                return line, block.count(b",", start, err.start)
+            lines += block.count(b"\n")
+    return None
 
 
 def _column(spec: Spec, i: int) -> str:
