@@ -65,6 +65,13 @@ def test_predict_uses_the_last_trading_day_on_or_before_the_date(
     assert pl.read_csv(champion / "predict_ridge_2017-06-30.csv").height == 3
 
 
+def test_predict_before_the_first_scoreable_day_says_so(champion: Path, small_archive: Path):
+    result = engine("predict", "--as-of", "2001-01-01", "--data-path", str(small_archive),
+                    "--output-path", str(champion))  # fmt: skip
+    assert result.exit_code == 1
+    assert "no scoreable day on or before 2001-01-01 (first: 2013-" in result.stderr
+
+
 def test_predict_without_a_champion_says_so(champion: Path, small_archive: Path):
     result = engine("predict", "--as-of", "2018-06-01", "--model", "lasso",
                     "--data-path", str(small_archive), "--output-path", str(champion))  # fmt: skip

@@ -45,19 +45,24 @@ def _parse(raw: str, current: Any) -> Any:
 
 def features_on(archive: Any, settings: Any, features: tuple[str, ...], as_of: dt.date) -> Any:
     """Normalised features of every scoreable symbol on the last trading day <= ``as_of``
-    (the same cached model frame ``engine run`` uses); (day, frame)."""
-    import polars as pl
+    (the same cached model frame ``engine run`` uses, read for that day's rows only);
+    (day, frame)."""
+    import numpy as np
 
-    from engine.pipeline.frame import cached_model_frame
+    from engine.pipeline.frame import frame_files, model_frame
     from engine.schema import DATE
 
-    frame = cached_model_frame(archive, settings, features)
-    days = frame.filter(pl.col(DATE) <= as_of)[DATE]
-    if days.len() == 0:
-        first = frame[DATE].min() if frame.height else "never"
+    files = frame_files(archive, settings, features)
+    frame = model_frame(archive, settings, features) if files is None else None
+    days = files.column("date") if frame is None else frame[DATE].to_physical().to_numpy()
+    limit = (as_of - dt.date(1970, 1, 1)).days
+    if not (days <= limit).any():
+        first = dt.date(1970, 1, 1) + dt.timedelta(int(days.min())) if days.size else "never"
         raise EngineError(f"no scoreable day on or before {as_of} (first: {first})")
-    day = days.max()
-    return day, frame.filter(pl.col(DATE) == day)
+    day = int(days[days <= limit].max())
+    rows = np.flatnonzero(days == day)
+    found = files.frame(rows) if frame is None else frame[rows]
+    return found[DATE][0], found
 
 
 def portfolio_on(archive: Any, settings: Any, day_frame: Any, scores: Any) -> Any:
