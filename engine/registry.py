@@ -148,12 +148,21 @@ def evidence(client: Any, mv: Any) -> Evidence:
     return Evidence(str(mv.version), tags.get(FINGERPRINT, ""), period, metrics)
 
 
-def _ensure_model(client: Any, name: str) -> None:
+def _ensure_model(client: Any, name: str) -> dict[str, str]:
+    """The aliases of registered model ``name``, which is created if it does not exist.
+    (Read first: a create that fails on an existing model costs a rolled-back write.)"""
+    try:
+        return aliases(client, name)
+    except Exception as exc:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(getattr(exc, "error_code", "")):
+            raise
     try:
         client.create_registered_model(name, description="S&P 500 scorer registered by engine")
     except Exception as exc:
         if "ALREADY_EXISTS" not in str(getattr(exc, "error_code", "")):
             raise
+        return aliases(client, name)  # created meanwhile by a writer outside the lock
+    return {}
 
 
 def _record(client: Any, name: str, number: str, decision: Decision, policy: str) -> None:
@@ -209,13 +218,12 @@ def register_and_promote(
         **(tags or {}),
     }
     with store_lock(settings.mlflow_uri):
-        _ensure_model(client, name)
+        current = _ensure_model(client, name).get(CHAMPION)  # not ours: ours is not made yet
         mv = client.create_model_version(
             name, source, run_id=run_id, tags=version_tags, model_id=model_id
         )
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
         mine = replace(challenger, version=str(mv.version))
-        current = aliases(client, name).get(CHAMPION)
         champion = evidence(client, version(client, name, current)) if current else None
         decision = decide(mine, champion, policy)
         if decision.promoted:

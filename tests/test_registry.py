@@ -116,6 +116,42 @@ def test_previous_champion_walks_back_the_crowning_history():
     assert registry.previous_champion(versions, "1") is None
 
 
+class FakeRegistry:
+    """get/create of a registered model; ``exists``: whether it does before the create,
+    ``raced``: another writer creates it between our get and our create."""
+
+    def __init__(self, exists: bool, raced: bool = False) -> None:
+        self.exists, self.raced, self.created = exists, raced, 0
+
+    def get_registered_model(self, name: str):
+        if not self.exists:
+            raise FakeError("RESOURCE_DOES_NOT_EXIST")
+        return type("Model", (), {"aliases": {registry.CHAMPION: 3}})()
+
+    def create_registered_model(self, name: str, description: str = "") -> None:
+        if self.raced:
+            self.exists = True
+            raise FakeError("RESOURCE_ALREADY_EXISTS")
+        self.created += 1
+        self.exists = True
+
+
+class FakeError(Exception):
+    def __init__(self, error_code: str) -> None:
+        super().__init__(error_code)
+        self.error_code = error_code
+
+
+def test_ensure_model_reads_first_and_creates_only_a_missing_model():
+    existing, missing = FakeRegistry(exists=True), FakeRegistry(exists=False)
+    assert registry._ensure_model(existing, "m") == {registry.CHAMPION: "3"}
+    assert existing.created == 0  # no write that fails on an existing model
+    assert registry._ensure_model(missing, "m") == {}
+    assert missing.created == 1
+    raced = FakeRegistry(exists=False, raced=True)
+    assert registry._ensure_model(raced, "m") == {registry.CHAMPION: "3"}  # read again
+
+
 # --- the registry on real stores --------------------------------------------------------------
 def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> Settings:
     return Settings(tracking_uri=uri, registered_model=name, promote_metrics=policy.metrics,
