@@ -56,11 +56,12 @@ from engine import logs, promotion, registry
 from engine.config import Settings, redact_uri
 from engine.pipeline import RunResult
 from engine.provenance import backtest_period, feature_definitions, run_tags
-from engine.worker import configure
+from engine.worker import TrackedRun, TrackingError, configure
 
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "sp500-engine"
+MLFLOW_SOURCE_NAME = "mlflow.source.name"  # mlflow.utils.mlflow_tags (not imported here)
 # Serialisation of the logged model. skops would refuse to load foreign types, but
 # importing it scans every scikit-learn estimator: +1.5-2.5 s per run and per load on
 # two cores. The models here are written and read by the engine's own registry, whose
@@ -76,10 +77,6 @@ _STORE_IMPORTS = {
                "mlflow.store.model_registry.sqlalchemy_store"),
     "http": ("mlflow.store.tracking.rest_store", "mlflow.store.model_registry.rest_store"),
 }  # fmt: skip
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be reached or used; outputs on disk are unaffected."""
 
 
 @dataclass
@@ -148,6 +145,9 @@ class Preflight:
     thread: threading.Thread | None = None
     error: TrackingError | None = None
     client: Any = None  # an MlflowClient opened ahead (tracking worker only)
+    # MLflow system tags set by the engine rather than by MLflow's run context (tracking
+    # worker only: its source, see ``serve_worker``); on the run and on its logged model.
+    tags: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> Preflight:
         configure(self.settings)
@@ -266,13 +266,16 @@ def open_client(settings: Settings) -> Any:
     uri = settings.mlflow_uri
     if uri.startswith("sqlite:///"):
         registry.sqlite_path(uri).parent.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # it also exports MLFLOW_TRACKING_URI: undo that below,
-    mlflow.set_registry_uri(uri)  # or a later Settings.from_env in this process reads it
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
+    # The tracking worker has both URIs from its environment (TrackingWorker); setting
+    # them would also reset MLflow's tracing set-up (~15 ms).
+    if mlflow.get_tracking_uri() != uri or mlflow.get_registry_uri() != uri:
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri)  # it also exports MLFLOW_TRACKING_URI: undo that below,
+        mlflow.set_registry_uri(uri)  # or a later Settings.from_env in this process reads it
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
     with store_errors(settings, "opening the store"), registry.store_lock(uri):
         client = mlflow.MlflowClient(uri, registry_uri=uri)
         client.search_registered_models(max_results=1)  # creates the registry tables
@@ -378,8 +381,9 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in PIP_PACKAGES]
 
 
-def log_model(result: RunResult) -> Any:
-    """Log the fitted model (sklearn flavour) with its signature and an input example."""
+def log_model(result: RunResult, tags: dict[str, str] | None = None) -> Any:
+    """Log the fitted model (sklearn flavour) with its signature and an input example;
+    ``tags`` go on the logged model."""
     import numpy as np
     from mlflow.models import infer_signature
 
@@ -397,21 +401,8 @@ def log_model(result: RunResult) -> Any:
             input_example=example,
             pip_requirements=pip_requirements(),
             serialization_format=SERIALIZATION,
+            tags=tags or None,
         )
-
-
-@dataclass(frozen=True)
-class TrackedRun:
-    """What ``log_run`` left in the store."""
-
-    run_id: str
-    model_uri: str | None
-    registered: Any | None  # registry.Registered, or None for a baseline without a model
-
-    def summary_lines(self) -> list[str]:
-        if self.registered is None:
-            return ["registry: no fitted model (baseline): nothing registered"]
-        return self.registered.summary_lines()
 
 
 def log_run(
@@ -442,13 +433,15 @@ def log_run(
     with store_errors(settings, "logging the run"):
         with clock.step("run"):
             exp = experiment_id(client, settings)
+            tags = {**run_tags(result), **prepared.tags}
             active = _mlflow().start_run(
-                experiment_id=exp, run_name=settings.model.value, tags=run_tags(result)
+                experiment_id=exp, run_name=settings.model.value, tags=tags
             )
         with active:
             tracked = _record(
-                client, active.info.run_id, result, artifacts, settings, policy, clock
-            )
+                client, active.info.run_id, result, artifacts, settings, policy, clock,
+                prepared.tags,
+            )  # fmt: skip
     log.info("%s", clock.line())
     return tracked
 
@@ -461,6 +454,7 @@ def _record(
     settings: Settings,
     policy: promotion.Policy,
     clock: Clock,
+    model_tags: dict[str, str] | None = None,
 ) -> TrackedRun:
     from mlflow.entities import Param
 
@@ -471,7 +465,7 @@ def _record(
         with registry.store_lock(settings.mlflow_uri):
             client.log_inputs(run_id, datasets=[ds])
     with clock.step("model"):
-        info = log_model(result) if result.model is not None else None
+        info = log_model(result, model_tags) if result.model is not None else None
         model_id = info.model_id if info is not None else None
     with clock.step("metrics"):
         metrics = run_metrics(result, model_id, (ds.dataset.name, ds.dataset.digest))
@@ -523,9 +517,15 @@ def serve_worker() -> None:
     requests = sys.stdin.buffer
     code = 0
     try:
-        settings, level = pickle.load(requests)
+        settings, level, source = pickle.load(requests)
         logs.to_stderr(level)
-        prepared = Preflight(settings)
+        # MLflow names a run's source after sys.argv[0] and, when that is a file in a git
+        # repository, tags its commit. Here argv[0] is "-c", no file, yet MLflow would import
+        # GitPython and look for a repository on every run (~30 ms cpu, ~50 ms wall). With
+        # no argv[0] it skips that; the source is the engine's command line (what MLflow
+        # names in the engine process) and the commit is the engine's own tag (git_commit).
+        sys.argv[0] = ""
+        prepared = Preflight(settings, tags={MLFLOW_SOURCE_NAME: source} if source else {})
         configure(settings)
         prepared._work()
         if prepared.error is None and _store_exists(settings.mlflow_uri):

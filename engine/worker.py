@@ -15,6 +15,7 @@ import pickle
 import subprocess
 import sys
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,27 @@ if TYPE_CHECKING:
     from engine.tracking import Preflight
 
 log = logging.getLogger("engine.tracking")
+
+
+# The worker's answers: defined here, the light module, so that the engine process
+# receiving them does not import ``engine.tracking`` (~20 ms); ``engine.tracking`` exports
+# both.
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached or used; outputs on disk are unaffected."""
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """What ``log_run`` left in the store."""
+
+    run_id: str
+    model_uri: str | None
+    registered: Any | None  # registry.Registered, or None for a baseline without a model
+
+    def summary_lines(self) -> list[str]:
+        if self.registered is None:
+            return ["registry: no fitted model (baseline): nothing registered"]
+        return self.registered.summary_lines()
 
 
 def configure(settings: Settings) -> None:
@@ -61,20 +83,27 @@ class TrackingWorker:
 
     def __init__(self, settings: Settings) -> None:
         configure(settings)  # the child inherits the variables
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # This process's module path, its working folder ('') spelled out: the child runs
+        # with -P, which does not put its own working folder first (a folder there named
+        # like a module, say mlflow/, would shadow it; and one place less to search).
+        path = os.pathsep.join(p or os.getcwd() for p in sys.path)
+        env = {**os.environ, "PYTHONPATH": path}
+        # The store, where MLflow's fluent API (start_run, log_model) looks first: given
+        # here, the child need not call mlflow.set_tracking_uri (see tracking.open_client).
+        env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = settings.mlflow_uri
         # The worker computes nothing heavy: one thread per numeric library, so their
         # pools neither start nor compete with the pipeline for the cores.
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                      "POLARS_MAX_THREADS"):  # fmt: skip
             env.setdefault(name, "1")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_ENTRY],
+            [sys.executable, "-P", "-c", _WORKER_ENTRY],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
         )
         level = logging.getLogger("engine").getEffectiveLevel()
-        self._send((settings, level))
+        self._send((settings, level, sys.argv[0] if sys.argv else ""))  # the run's source
 
     def _send(self, message: Any) -> None:
         try:
@@ -86,7 +115,6 @@ class TrackingWorker:
     def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
         """``log_run`` in the child; its exceptions are raised here."""
         from engine import promotion
-        from engine.tracking import TrackingError
 
         if result.model is not None:  # a policy error ends the run before anything is sent
             promotion.Policy.from_settings(settings).resolve(result.metrics)

@@ -34,6 +34,11 @@ def test_a_tracked_run_is_logged_registered_and_promoted_by_the_worker(
     assert run.outputs.model_outputs, "the model was logged"
     version = client.get_model_version_by_alias("sp500-ridge", "champion")
     assert version.run_id == run.info.run_id
+    # The source is the engine command (not the worker's "-c"), on the run and its model.
+    (output,) = run.outputs.model_outputs
+    model_tags = client.get_logged_model(output.model_id).tags
+    source = str(VENV_BIN / "engine")
+    assert run.data.tags["mlflow.source.name"] == model_tags["mlflow.source.name"] == source
 
 
 @pytest.mark.slow

@@ -102,7 +102,6 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
     says so. ``--model all`` runs every model on the same data and adds comparison.csv.
     """
     from engine.config import Settings
-    from engine.sources import resolve_archive
 
     every = (flags.get("model") or "").lower() == ALL_MODELS
     overrides = {
@@ -125,6 +124,10 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
             from engine.worker import start_tracking
 
             prepared = hold.enter_context(start_tracking(settings))
+        # Only now: its imports (Polars, numpy: ~0.3 s) would delay the worker's start,
+        # and the worker's imports are the longest chain of a tracked run.
+        from engine.sources import resolve_archive
+
         archive = resolve_archive(settings)
         plots = not no_plots
         if every:
@@ -170,7 +173,7 @@ def _run_all(
 
 
 def _track(results: list, files: list[dict[str, Path]], settings: Any, prepared: Any) -> None:
-    from engine.tracking import TrackingError
+    from engine.worker import TrackingError
 
     where = settings.as_params()["tracking_uri"]
     for result, artifacts in zip(results, files, strict=True):
