@@ -1,8 +1,8 @@
 """MLflow tracking: the run's record in a store. With ``registry`` the only modules that
 import mlflow, and only when tracking (``engine run --no-tracking`` never imports it).
 
-``import mlflow``, scikit-learn and the SQL store are ~2-3 s of pure-Python imports, so
-``engine run`` starts them with ``engine.worker.start_tracking`` before the pipeline: in a
+``import mlflow``, scikit-learn and the SQL store are ~1.5 s of pure-Python imports (cpu,
+see ``engine.worker``), so ``engine run`` starts them with ``engine.worker.start_tracking`` before the pipeline: in a
 child process (``TrackingWorker``, whose main is ``serve_worker`` here: it also probes the
 server and logs the run it is sent), or on a background thread (``preflight``) when this
 process has mlflow imported already. A thread would hold the GIL for those seconds, and
