@@ -231,11 +231,13 @@ def sorted_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     width = matrix.shape[1]
     bits = max(int(width - 1).bit_length(), 1)
     keys = (matrix + 0.0).view(np.int64)  # + 0.0: -0.0 becomes 0.0, equal as floats are
-    keys ^= (keys >> 63) & np.int64(2**63 - 1)  # negatives reversed: float order = key order
+    sign = keys >> 63
+    sign &= np.int64(2**63 - 1)
+    keys ^= sign  # negatives reversed: float order = key order
     keys &= np.int64(-(1 << bits))
     keys |= np.arange(width, dtype=np.int64)
     keys.sort(axis=1)
-    order = (keys & np.int64((1 << bits) - 1)).astype(np.intp)
+    order = np.bitwise_and(keys, np.int64((1 << bits) - 1), out=sign)  # the columns
     keys >>= bits
     # equal truncated keys: a tie, or too close to tell; +inf (a null, sorted last) aside
     same = (keys[:, 1:] == keys[:, :-1]) & (keys[:, 1:] != _INF_KEY >> bits)
