@@ -10,6 +10,8 @@ them, including an edit of ``features.py``, gives a new key and a recomputation.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime as dt
 import hashlib
 import inspect
@@ -205,7 +207,21 @@ def frame_files(
         root, key, lambda spill: frame_chunks(archive, settings, names, spill)
     )
     log.info("model frame %s from %s", "computed" if built else "read", files.directory)
+    if built:
+        _release_free_memory()
     return files
+
+
+def _release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    The build frees everything it allocated, but glibc keeps freed heap pages (its mmap
+    threshold grows after large frees, so later big arrays come from the heap too), and
+    the rest of a cold run would stack on them: ~0.2 GB of a 10x cold run's peak.
+    Elsewhere than glibc: nothing to do.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cached_model_frame(
