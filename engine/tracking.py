@@ -557,13 +557,22 @@ def serve_worker() -> None:
         log.exception("the tracking process failed")
         code = 1
     finally:
-        log.debug("tracking worker done: cpu %.2f s", time.process_time())
-        logging.shutdown()
-        sys.stderr.flush()
+        # Exiting whatever happened: a SIGTERM arriving now (the engine abandoning us right
+        # after our last reply) must not escape this block as a traceback on the shared
+        # stderr.
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            log.debug("tracking worker done: cpu %.2f s", time.process_time())
+            logging.shutdown()
+            sys.stderr.flush()
+        except KeyboardInterrupt:
+            code = 1
         os._exit(code)
 
 
 def _interrupted(signum: int, frame: Any) -> None:
+    """SIGTERM: stop what is running, once (a second SIGTERM is ignored)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
