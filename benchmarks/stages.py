@@ -189,18 +189,17 @@ def _model_frame(ctx: Context) -> Task:
 
 def _features_file(engine: str) -> Callable[[Context], Task]:
     def build(ctx: Context) -> Task:
-        from engine.cli.sql import polars_feature_batches
         from engine.features import DEFAULT_FEATURES, feature_panel
-        from engine.sqlviews import Sources, feature_batches, write_batches
+        from engine.pipeline.frame import feature_batches
+        from engine.sqlviews import Sources, write_batches
+        from engine.sqlviews import feature_batches as duckdb_feature_batches
 
         archive, target = ctx.archive, ctx.work / f"features_{engine}.parquet"
         if engine == "polars":
-            return Task(
-                lambda: write_batches(polars_feature_batches(archive, DEFAULT_FEATURES), target)
-            )
+            return Task(lambda: write_batches(feature_batches(archive, DEFAULT_FEATURES), target))
         sources = Sources.find(archive.cache_dir)
         columns = feature_panel(archive.prices, archive.index).collect_schema().names()
-        return Task(lambda: write_batches(feature_batches(sources, columns), target))
+        return Task(lambda: write_batches(duckdb_feature_batches(sources, columns), target))
 
     return build
 

@@ -169,7 +169,7 @@ def cached_tables(
     if manifest is not None:
         return CacheEntry(directory, manifest, built=False)
     cache_path.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(cache_path / f"{fingerprint[:16]}.lock"):
+    with exclusive_lock(cache_path / f"{fingerprint[:16]}.lock"):
         manifest = _valid_manifest(directory, fingerprint, schemas, quiet=False)
         if manifest is not None:  # another process built it while we waited
             return CacheEntry(directory, manifest, built=False)
@@ -178,7 +178,8 @@ def cached_tables(
 
 
 @contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path`` (created if missing): one builder at a time."""
     with open(lock_path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

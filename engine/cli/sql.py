@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,16 +46,12 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
 
     Computed and written one batch of whole symbols at a time (windows never cross a
     symbol), so memory holds one batch, not the panel, whatever the archive's size."""
+    from engine import sqlviews
     from engine.config import Settings
     from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
+    from engine.pipeline import frame
     from engine.sources import resolve_archive
-    from engine.sqlviews import (
-        DATABASE_FILE,
-        Sources,
-        ensure_database,
-        feature_batches,
-        write_batches,
-    )
+    from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, write_batches
 
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
@@ -68,9 +63,9 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     columns = feature_panel(archive.prices, archive.index, chosen).collect_schema().names()
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
-        batches = polars_feature_batches(archive, chosen)
+        batches = frame.feature_batches(archive, chosen)
     else:
-        batches = feature_batches(sources, columns)
+        batches = sqlviews.feature_batches(sources, columns)
     rows, width = write_batches(batches, settings.output_path / FEATURES_FILE)
     seconds = time.perf_counter() - started
     ensure_database(settings.output_path / DATABASE_FILE, sources)
@@ -78,15 +73,6 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
         f"{settings.output_path / FEATURES_FILE}: {rows} rows x {width} columns "
         f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
     )
-
-
-def polars_feature_batches(archive: Any, names: tuple[str, ...]) -> Iterator[pl.DataFrame]:
-    """The Polars feature panel of ``names``, one batch of whole symbols at a time."""
-    from engine.features import ENGINE, feature_panel
-    from engine.pipeline import frame
-
-    for batch in frame.symbol_batches(archive.prices, frame.FEATURE_BATCH_ROWS):
-        yield feature_panel(batch, archive.index, names).collect(engine=ENGINE)
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:

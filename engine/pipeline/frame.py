@@ -19,7 +19,7 @@ import itertools
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from engine import crosssection, features
 from engine.archive import Archive
 from engine.config import Settings
 from engine.crosssection import normalise
-from engine.features import ENGINE, feature_panel, label_name
+from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, feature_panel, label_name
 from engine.pipeline import store
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL, Normalisation
 
@@ -68,12 +68,9 @@ def frame_chunks(
     """
     label, end = label_name(settings.horizon), label_end_name(settings.horizon)
     keep = [DATE, SYMBOL, *names, label, end]
-    batches = symbol_batches(archive.prices, FEATURE_BATCH_ROWS)
-    panels = (
-        feature_panel(batch, archive.index, names, (settings.horizon,),
-                      min_history=MIN_HISTORY_ROWS).select(keep).collect(engine=ENGINE)
-        for batch in batches
-    )  # fmt: skip
+    panels = feature_batches(
+        archive, names, (settings.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
+    )
     spilling = archive.prices.select(pl.len()).collect().item() > FRAME_CHUNK_ROWS
     if not spilling:
         panel = pl.concat(panels, rechunk=False)
@@ -88,6 +85,21 @@ def frame_chunks(
     frames = (_normalised(read.collect(engine=ENGINE), archive, settings, names, keep)
               for read in reads)  # fmt: skip
     return store.Chunks(int(days["len"].sum()), symbols, names, label, end, frames)
+
+
+def feature_batches(
+    archive: Archive,
+    names: Sequence[str],
+    horizons: Sequence[int] = DEFAULT_LABEL_HORIZONS,
+    min_history: int = 1,
+    columns: Sequence[str] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """``feature_panel`` (only ``columns``, if given), one batch of whole symbols at a time
+    (``symbol_batches``), in (symbol, date) order: a window never crosses a symbol, so
+    each batch is a panel of its own and only one is in memory."""
+    for batch in symbol_batches(archive.prices, FEATURE_BATCH_ROWS):
+        panel = feature_panel(batch, archive.index, names, horizons, min_history=min_history)
+        yield (panel if columns is None else panel.select(columns)).collect(engine=ENGINE)
 
 
 def _spilled(
@@ -176,8 +188,8 @@ def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> s
     """Content key of the model frame: data, feature settings and the computing code."""
     code = b"".join(
         inspect.getsource(part).encode()
-        for part in (features, crosssection, store, frame_chunks, _spilled, _date_ranges,
-                     _normalised, symbol_batches)
+        for part in (features, crosssection, store, frame_chunks, feature_batches, _spilled,
+                     _date_ranges, _normalised, symbol_batches)
     )  # fmt: skip
     spec = {
         "fingerprint": fingerprint,

@@ -21,7 +21,7 @@ from engine.arrays import RowFile
 from engine.config import Settings
 from engine.features import label_name
 from engine.pipeline.frame import frame_files, label_end_name, model_frame
-from engine.pipeline.store import LABEL_NEVER
+from engine.pipeline.store import LABEL_NEVER, key_arrays
 from engine.schema import DATE, SYMBOL
 from engine.splits import Schedule, rebalance_dates, schedule
 
@@ -53,11 +53,11 @@ def model_inputs(archive: Archive, settings: Settings, names: tuple[str, ...]) -
     files = frame_files(archive, settings, names)
     if files is None:
         frame = model_frame(archive, settings, names)
-        ends = frame[end].to_physical().fill_null(LABEL_NEVER).to_numpy()
+        stored = key_arrays(frame, label, end)  # as the cache's files hold them
         return FrameColumns(
-            days=frame[DATE].to_physical().to_numpy(),
-            y=frame[label].fill_null(np.nan).to_numpy(),
-            ends=ends,
+            days=stored["date"],
+            y=stored["label"],
+            ends=stored["label_end"],
             X=frame.select(names).to_numpy(order="c"),
             keys=lambda rows: frame.select(DATE, SYMBOL, label)[rows],
         )

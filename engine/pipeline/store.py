@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from engine.arrays import ArrayWriter, RowFile
-from engine.cache import _exclusive_lock  # the archive cache's build lock
+from engine.cache import exclusive_lock  # the archive cache's build lock
 from engine.files import atomic_write, fsync
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,14 @@ def open_frame(root: Path, key: str) -> FrameFiles | None:
     return FrameFiles(directory, manifest)
 
 
-def cached_frame(
-    root: Path, key: str, build: Callable[[Path], Chunks], extra: dict[str, Any] | None = None
-) -> tuple[FrameFiles, bool]:
+def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple[FrameFiles, bool]:
     """The frame folder of ``key``, built at most once by ``build(spill_folder) -> Chunks``
     (under an exclusive lock, like the archive cache); (files, built)."""
     files = open_frame(root, key)
     if files is not None:
         return files, False
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(root / f"{key[:16]}.lock"):
+    with exclusive_lock(root / f"{key[:16]}.lock"):
         files = open_frame(root, key)
         if files is not None:  # another process built it while we waited
             return files, False
@@ -149,7 +147,7 @@ def cached_frame(
             spill = building / "spill"
             spill.mkdir()
             chunks = build(spill)
-            manifest = write_frame(building, chunks, key, extra or {})
+            manifest = write_frame(building, chunks, key)
             shutil.rmtree(spill)
             fsync(building)
             final = root / key[:16]
@@ -164,7 +162,17 @@ def cached_frame(
     return FrameFiles(final, manifest), True
 
 
-def write_frame(directory: Path, chunks: Chunks, key: str, extra: dict[str, Any]) -> dict[str, Any]:
+def key_arrays(frame: pl.DataFrame, label: str, end: str) -> dict[str, np.ndarray]:
+    """The date, label and label_end columns of a model frame as stored: int32 days,
+    float64 with NaN for an unknown label, int32 days with LABEL_NEVER for an unknown end."""
+    return {
+        "date": frame["date"].to_physical().to_numpy(),
+        "label": frame[label].fill_null(np.nan).to_numpy(),
+        "label_end": frame[end].to_physical().fill_null(LABEL_NEVER).to_numpy(),
+    }
+
+
+def write_frame(directory: Path, chunks: Chunks, key: str) -> dict[str, Any]:
     """Write ``chunks`` as the frame files in ``directory`` (each fsynced), manifest last."""
     features, label, end = list(chunks.features), chunks.label, chunks.label_end
     shapes = {"date": (chunks.rows,), "symbol": (chunks.rows,), "label": (chunks.rows,),
@@ -176,11 +184,9 @@ def write_frame(directory: Path, chunks: Chunks, key: str, extra: dict[str, Any]
         handles = {n: stack.enter_context(open(directory / f"{n}.npy", "wb")) for n in shapes}
         writers = {n: ArrayWriter(handles[n], types[n], shapes[n]) for n in shapes}
         for frame in chunks.frames:
-            writers["date"].append(frame["date"].to_physical().to_numpy())
+            for name, values in key_arrays(frame, label, end).items():
+                writers[name].append(values)
             writers["symbol"].append(frame["symbol"].cast(codes).to_physical().to_numpy())
-            writers["label"].append(frame[label].fill_null(np.nan).to_numpy())
-            ends = frame[end].to_physical().fill_null(LABEL_NEVER).to_numpy()
-            writers["label_end"].append(ends)
             writers["X"].append(frame.select(features).to_numpy(order="c"))
         for name, writer in writers.items():
             writer.close()
@@ -190,7 +196,7 @@ def write_frame(directory: Path, chunks: Chunks, key: str, extra: dict[str, Any]
         "format_version": FORMAT_VERSION, "key": key, "rows": chunks.rows,
         "features": list(features), "label": label, "label_end": end,
         "symbols": list(chunks.symbols),
-        "bytes": {n: (directory / f"{n}.npy").stat().st_size for n in shapes}, **extra,
+        "bytes": {n: (directory / f"{n}.npy").stat().st_size for n in shapes},
     }  # fmt: skip
     atomic_write(directory / MANIFEST, lambda handle: handle.write(json.dumps(manifest).encode()))
     return manifest
