@@ -13,7 +13,6 @@ from engine.crosssection import (
     normalise,
     rank_frame,
     rank_to_unit,
-    sorted_rows,
     winsorised_zscore,
 )
 from engine.schema import DATE, SECTOR, SYMBOL, Normalisation
@@ -153,21 +152,3 @@ def test_values_a_few_ulps_apart_and_signed_zeros_rank_exactly(seed: int):
         close = np.where(rng.random(frame.height) < 0.5, np.nextafter(close, np.inf), close)
     frame = frame.with_columns(pl.Series("a", close), pl.Series("b", -close))
     assert rank_frame(frame, COLUMNS).equals(expression(frame))
-
-
-@pytest.mark.parametrize("kind", ["distinct", "ties", "ulps apart"])
-@pytest.mark.parametrize("width", [1, 2, 7, 300])
-def test_sorted_rows_order_and_ties_are_exact(width: int, kind: str):
-    """Each path: no collision, collisions that are all ties (signed zeros, nulls), and
-    collisions of distinct values (the exact fallback)."""
-    rng = np.random.default_rng(width)
-    matrix = rng.normal(size=(50, width))
-    if kind != "distinct":
-        matrix = rng.choice([-2.0, -0.0, 0.0, 1.0, np.inf, 5e-324], size=(50, width))
-    if kind == "ulps apart":
-        matrix = np.where(rng.random(matrix.shape) < 0.3, np.nextafter(matrix, -np.inf), matrix)
-    order, ties = sorted_rows(matrix)
-    ordered = np.take_along_axis(matrix, order, axis=1)
-    assert np.array_equal(ordered, np.sort(matrix, axis=1))
-    exact = (ordered[:, 1:] == ordered[:, :-1]) & np.isfinite(ordered[:, 1:])
-    assert np.array_equal(ties, exact)

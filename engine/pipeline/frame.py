@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from engine import backtest as bt
-from engine import crosssection, features
+from engine import crosssection, features, ranking
 from engine.archive import Archive
 from engine.config import Settings
 from engine.crosssection import normalise
@@ -188,8 +188,8 @@ def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> s
     """Content key of the model frame: data, feature settings and the computing code."""
     code = b"".join(
         inspect.getsource(part).encode()
-        for part in (features, crosssection, store, frame_chunks, feature_batches, _spilled,
-                     _date_ranges, _normalised, symbol_batches)
+        for part in (features, crosssection, ranking, store, frame_chunks, feature_batches,
+                     _spilled, _date_ranges, _normalised, symbol_batches)
     )  # fmt: skip
     spec = {
         "fingerprint": fingerprint,
