@@ -118,3 +118,23 @@ def test_blocks_cover_every_row_once_in_whole_dates(monkeypatch):
         assert hi - lo == dates * width and (hi - lo <= 10 or dates == 1)
         assert len(np.unique(days[lo:hi])) == dates
     assert DateBlocks.of(days[::-1]) is None
+
+
+def test_one_scratch_serves_many_columns_and_blocks(monkeypatch):
+    """A thread's buffers carry state from block to block (the unit values of full dates)
+    and column to column: never into a block or column they do not fit."""
+    monkeypatch.setattr(ranking, "RANK_BLOCK_ROWS", 40)
+    rng = np.random.default_rng(9)
+    days = np.repeat(np.arange(60), 10)  # full dates of 10 rows: blocks of 4 dates
+    days = np.r_[days, np.repeat(np.arange(60, 70), 7)]  # then narrower dates
+    blocks = DateBlocks.of(days)
+    scratch = ranking.Scratch.of(blocks, np.dtype(np.float64))
+    for column in range(4):
+        values = rng.normal(size=len(days))
+        null = np.zeros(len(days), bool)
+        if column % 2:  # nulls in some blocks only, ties in others
+            null[rng.choice(200, 15, replace=False)] = True
+            values[300:400] = np.round(values[300:400])
+        out = np.empty(len(days))
+        assert unit_ranks(values, null_bits(null, 0), blocks, out, False, scratch)
+        np.testing.assert_array_equal(out, reference(values, null, days, False))
