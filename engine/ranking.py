@@ -14,9 +14,10 @@ Why hand-written, and how:
 - ``np.argsort`` is ~4x slower than ``np.sort`` (numpy's SIMD sort) on these rows. So each
   value becomes an order-preserving int64 key whose lowest bits are replaced by the value's
   row in the block: sorting the keys sorts the values and carries the rows along.
-- Truncated keys can collide for values a relative ~1e-11 apart. Any block with a
-  collision has its order checked against the values; if it is wrong (never seen on
-  feature data) the block is sorted again by ``np.argsort``. The ranks are always exact.
+- Truncated keys can collide for values a relative ~3e-11 apart. Any block with a
+  collision (in practice: ties) has its order checked against the values; if it is wrong
+  (not seen on the synthetic archive) the block is sorted again by ``np.argsort``. The
+  ranks are always exact.
 - Each rank becomes its unit value through a table per non-null count n (the same
   float64 arithmetic as the expression), and one scatter writes it to the value's row.
 - The column is read in place (Arrow values and validity bitmap), and each thread's

@@ -71,6 +71,15 @@ def test_unit_ranks_equal_a_plain_loop(
     np.testing.assert_array_equal(out, reference(values, null, days, keep_nulls))
 
 
+@pytest.mark.parametrize("keep_nulls", [False, True])
+def test_a_column_of_nulls_ranks_to_the_fill(keep_nulls: bool):
+    days = np.repeat(np.arange(30), 9)
+    null = np.ones(len(days), bool)
+    out = np.empty(len(days))
+    assert unit_ranks(np.zeros(len(days)), null_bits(null, 5), DateBlocks.of(days), out, keep_nulls)
+    np.testing.assert_array_equal(out, np.full(len(days), np.nan if keep_nulls else 0.0))
+
+
 @pytest.mark.parametrize("offset", range(8))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_any_bit_offset_and_either_output_type(offset: int, dtype):
