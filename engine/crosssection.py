@@ -118,15 +118,16 @@ def rank_frame(
         scratches.put(Scratch.of(blocks, np_type))
 
     def work(values: pl.Series, out: np.ndarray) -> tuple[pl.Series, bool]:  # on threads
+        values = values if order is None else values.gather(order)
         ranked = False
         if blocks is not None:
             scratch = scratches.get()
             try:
-                ranked = _unit_ranks_of(values, order, blocks, keep_nulls, scratch, out)
+                ranked = _unit_ranks_of(values, blocks, keep_nulls, scratch, out)
             finally:
                 scratches.put(scratch)  # never lost: the other columns wait for it
         if not ranked:  # NaN, infinite or non-float values, or dates not sorted
-            return (values if order is None else values.gather(order)), False
+            return values, False
         return pl.Series(values.name, out, nan_to_null=keep_nulls), True
 
     if consume:
@@ -153,15 +154,12 @@ def _date_blocks(dates: pl.Series) -> DateBlocks | None:
 
 
 def _unit_ranks_of(
-    values: pl.Series, order: pl.Series | None, blocks: DateBlocks, keep_nulls: bool,
-    scratch: Scratch, out: np.ndarray,
-) -> bool:  # fmt: skip
-    """``ranking.unit_ranks`` of ``values`` (taken in ``order``) into ``out``; False unless
-    it is a float column whose non-null values are all finite."""
+    values: pl.Series, blocks: DateBlocks, keep_nulls: bool, scratch: Scratch, out: np.ndarray
+) -> bool:
+    """``ranking.unit_ranks`` of ``values`` into ``out``; False unless it is a float column
+    whose non-null values are all finite."""
     if not values.dtype.is_float():
         return False
-    if order is not None:
-        values = values.gather(order)
     data, nulls = _arrow_parts(values.cast(pl.Float64))  # exact; the keys are float64 bits
     return unit_ranks(data, nulls, blocks, out, keep_nulls, scratch)
 

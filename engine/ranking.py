@@ -119,9 +119,9 @@ def unit_ranks(
         scratch = Scratch.of(blocks, out.dtype)
     fill = np.nan if keep_nulls else 0.0
     for lo, hi, dates, width in blocks.blocks:
-        keys = scratch.keys[: hi - lo].reshape(dates, width)
-        gaps = _block_values(values, nulls, lo, hi, keys.view(np.float64))
-        bits = _sort_keys(keys, scratch)
+        matrix = scratch.values[: hi - lo].reshape(dates, width)
+        gaps = _block_values(values, nulls, lo, hi, matrix)
+        keys, bits = _sorted_keys(matrix, scratch)
         n = None if gaps is None else width - gaps.sum(axis=1, dtype=np.int32)
         if not _all_finite(keys, n):
             return False
@@ -130,8 +130,6 @@ def unit_ranks(
         taken &= np.int64((1 << bits) - 1)  # each sorted value's row in the block
         ties = None
         if collided:  # rare but for ties: check the order against the values
-            matrix = scratch.values[: hi - lo].reshape(dates, width)
-            _block_values(values, nulls, lo, hi, matrix)
             ordered = matrix.ravel()[taken].reshape(dates, width)
             if np.any(ordered[:, 1:] < ordered[:, :-1]):  # truncation misordered: exact sort
                 order = np.argsort(matrix, axis=1)
@@ -146,7 +144,8 @@ def unit_ranks(
 class Scratch:
     """Buffers for the largest block of ``blocks``, reused block after block and column
     after column by one thread: fresh memory costs page faults (~5 MiB a column here,
-    allocated anew, was ~1/4 of the system time of the ranking)."""
+    allocated anew, was ~1/4 of the system time of the ranking). ``values`` holds the
+    block's values (NaN at the nulls), ``keys`` their sorted keys."""
 
     def __init__(self, rows: int, dtype: np.dtype) -> None:
         self.dtype = np.dtype(dtype)
@@ -156,7 +155,6 @@ class Scratch:
         self.close = np.empty(max(rows - 1, 0), bool)
         self.units = np.empty(rows, dtype)
         self.rows = np.arange(rows, dtype=np.int64)
-        self.units_hold: tuple[int, int] | None = None  # (dates, width) of full dates' units
 
     @classmethod
     def of(cls, blocks: DateBlocks, dtype: np.dtype) -> Scratch:
@@ -176,21 +174,23 @@ def _block_values(
     return gaps.reshape(out.shape)
 
 
-def _sort_keys(keys: np.ndarray, scratch: Scratch) -> int:
-    """Turn the float64 values held in ``keys`` into sorted order-preserving int64 keys
-    whose lowest bits (how many: returned) hold each value's row in the block.
+def _sorted_keys(matrix: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, int]:
+    """``matrix``'s rows as sorted order-preserving int64 keys (in ``scratch.keys``) whose
+    lowest bits (how many: returned) hold each value's row in the block.
 
     Float keys would need fewer operations, but numpy's float sort rewrites NaN (the
     nulls) and so loses the rows they carry.
     """
-    bits = max(int(keys.size - 1).bit_length(), 1)
-    sign = np.right_shift(keys, 63, out=scratch.spare[: keys.size].reshape(keys.shape))
+    bits = max(int(matrix.size - 1).bit_length(), 1)
+    ints = matrix.view(np.int64)
+    keys = scratch.keys[: matrix.size].reshape(matrix.shape)
+    sign = np.right_shift(ints, 63, out=scratch.spare[: matrix.size].reshape(matrix.shape))
     sign &= _SIGN_BITS
-    keys ^= sign  # negatives reversed: float order = key order
+    np.bitwise_xor(ints, sign, out=keys)  # negatives reversed: float order = key order
     keys &= np.int64(-(1 << bits))
-    keys |= scratch.rows[: keys.size].reshape(keys.shape)
+    keys |= scratch.rows[: matrix.size].reshape(matrix.shape)
     keys.sort(axis=1)
-    return bits
+    return keys, bits
 
 
 def _all_finite(keys: np.ndarray, n: np.ndarray | None) -> bool:
@@ -225,20 +225,16 @@ def _unit_values(
     """The unit value at each sorted position of each date: ``(rank - 1) / (n - 1) - 0.5``
     for the n non-null values, 0.0 when n == 1, ``fill`` for the nulls (sorted last)."""
     units = scratch.units[: dates * width].reshape(dates, width)
-    if n is None and ties is None and scratch.units_hold == (dates, width):
-        return units  # the previous block's: full dates of the same width, no tie
     counts = np.full(dates, width) if n is None else n
     present = np.bincount(counts, minlength=width + 1) > 0  # one row per distinct n
     table = _scaled(np.arange(width, dtype=np.float64), np.flatnonzero(present), fill)
     np.take(table.astype(units.dtype), np.cumsum(present)[counts] - 1, axis=0, out=units)
-    scratch.units_hold = (dates, width) if n is None else None
     if ties is not None:  # few: each run of equal values gets its average position
         first, last, pairs, run = _tie_runs(ties)
         row = first // width
         tied = ((first + last) / 2 - row * width) / (counts[row] - 1).astype(np.float64) - 0.5
         flat = units.ravel()
         flat[pairs] = flat[pairs + 1] = tied.astype(units.dtype)[run]
-        scratch.units_hold = None
     return units
 
 

@@ -114,7 +114,9 @@ def test_arrow_parts_read_a_sliced_polars_column_in_place():
     np.testing.assert_array_equal(nulls.of_rows(3, 11), expected.is_null().to_numpy()[3:11])
     valid = ~expected.is_null().to_numpy()
     np.testing.assert_array_equal(data[valid], expected.drop_nulls().to_numpy())
-    assert _arrow_parts(column.drop_nulls())[1] is None
+    full = column.drop_nulls()
+    numbers, none = _arrow_parts(full)
+    assert none is None and np.shares_memory(numbers, full.to_numpy())  # no copy
 
 
 def test_blocks_cover_every_row_once_in_whole_dates(monkeypatch):
@@ -130,8 +132,8 @@ def test_blocks_cover_every_row_once_in_whole_dates(monkeypatch):
 
 
 def test_one_scratch_serves_many_columns_and_blocks(monkeypatch):
-    """A thread's buffers carry state from block to block (the unit values of full dates)
-    and column to column: never into a block or column they do not fit."""
+    """A thread's buffers serve block after block (of two widths) and column after column
+    (with and without nulls and ties): nothing of one block or column leaks into another."""
     monkeypatch.setattr(ranking, "RANK_BLOCK_ROWS", 40)
     rng = np.random.default_rng(9)
     days = np.repeat(np.arange(60), 10)  # full dates of 10 rows: blocks of 4 dates
