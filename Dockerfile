@@ -36,20 +36,17 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN /opt/uv/bin/uv sync --locked --no-dev --no-install-project --extra postgres --extra auth --python python3
 
-# Then the project, installed as a regular (non-editable) package. engine/sqlviews.py and
-# engine/tracking.py look for sql/ beside the package (SQL_DIR = <package>/../sql), which
-# for an installed package is site-packages/sql: copy it there. Third-party test suites
-# (~130 MB of `tests` folders, none imported at run time) are dropped. Then prove that the
-# installed engine finds sql/, imports what a tracked run and the server need, and runs
+# Then the project, installed as a regular (non-editable) package; the SQL views ship
+# inside it as package data (engine/views/*.sql). Third-party test suites (~130 MB of
+# `tests` folders, none imported at run time) are dropped. Then prove that the installed
+# engine finds its views, imports what a tracked run and the server need, and runs
 # (python -I, so that /src/engine cannot shadow the installed package).
 COPY engine ./engine
-COPY sql ./sql
 RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable --extra postgres --extra auth --python python3 \
     && site="$(/opt/venv/bin/python -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-    && cp -r sql "${site}/sql" \
     && find "${site}" -depth -type d -name tests -exec rm -rf {} + \
-    && /opt/venv/bin/python -I -c 'import engine.sqlviews as s; assert sorted(s.SQL_DIR.glob("*.sql")), s.SQL_DIR' \
-    && /opt/venv/bin/python -I -W ignore -c 'import engine.tracking, engine.pipeline, mlflow.server.auth, psycopg' \
+    && /opt/venv/bin/python -I -c 'import engine.views as v; assert v.sql_files(), "no SQL views"' \
+    && /opt/venv/bin/python -I -W ignore -c 'import engine.lifecycle.tracking, engine.pipeline, mlflow.server.auth, psycopg' \
     && /opt/venv/bin/engine --version
 
 # Container helpers: the MLflow server launcher and an HTTP health probe (stdlib only).

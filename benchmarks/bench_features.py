@@ -47,7 +47,7 @@ TARGETS = {  # seconds (median)
 
 
 def _cache_dir(archive: Path, cache: Path) -> Path:
-    from engine.archive import load_archive
+    from engine.data.archive import load_archive
 
     return load_archive(archive, cache).cache_dir
 
@@ -64,8 +64,8 @@ def make_task(name: str, cache_dir: Path) -> Task:
             engine=ENGINE
         )
     if name in ("duckdb_views", "duckdb_views_unsorted"):
-        from engine import sqlviews
         from engine.features import feature_panel
+        from engine.views import database as sqlviews
 
         sources = sqlviews.Sources.find(cache_dir)
         panel = feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
@@ -91,8 +91,8 @@ def make_task(name: str, cache_dir: Path) -> Task:
     from engine.features import DEFAULT_FEATURES
 
     if name == "polars_normalise":
-        from engine.crosssection import normalise
         from engine.features import ENGINE
+        from engine.research.crosssection import normalise
 
         return lambda: normalise(panel.lazy(), DEFAULT_FEATURES).collect(engine=ENGINE)
     if name == "pandas_normalise":

@@ -36,10 +36,10 @@ ENGINE = [str(ROOT / ".venv" / "bin" / "engine")]
 def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:
     """Median seconds of each model's whole walk-forward on the default archive."""
     from engine.config import Settings
+    from engine.data.sources import resolve_archive
     from engine.pipeline import StageTimer, prepare
     from engine.pipeline import evaluate as ev
     from engine.schema import ModelName
-    from engine.sources import resolve_archive
 
     settings = Settings(data_path=Path("/nonexistent"), output_path=output, tracking=False)
     archive = resolve_archive(settings)

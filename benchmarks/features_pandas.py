@@ -3,7 +3,7 @@
 Written the way tutorial systems do it: ``groupby("symbol")`` then ``rolling(w)`` per
 column, ``groupby().apply`` where two columns meet (rolling covariance), and a per-date
 ``groupby("date").rank()`` for the cross-sectional normalisation. The definitions are those
-of ``engine/features.py`` (tests/test_sqlviews.py checks that this module agrees with it);
+of ``engine/features/__init__.py`` (tests/test_sqlviews.py checks that this module agrees with it);
 only the speed is under test here.
 """
 
@@ -68,7 +68,7 @@ def _rolling_cov(group: pd.DataFrame, window: int = 63) -> pd.Series:
 
 def rank_normalise(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """Per date: average rank mapped to [-0.5, 0.5] ((rank - 1) / (n - 1) - 0.5; 0 when one
-    value), nulls to 0 -- ``engine.crosssection.normalise`` with the rank method."""
+    value), nulls to 0 -- ``engine.research.crosssection.normalise`` with the rank method."""
     by = frame.groupby("date", sort=False)[list(columns)]
     ranks = by.rank(method="average")
     counts = by.transform("count")

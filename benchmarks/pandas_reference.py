@@ -1,6 +1,6 @@
 """The tutorial way to walk a model forward: refit scikit-learn at every rebalance.
 
-The speed reference of ``engine.models.walk_forward_linear``. At each rebalance date T a
+The speed reference of ``engine.research.models.walk_forward_linear``. At each rebalance date T a
 boolean mask selects the training rows of a pandas frame (label known by T: its end date
 <= T, the engine's purge), a fresh ``sklearn.linear_model.Ridge`` is fitted on them, and
 the rows dated T are scored. Same rows, penalty, purge and rebalance dates as the engine's

@@ -89,7 +89,7 @@ def prepare(ctx: Context) -> None:
 
 def synth(scale: str, out: Path) -> dict[str, object]:
     """Generate the archive ``scale`` (``quick`` or a multiple of the default rows)."""
-    from engine.synth import synthesize
+    from engine.data.synth import synthesize
 
     spec = spec_for(scale)
     started = time.perf_counter()

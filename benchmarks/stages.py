@@ -22,8 +22,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from engine.data.synth import SynthSpec, _business_days
 from engine.schema import ModelName, Weighting
-from engine.synth import SynthSpec, _business_days
 
 ENGINE, REFERENCE, PROBE = "engine", "reference", "probe"
 # An in-memory step over the whole panel, the unit of the speed targets. Its output
@@ -75,7 +75,7 @@ class Context:
 
     @cached_property
     def archive(self) -> Any:
-        from engine.archive import load_archive
+        from engine.data.archive import load_archive
         from engine.schema import DataSource
 
         return load_archive(self.archive_dir, self.cache, DataSource.SYNTHETIC)
@@ -119,7 +119,7 @@ class Stage:
 
 # --- ingest ----------------------------------------------------------------------------------
 def _csv_ingest(ctx: Context) -> Task:
-    from engine.archive import load_archive
+    from engine.data.archive import load_archive
 
     rounds = itertools.count()
     folder: list[Path] = []
@@ -147,7 +147,7 @@ def _pandas_csv(ctx: Context) -> Task:
 
 
 def _parquet_scan(ctx: Context) -> Task:
-    from engine.archive import load_archive
+    from engine.data.archive import load_archive
 
     ctx.archive  # noqa: B018 - the cache exists before timing
 
@@ -191,8 +191,8 @@ def _features_file(engine: str) -> Callable[[Context], Task]:
     def build(ctx: Context) -> Task:
         from engine.features import DEFAULT_FEATURES, feature_panel
         from engine.pipeline.frame import feature_batches
-        from engine.sqlviews import Sources, write_batches
-        from engine.sqlviews import feature_batches as duckdb_feature_batches
+        from engine.views.database import Sources, write_batches
+        from engine.views.database import feature_batches as duckdb_feature_batches
 
         archive, target = ctx.archive, ctx.work / f"features_{engine}.parquet"
         if engine == "polars":
@@ -253,7 +253,7 @@ def _mlflow_logging(ctx: Context) -> Task:
     import mlflow  # noqa: F401 - timed: the import is part of what tracking costs
 
     imported = time.perf_counter() - started
-    from engine import tracking
+    from engine.lifecycle import tracking
     from engine.report import write_outputs
 
     settings = ctx.settings.replace(output_path=ctx.work / "mlflow", tracking=True)

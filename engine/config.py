@@ -57,7 +57,7 @@ class Settings:
     sector_neutral : demean normalised features within (date, sector).
     alpha : penalty of the linear model, in scikit-learn's units: ridge's L2 penalty on the
         centred sum of squares; lasso's / elastic net's overall penalty per row. ``None``
-        means the model's default (``engine.models.DEFAULT_ALPHA``).
+        means the model's default (``engine.research.models.DEFAULT_ALPHA``).
     l1_ratio : elastic net mixing parameter (1 = lasso, 0 = ridge), in [0, 1].
     tune : choose the linear penalty at every rebalance by inner, time-ordered validation
         on the training periods only (held-out MSE), instead of using ``alpha``.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.synth import SynthSpec, synthesize
+from engine.data.synth import SynthSpec, synthesize
 
 SMALL = SynthSpec(n_symbols=40, start=date(2013, 1, 1), end=date(2018, 12, 31), seed=7)
 

@@ -24,7 +24,7 @@ import polars as pl
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.synth import SynthSpec, synthesize
+from engine.data.synth import SynthSpec, synthesize
 
 VENV_BIN = Path(sys.executable).parent
 ENGINE = str(VENV_BIN / "engine")

@@ -1,4 +1,4 @@
-"""engine.archive: reading, validation and error messages of the three Kaggle CSVs."""
+"""engine.data.archive: reading, validation and error messages of the three Kaggle CSVs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import schema
-from engine.archive import Archive, ArchiveError, archive_present, load_archive
+from engine.data.archive import Archive, ArchiveError, archive_present, load_archive
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 N_DAYS = 30
@@ -178,7 +178,7 @@ def test_zero_volume_is_allowed(tmp_path):
 
 def test_symbol_without_company_row_is_a_warning(tmp_path, caplog):
     folder = write_archive(tmp_path / "d", companies=company_rows(("AAA", "BBB")))
-    with caplog.at_level(logging.WARNING, logger="engine.archive"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.archive"):
         archive = load_archive(folder, tmp_path / "cache")
     assert len(archive.warnings) == 1
     assert "CCC" in archive.warnings[0] and schema.COMPANIES_FILE in archive.warnings[0]
@@ -436,7 +436,7 @@ def test_stray_quote_names_line_and_column(tmp_path):
 
 
 def test_file_changed_during_load_is_an_error(tmp_path, monkeypatch):
-    import engine.archive as archive_module
+    import engine.data.archive as archive_module
 
     folder = write_archive(tmp_path / "d")
     real = archive_module.index_levels

@@ -1,4 +1,4 @@
-"""engine.archive.diagnosis: the error path reads files in blocks and names the same line.
+"""engine.data.archive.diagnosis: the error path reads files in blocks and names the same line.
 
 The blocks are 16 MiB; here they are a few bytes, so a block boundary falls before, on
 and after the offending byte, and the message must not change.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import schema
-from engine.archive import ArchiveError, diagnosis, load_archive
+from engine.data.archive import ArchiveError, diagnosis, load_archive
 from tests.test_archive import cache_files, write_archive
 
 BLOCKS = [1, 7, 64, 1 << 24]

@@ -1,4 +1,4 @@
-"""engine.archive.stream: prices ingested batch by batch give the whole-file outcome.
+"""engine.data.archive.stream: prices ingested batch by batch give the whole-file outcome.
 
 Every test runs the tiny archive of ``test_archive`` in batches of a few rows (the real
 batch is 1M rows), so the batch boundaries fall inside symbols, between placeholders and
@@ -13,8 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import cache, schema
-from engine.archive import ArchiveError, csvfile, load_archive
+from engine import schema
+from engine.data import cache
+from engine.data.archive import ArchiveError, csvfile, load_archive
 from tests.test_archive import (
     LEADING_EMPTY,
     N_DAYS,
@@ -112,7 +113,7 @@ def test_wrong_field_count_in_a_late_batch(tmp_path, small_batches):
 def test_rows_out_of_order_between_batches_are_sorted(tmp_path, small_batches, caplog):
     rows = stock_rows()
     rows[20], rows[21] = rows[21], rows[20]  # each batch sorted; not across 20|21
-    with caplog.at_level(logging.INFO, logger="engine.archive.stream"):
+    with caplog.at_level(logging.INFO, logger="engine.data.archive.stream"):
         archive = load_archive(write_archive(tmp_path / "d", rows), tmp_path / "cache")
     prices = archive.prices.collect()
     assert prices.equals(prices.sort("symbol", "date"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.arrays import RUN_GAP, ArrayWriter, RowFile
+from engine.pipeline.arrays import RUN_GAP, ArrayWriter, RowFile
 
 
 def written(path: Path, array: np.ndarray, pieces: int = 3) -> RowFile:

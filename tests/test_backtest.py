@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backtest import backtest, equal_weight_universe, holding_period_returns, simple_returns
+from engine.research.backtest import (
+    backtest,
+    equal_weight_universe,
+    holding_period_returns,
+    simple_returns,
+)
 
 
 def test_simple_returns_of_a_price_matrix():

@@ -1,4 +1,4 @@
-"""engine.cache through engine.archive: fingerprint, hash memo, reuse, repair, concurrency."""
+"""engine.data.cache through engine.data.archive: fingerprint, hash memo, reuse, repair, concurrency."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import cache, schema
-from engine.archive import load_archive
+from engine import schema
+from engine.data import cache
+from engine.data.archive import load_archive
 from tests.test_archive import LEADING_EMPTY, N_DAYS, write_archive
 
 PRICE_ROWS = 3 * N_DAYS - LEADING_EMPTY
@@ -143,7 +144,7 @@ def test_damaged_parquet_is_rebuilt(data, tmp_path, caplog, damage):
         path.write_bytes(raw[:-64] + b"\0" * 64)
     else:
         path.unlink()
-    with caplog.at_level(logging.WARNING, logger="engine.cache"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.cache"):
         again = load_archive(data, tmp_path / "cache")
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     assert_valid(again)
@@ -154,7 +155,7 @@ def test_missing_manifest_is_rebuilt(data, tmp_path, caplog):
     archive = load_archive(data, tmp_path / "cache")
     (archive.cache_dir / cache.MANIFEST_FILE).unlink()
     before = snapshot(archive.cache_dir)
-    with caplog.at_level(logging.WARNING, logger="engine.cache"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.cache"):
         again = load_archive(data, tmp_path / "cache")
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     assert snapshot(again.cache_dir)["prices.parquet"] != before["prices.parquet"]
@@ -188,14 +189,14 @@ def test_read_only_data_path(data, tmp_path):
 CHILD = """
 import json, logging, sys, time
 from pathlib import Path
-from engine.archive import load_archive
+from engine.data.archive import load_archive
 
 data, cache_path, barrier, n = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 built = []
 handler = logging.Handler(logging.INFO)
 handler.emit = lambda r: built.append(r.getMessage()) if r.getMessage().startswith("cached ") else None
-logging.getLogger("engine.cache").addHandler(handler)
-logging.getLogger("engine.cache").setLevel(logging.INFO)
+logging.getLogger("engine.data.cache").addHandler(handler)
+logging.getLogger("engine.data.cache").setLevel(logging.INFO)
 (barrier / str(time.monotonic_ns())).touch()
 while len(list(barrier.iterdir())) < n:  # start together, once every process has imported
     time.sleep(0.005)

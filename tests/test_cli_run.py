@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine import sources
 from engine.cli import main
-from engine.synth import SynthSpec
+from engine.data import sources
+from engine.data.synth import SynthSpec
 
 PORTFOLIO_COLUMNS = ["symbol", "name", "sector", "weight", "score"]
 

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
+from engine.data.synth import SynthSpec, synthesize
 from engine.features import DEFAULT_FEATURES
-from engine.synth import SynthSpec, synthesize
 from tests.test_sqlviews import assert_same_panel
 
 SPEC = SynthSpec(n_symbols=25, start=date(2016, 1, 4), end=date(2018, 6, 29))
@@ -77,8 +77,8 @@ def test_features_polars_and_duckdb_write_the_same_file(invoke, tmp_path: Path) 
 def test_features_are_written_batch_by_batch(invoke, tmp_path, monkeypatch, engine) -> None:
     """Small batches of whole symbols reach the file one at a time, and the file is the
     panel computed in one piece (to float rounding: rolling sums restart per batch)."""
-    from engine import sqlviews
     from engine.pipeline import frame
+    from engine.views import database as sqlviews
 
     result = invoke("features", "--engine", engine)
     assert result.exit_code == 0, result.output

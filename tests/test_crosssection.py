@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.crosssection import (
+from engine.research.crosssection import (
     normalise,
     rank_frame,
     rank_to_unit,

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.archive import load_archive
 from engine.config import Settings
+from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import frame as frame_module
 from engine.pipeline.frame import (
@@ -22,8 +22,8 @@ from engine.pipeline.frame import (
 )
 from engine.pipeline.modeldata import DayTable, model_inputs
 from engine.pipeline.store import LABEL_NEVER
+from engine.research.splits import available_period, prediction_period, rebalance_dates
 from engine.schema import ADJ_CLOSE, DATE, SYMBOL, Normalisation, Rebalance
-from engine.splits import available_period, prediction_period, rebalance_dates
 
 
 def prices(seed: int) -> pl.DataFrame:

@@ -1,7 +1,7 @@
 """Honesty: the pipeline measures a planted signal, finds none where there is none, and
 its checks catch a leak when one is put in on purpose.
 
-Two synthetic archives in the Kaggle format (``engine.synth``): 200 symbols, 2011-2019
+Two synthetic archives in the Kaggle format (``engine.data.synth``): 200 symbols, 2011-2019
 (84 monthly out-of-sample periods, after a year of feature history and the 12-month
 minimum training history), seed 11;
 one with a planted 12-1 momentum rank IC of 0.10 against the forward 21-day return,
@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.archive import Archive, load_archive
 from engine.config import Settings
+from engine.data.archive import Archive, load_archive
+from engine.data.synth import SynthSpec, synthesize
 from engine.pipeline import Prepared, StageTimer, evaluate_model, prepare
 from engine.pipeline import evaluate as ev
 from engine.schema import ModelName, TrainWindow
-from engine.synth import SynthSpec, synthesize
 
 PLANTED_IC = 0.10
 SPEC = {"n_symbols": 200, "start": date(2011, 1, 3), "end": date(2019, 12, 31), "seed": 11}

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine import metrics as mt
+from engine.research import metrics as mt
 
 RNG = np.random.default_rng(0)
 

@@ -12,10 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.archive import load_archive
 from engine.config import Settings
+from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
-from engine.models import (
+from engine.pipeline import Prepared, StageTimer, prepare
+from engine.pipeline.frame import model_frame
+from engine.research.models import (
     LinearFit,
     LinearSpec,
     Moments,
@@ -27,12 +29,10 @@ from engine.models import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.models.linear import enet_gram, polish
-from engine.models.tuning import InnerSplit, tuned_alpha
-from engine.pipeline import Prepared, StageTimer, prepare
-from engine.pipeline.frame import model_frame
+from engine.research.models.linear import enet_gram, polish
+from engine.research.models.tuning import InnerSplit, tuned_alpha
+from engine.research.splits import schedule
 from engine.schema import ModelName, TrainWindow
-from engine.splits import schedule
 
 PARITY = 1e-8  # required agreement of predictions with a refitted scikit-learn estimator
 
@@ -230,7 +230,9 @@ def test_to_sklearn_predicts_like_the_fit(model: ModelName):
 
 
 def test_importing_models_does_not_import_sklearn():
-    code = "import sys, engine.models, engine.pipeline; assert 'sklearn' not in sys.modules"
+    code = (
+        "import sys, engine.research.models, engine.pipeline; assert 'sklearn' not in sys.modules"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

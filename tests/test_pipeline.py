@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from engine.archive import load_archive
 from engine.cli import main
 from engine.config import Settings
+from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import StageTimer, prepare, run
 from engine.pipeline.compare import COLUMNS, run_all
@@ -136,7 +136,7 @@ def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, ba
 
 
 def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
-    from engine.models import ModelError
+    from engine.research.models import ModelError
 
     short = dataclasses.replace(
         archive, prices=archive.prices.filter(pl.col("date") < pl.date(2014, 3, 1))
@@ -200,7 +200,7 @@ def test_index_levels_fill_gaps_inside_the_file_only():
 
 
 def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):
-    from engine.models.tuning import ENET_GRID
+    from engine.research.models.tuning import ENET_GRID
 
     result = run(archive, base.replace(model=ModelName.LASSO, tune=True, validation_periods=6))
     assert result.metrics["model_alpha_median"] in ENET_GRID

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.portfolio import (
+from engine.research.portfolio import (
     COV_WINDOW,
     PortfolioSpec,
     capped,

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 from scipy.stats import rankdata
 
-from engine import ranking
-from engine.crosssection import _arrow_parts
-from engine.ranking import DateBlocks, NullBits, unit_ranks
+from engine.research import ranking
+from engine.research.crosssection import _arrow_parts
+from engine.research.ranking import DateBlocks, NullBits, unit_ranks
 
 
 def reference(values: np.ndarray, null: np.ndarray, days: np.ndarray, keep: bool) -> np.ndarray:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import registry, tracking
 from engine.config import Settings
-from engine.promotion import Evidence, Policy, PolicyError, beats, decide
+from engine.lifecycle import registry, tracking
+from engine.lifecycle.promotion import Evidence, Policy, PolicyError, beats, decide
 from tests.mlflow_server import VENV_BIN, child_env, client_for, engine, run_args, sqlite_uri
 
 pytest_plugins = ("tests.conftest_mlflow",)  # fixtures: mlflow_service, server_uri, model_name

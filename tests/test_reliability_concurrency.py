@@ -1,6 +1,6 @@
 """Issue 8, item 4: four ``engine run`` processes at once, one SQLite store, one output folder.
 
-The choice: one output folder shared under an exclusive lock (``engine.locks``). Each run
+The choice: one output folder shared under an exclusive lock (``engine.io.locks``). Each run
 computes in parallel, then holds ``OUTPUT_PATH/.engine-output.lock`` while it writes its
 outputs and records its MLflow run, so the files in the folder always come from one run
 and each run's MLflow artifacts are exactly the files it wrote.
@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import locks
+from engine.io import locks
 from tests.reliability_helpers import (
     assert_no_partial_files,
     assert_valid_cache,
@@ -96,7 +96,7 @@ def test_four_runs_without_tracking_share_the_cache_and_never_mix_outputs(
 def test_four_tracked_runs_record_everything_and_crown_one_champion(
     small_archive: Path, tmp_path: Path
 ):
-    from engine import registry, tracking
+    from engine.lifecycle import registry, tracking
     from tests.mlflow_server import client_for, sqlite_uri
 
     out = tmp_path / "out"

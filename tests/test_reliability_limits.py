@@ -10,7 +10,7 @@ killed the moment its summed resident size passes 2 GiB (as the kernel's OOM kil
 would), and at the end the sum of every process's peak (``VmHWM``, the kernel's own
 high-water mark, and ``ru_maxrss`` of the engine) must be below 2 GiB.
 
-"Too large for memory": ``engine.memory`` estimates a run's peak from the archive's size
+"Too large for memory": ``engine.io.memory`` estimates a run's peak from the archive's size
 before parsing it (and from the cache's row count before scanning it) and refuses, with
 one line, when the estimate exceeds the available memory (``MemAvailable`` capped by the
 cgroup's limit). The tests make the available memory small and check the refusal: exit 1,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import memory
+from engine.io import memory
 from tests.reliability_helpers import (
     TINY_RUN,
     assert_one_error_line,
@@ -173,7 +173,7 @@ def test_a_cached_archive_too_large_to_run_is_refused_before_scanning(
 def test_the_refusal_as_a_real_process_is_one_line_on_stderr(archive: Path, tmp_path: Path):
     code = (
         "import sys\n"
-        "from engine import memory\n"
+        "from engine.io import memory\n"
         "memory.available_bytes = lambda: 32 * 2**20  # a machine with 32 MB to spare\n"
         "from engine.cli import main\n"
         "main(sys.argv[1:])\n"

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, open_read_only
+from engine.views.database import DATABASE_FILE, Sources, ensure_database, open_read_only
 from tests.reliability_helpers import TINY_RUN, assert_one_error_line, invoke, tiny_archive
 
 CANARY = "canary-5f0c1d2e-not-for-sql"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import registry
+from engine.lifecycle import registry
 from tests.reliability_helpers import (
     TINY_RUN,
     Outcome,

@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import registry, tracking
 from engine.cli.predict import features_on, settings_of_run
 from engine.config import Settings
-from engine.sources import resolve_archive
+from engine.data.sources import resolve_archive
+from engine.lifecycle import registry, tracking
 from tests import mlflow_server
 from tests.mlflow_server import client_for, engine, run_args, sqlite_uri
 

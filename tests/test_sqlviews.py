@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import sqlviews as sv
-from engine.archive import Archive, load_archive
+from engine.data.archive import Archive, load_archive
+from engine.data.synth import SynthSpec, synthesize
 from engine.features import DEFAULT_FEATURES, feature_panel
 from engine.schema import COMPANIES_SCHEMA
-from engine.synth import SynthSpec, synthesize
+from engine.views import database as sv
 from tests.panels import random_panel
 
 SPEC = SynthSpec(n_symbols=25, start=date(2016, 1, 4), end=date(2018, 6, 29))

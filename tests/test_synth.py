@@ -1,4 +1,4 @@
-"""Tests for engine.synth: format identity with the Kaggle archive, determinism, atomic writes,
+"""Tests for engine.data.synth: format identity with the Kaggle archive, determinism, atomic writes,
 forward simulation, and the planted (and absent) momentum signal.
 
 Tolerances of the signal tests come from 30 seeds of the 200-symbol 2012-2019 panel:
@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 
 from engine import schema
-from engine.synth import SynthSpec, signal_k, synth_frames, synthesize
+from engine.data.synth import SynthSpec, signal_k, synth_frames, synthesize
 
 SMALL = SynthSpec(n_symbols=60, start=dt.date(2018, 1, 1), end=dt.date(2019, 6, 28), seed=3)
 PANEL = {"n_symbols": 200, "start": dt.date(2012, 1, 2), "end": dt.date(2019, 12, 31)}

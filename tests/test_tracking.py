@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import tracking
+from engine import views
 from engine.config import Settings
 from engine.features import DEFAULT_FEATURES
+from engine.lifecycle import tracking
 from tests.mlflow_server import (
     VENV_BIN,
     child_env,
@@ -108,7 +109,7 @@ def test_artifacts_outputs_plots_features_and_sql_views(recorded):
 
     assert {"portfolio_ridge.csv", "metrics_ridge.json", "equity_ridge.png"} <= names("outputs")
     assert names("features") == {"features.json"}
-    assert names("sql") == {p.name for p in (REPO / "sql").glob("*.sql")}
+    assert names("sql") == {p.name for p in views.sql_files()}
     local = Path(client.download_artifacts(run.info.run_id, "features/features.json", str(out)))
     definitions = json.loads(local.read_text())
     assert set(definitions["features"]) == set(DEFAULT_FEATURES)

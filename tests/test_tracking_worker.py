@@ -1,5 +1,5 @@
 """``engine run`` as a real process: tracking happens in a worker process started before
-the pipeline (``engine.worker.TrackingWorker``); what it logs, and how its failures come back."""
+the pipeline (``engine.lifecycle.worker.TrackingWorker``); what it logs, and how its failures come back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import tracking
+from engine.lifecycle import tracking
 from tests.mlflow_server import VENV_BIN, child_env, client_for, free_port, sqlite_uri
 
 

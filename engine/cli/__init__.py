@@ -22,15 +22,15 @@ EXIT_TRACKING = 3
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from engine.archive import ArchiveError
     from engine.config import SettingsError
+    from engine.data.archive import ArchiveError
     from engine.features import FeatureError
-    from engine.memory import InsufficientMemory
-    from engine.models import ModelError
-    from engine.portfolio import PortfolioError
-    from engine.promotion import PolicyError
-    from engine.registry import RegistryError
-    from engine.sqlviews import QueryError
+    from engine.io.memory import InsufficientMemory
+    from engine.lifecycle.promotion import PolicyError
+    from engine.lifecycle.registry import RegistryError
+    from engine.research.models import ModelError
+    from engine.research.portfolio import PortfolioError
+    from engine.views.database import QueryError
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
@@ -61,7 +61,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except OSError as exc:  # unwritable output/cache folder, full disk, ...
             where = f": {exc.filename}" if exc.filename else ""
             raise EngineError(f"{exc.strerror or exc}{where}") from exc
-        except MemoryError as exc:  # numpy or Python ran out (Polars aborts: see engine.memory)
+        except MemoryError as exc:  # numpy or Python ran out (Polars aborts: see engine.io.memory)
             raise EngineError("out of memory: free memory or use a smaller archive") from exc
 
     return wrapper

@@ -56,7 +56,7 @@ def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signa
     """Write a deterministic synthetic archive in the exact Kaggle format, with a planted
     momentum signal of known strength."""
     from engine.config import Settings
-    from engine.synth import SynthSpec, synthesize
+    from engine.data.synth import SynthSpec, synthesize
 
     folder = out or Settings.from_env().data_path
     try:
@@ -75,8 +75,8 @@ def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signa
 @friendly
 def validate(**flags: Any) -> None:
     """Validate the archive in DATA_PATH, build its Parquet cache, print its fingerprint."""
-    from engine.archive import load_archive
     from engine.config import Settings
+    from engine.data.archive import load_archive
 
     settings = Settings.from_env(flags)
     archive = load_archive(settings.data_path, Path(settings.cache_path))

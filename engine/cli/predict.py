@@ -111,10 +111,10 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:  #
     """Write OUTPUT_PATH/predict_<model>_<date>.csv: the portfolio for AS_OF from a
     registered model, scored on features computed exactly as in ``engine run`` (with the
     model's own feature settings, read from the run that logged it)."""
-    from engine import registry, tracking
     from engine.config import Settings
-    from engine.files import atomic_write
-    from engine.sources import resolve_archive
+    from engine.data.sources import resolve_archive
+    from engine.io.files import atomic_write
+    from engine.lifecycle import registry, tracking
 
     settings = Settings.from_env(flags)
     uri = model_uri or f"models:/{settings.registered_model_name}@{registry.CHAMPION}"

@@ -37,13 +37,13 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
     """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
-    from engine import tracking
     from engine.config import Settings
+    from engine.lifecycle import tracking
 
     settings = Settings.from_env(flags)
     uri = settings.mlflow_uri
     if uri.startswith("sqlite:///"):
-        from engine.registry import sqlite_path
+        from engine.lifecycle.registry import sqlite_path
 
         if not sqlite_path(uri).is_file():
             raise EngineError(
@@ -65,7 +65,7 @@ def tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from engine.tracking import TrackingError
+        from engine.lifecycle.tracking import TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -96,7 +96,7 @@ def _aliases_of(all_aliases: dict[str, str], number: str) -> str:
 @tracked
 def list_versions(**flags: Any) -> None:
     """Every version of the registered models, with aliases and promotion decisions."""
-    from engine import registry, tracking
+    from engine.lifecycle import registry, tracking
 
     settings, client = open_registry(flags)
     with tracking.store_errors(settings, "listing the registry"):
@@ -109,7 +109,7 @@ def list_versions(**flags: Any) -> None:
 
 
 def _print_model(client: Any, name: str) -> None:
-    from engine import registry
+    from engine.lifecycle import registry
 
     found = registry.aliases(client, name)
     champion = found.get(registry.CHAMPION, "none")
@@ -141,7 +141,7 @@ def _number(value: float) -> str:
 
 def comparison(client: Any, name: str, wanted: Sequence[str]) -> dict[str, Any]:
     """Per version: aliases, data identity, settings that differ, and every metric."""
-    from engine import registry
+    from engine.lifecycle import registry
 
     all_versions = {str(mv.version): mv for mv in registry.versions(client, name)}
     chosen = [v.lstrip("v") for v in wanted] or list(all_versions)
@@ -174,7 +174,7 @@ def comparison(client: Any, name: str, wanted: Sequence[str]) -> dict[str, Any]:
 def compare(versions: tuple[str, ...], as_json: bool, timings: bool, **flags: Any) -> None:
     """Metrics of VERSIONS (default: every version) side by side, with the data they were
     measured on and the settings that differ between them."""
-    from engine import tracking
+    from engine.lifecycle import tracking
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
@@ -215,7 +215,7 @@ def _comparison_text(name: str, table: dict[str, Any], timings: bool) -> str:
 @tracked
 def promote(version: str, **flags: Any) -> None:
     """Make VERSION the champion by hand (recorded on the version as a manual promotion)."""
-    from engine import registry, tracking
+    from engine.lifecycle import registry, tracking
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
@@ -230,7 +230,7 @@ def promote(version: str, **flags: Any) -> None:
 @tracked
 def rollback(**flags: Any) -> None:
     """Return the champion to the previous one (the version crowned before it)."""
-    from engine import registry, tracking
+    from engine.lifecycle import registry, tracking
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name

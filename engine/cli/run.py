@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from engine.cli import EXIT_TRACKING, EngineError, choice, data_options, friendly, main
-from engine.locks import output_lock
+from engine.io.locks import output_lock
 from engine.schema import ModelName, Normalisation, Rebalance, TrainWindow, Weighting
 
 ALL_MODELS = "all"
@@ -121,12 +121,12 @@ def run(no_tracking: bool, no_plots: bool, no_feature_cache: bool, **flags: Any)
     with contextlib.ExitStack() as hold:
         prepared = None
         if settings.tracking:  # mlflow imports and probes (a child process) while we compute
-            from engine.worker import start_tracking
+            from engine.lifecycle.worker import start_tracking
 
             prepared = hold.enter_context(start_tracking(settings))
         # Only now: its imports (Polars, numpy: ~0.3 s) would delay the worker's start,
         # and the worker's imports are the longest chain of a tracked run.
-        from engine.sources import resolve_archive
+        from engine.data.sources import resolve_archive
 
         archive = resolve_archive(settings)
         plots = not no_plots
@@ -173,7 +173,7 @@ def _run_all(
 
 
 def _track(results: list, files: list[dict[str, Path]], settings: Any, prepared: Any) -> None:
-    from engine.worker import TrackingError
+    from engine.lifecycle.worker import TrackingError
 
     where = settings.as_params()["tracking_uri"]
     for result, artifacts in zip(results, files, strict=True):

@@ -46,12 +46,12 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
 
     Computed and written one batch of whole symbols at a time (windows never cross a
     symbol), so memory holds one batch, not the panel, whatever the archive's size."""
-    from engine import sqlviews
     from engine.config import Settings
+    from engine.data.sources import resolve_archive
     from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
     from engine.pipeline import frame
-    from engine.sources import resolve_archive
-    from engine.sqlviews import DATABASE_FILE, Sources, ensure_database, write_batches
+    from engine.views import database as sqlviews
+    from engine.views.database import DATABASE_FILE, Sources, ensure_database, write_batches
 
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
@@ -130,8 +130,8 @@ def sql(
     engine sql --file query.sql --out result.parquet
     """
     from engine.config import Settings
-    from engine.sources import resolve_archive
-    from engine.sqlviews import (
+    from engine.data.sources import resolve_archive
+    from engine.views.database import (
         DATABASE_FILE,
         Sources,
         ensure_database,

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.archive import Archive
-from engine.backtest import Market
 from engine.config import Settings
+from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
-from engine.models import ModelError
 from engine.pipeline import evaluate as ev
 from engine.pipeline.frame import MIN_HISTORY_ROWS, market, price_matrix
 from engine.pipeline.modeldata import ModelData, model_data, model_inputs
+from engine.research.backtest import Market
+from engine.research.models import ModelError
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
 
 log = logging.getLogger(__name__)

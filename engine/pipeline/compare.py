@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine import metrics as mt
-from engine.archive import Archive
 from engine.config import Settings
+from engine.data.archive import Archive
 from engine.pipeline import RunResult, StageTimer, evaluate_model, prepare
+from engine.research import metrics as mt
 from engine.schema import ModelName
 
 # (column, metric key): the columns first, then the honest extras.

@@ -8,10 +8,11 @@ from contextlib import nullcontext
 import numpy as np
 import polars as pl
 
-from engine import backtest as bt
-from engine import metrics as mt
 from engine.config import Settings
-from engine.models import (
+from engine.pipeline.modeldata import ModelData
+from engine.research import backtest as bt
+from engine.research import metrics as mt
+from engine.research.models import (
     LINEAR_MODELS,
     TREE_MODELS,
     InnerSplit,
@@ -23,8 +24,7 @@ from engine.models import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.pipeline.modeldata import ModelData
-from engine.portfolio import PortfolioSpec, scheme_weights
+from engine.research.portfolio import PortfolioSpec, scheme_weights
 from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Weighting
 
 MOMENTUM_FEATURE = "mom_12_1"

@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine import backtest as bt
-from engine import crosssection, features, ranking
-from engine.archive import Archive
+from engine import features
 from engine.config import Settings
-from engine.crosssection import normalise
+from engine.data.archive import Archive
 from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, feature_panel, label_name
 from engine.pipeline import store
+from engine.research import backtest as bt
+from engine.research import crosssection, ranking
+from engine.research.crosssection import normalise
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL, Normalisation
 
 log = logging.getLogger(__name__)

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.archive import Archive
-from engine.arrays import RowFile
 from engine.config import Settings
+from engine.data.archive import Archive
 from engine.features import label_name
+from engine.pipeline.arrays import RowFile
 from engine.pipeline.frame import frame_files, label_end_name, model_frame
 from engine.pipeline.store import LABEL_NEVER, key_arrays
+from engine.research.splits import Schedule, rebalance_dates, schedule
 from engine.schema import DATE, SYMBOL
-from engine.splits import Schedule, rebalance_dates, schedule
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.arrays import ArrayWriter, RowFile
-from engine.cache import exclusive_lock  # the archive cache's build lock
-from engine.files import atomic_write, fsync
+from engine.data.cache import exclusive_lock  # the archive cache's build lock
+from engine.io.files import atomic_write, fsync
+from engine.pipeline.arrays import ArrayWriter, RowFile
 
 log = logging.getLogger(__name__)
 

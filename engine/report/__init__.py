@@ -20,7 +20,7 @@ from typing import IO
 
 import polars as pl
 
-from engine.files import atomic_write
+from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
 

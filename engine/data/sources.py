@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.archive import Archive, archive_present, load_archive
 from engine.config import Settings
+from engine.data.archive import Archive, archive_present, load_archive
+from engine.data.synth import SynthSpec, synthesize
 from engine.schema import ARCHIVE_FILES, DataSource
-from engine.synth import SynthSpec, synthesize
 
 log = logging.getLogger(__name__)
 

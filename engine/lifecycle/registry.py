@@ -1,5 +1,5 @@
 """The model registry: versions, the ``challenger`` and ``champion`` aliases, and the
-promotion policy (``engine.promotion``) applied to each new version. With ``tracking``
+promotion policy (``engine.lifecycle.promotion``) applied to each new version. With ``tracking``
 the only modules that use mlflow (the client is passed in).
 
 Every registered version becomes ``challenger``; ``promotion.decide`` says whether it
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine import locks
-from engine.promotion import Decision, Evidence, Policy, beats, decide
+from engine.io import locks
+from engine.lifecycle.promotion import Decision, Evidence, Policy, beats, decide
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"

@@ -1,5 +1,5 @@
 -- Staging: the validated Parquet cache, renamed and cast; nothing else.
--- src_prices, src_index and src_companies are bound to the cache files by engine.sqlviews
+-- src_prices, src_index and src_companies are bound to the cache files by engine.views.database
 -- (through DuckDB's relational API, so no path is ever pasted into SQL text).
 
 create or replace view prices as

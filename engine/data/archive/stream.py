@@ -23,11 +23,11 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.archive.checks import increasing, placeholder, price_checks, sorted_unique, violation
-from engine.archive.csvfile import UnreadableCsv, check_header, diagnose, typed_batches
-from engine.archive.diagnosis import ArchiveError
-from engine.archive.spec import PRICE_KEYS, STOCKS, finish, parsed_dates
-from engine.cache import Sink
+from engine.data.archive.checks import increasing, placeholder, price_checks, sorted_unique, violation
+from engine.data.archive.csvfile import UnreadableCsv, check_header, diagnose, typed_batches
+from engine.data.archive.diagnosis import ArchiveError
+from engine.data.archive.spec import PRICE_KEYS, STOCKS, finish, parsed_dates
+from engine.data.cache import Sink
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.models.linear import LinearFit, PeriodStats, fit_linear
+from engine.research.models.linear import LinearFit, PeriodStats, fit_linear
 from engine.schema import ModelName
 
 # Candidate penalties. Ridge's are per training row (alpha = g * n, sum-of-squares units),

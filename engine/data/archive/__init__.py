@@ -6,7 +6,7 @@ re-read the file to name the offending line, column and value (``diagnosis``). T
 prices are read, checked and written in batches (``stream``), so the ingest's memory
 does not grow with the archive; the index and the companies are small and read whole.
 Validated tables go to a Parquet cache keyed by the dataset fingerprint
-(``engine.cache``); every later run scans that.
+(``engine.data.cache``); every later run scans that.
 
 Line numbers in messages are 1-based with the header as line 1, so data row ``i``
 (0-based) is line ``i + 2`` unless quoted fields span lines (then lines are counted).
@@ -23,9 +23,11 @@ from typing import Any
 
 import polars as pl
 
-from engine import cache, memory
+from engine.data import cache
+
+from engine.io import memory
 from engine import schema as s
-from engine.archive.checks import (
+from engine.data.archive.checks import (
     Check,
     date_checks,
     finite_checks,
@@ -35,10 +37,10 @@ from engine.archive.checks import (
     validate,
     validate_unique,
 )
-from engine.archive.csvfile import read
-from engine.archive.diagnosis import ArchiveError
-from engine.archive.spec import COMPANIES, INDEX, TABLE_SCHEMAS, finish, parsed_dates
-from engine.archive.stream import stream_prices
+from engine.data.archive.csvfile import read
+from engine.data.archive.diagnosis import ArchiveError
+from engine.data.archive.spec import COMPANIES, INDEX, TABLE_SCHEMAS, finish, parsed_dates
+from engine.data.archive.stream import stream_prices
 from engine.schema import DataSource
 
 __all__ = [

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.archive.checks import unparsable_checks, violation
-from engine.archive.diagnosis import ArchiveError, first_line, structure_error
-from engine.archive.spec import ROW, Spec, with_parsed_date
+from engine.data.archive.checks import unparsable_checks, violation
+from engine.data.archive.diagnosis import ArchiveError, first_line, structure_error
+from engine.data.archive.spec import ROW, Spec, with_parsed_date
 
 # Rows per batch of a streamed read (~19 MB of CSV). Peak RSS of a cold load_archive,
 # measured on the 1x and 10x benchmark archives (1.9M and 18.9M rows): 0.37 and 0.55 GB

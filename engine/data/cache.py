@@ -36,7 +36,7 @@ from typing import IO, Any
 
 import polars as pl
 
-from engine.files import atomic_write, sink_parquet
+from engine.io.files import atomic_write, sink_parquet
 
 logger = logging.getLogger(__name__)
 

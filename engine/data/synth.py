@@ -52,7 +52,7 @@ import numpy as np
 import polars as pl
 
 from engine import schema
-from engine.files import atomic_write
+from engine.io.files import atomic_write
 
 K_SCALE = 0.00466
 MU = 0.0002  # daily log drift, identical for all symbols

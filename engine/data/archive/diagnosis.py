@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.archive.spec import ROW, Spec
+from engine.data.archive.spec import ROW, Spec
 
 _BLOCK_BYTES = 1 << 24  # 16 MiB read at a time when scanning a file
 _BOM = b"\xef\xbb\xbf"

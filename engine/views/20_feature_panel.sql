@@ -12,7 +12,7 @@
 --     dates the index lacks.
 -- Labels look forward by construction (lead) and are kept apart: no feature reads them, and
 -- the features and labels views below split the panel again.
--- Definitions match engine/features.py exactly (tests/test_sqlviews.py holds them to 1e-9).
+-- Definitions match engine/features/__init__.py exactly (tests/test_sqlviews.py holds them to 1e-9).
 
 create or replace view feature_panel as
 with daily_returns as (

@@ -7,7 +7,7 @@ ranking model needs.
 Speed and memory note: ``rank_to_unit`` is the definition, a Polars window expression.
 Polars evaluates ``rank().over(date)`` group by group (~0.2 s and ~50 MB of transient
 memory per column on 1.9M rows), so ``normalise`` ranks frames sorted by date with
-``rank_frame`` instead: the numpy kernel of ``engine.ranking`` (SIMD sorts of blocks of
+``rank_frame`` instead: the numpy kernel of ``engine.research.ranking`` (SIMD sorts of blocks of
 dates), one column per thread. Same average ranks, same arithmetic: the values are
 identical to the bit (tested against the expression, ties and nulls included). Frames it
 cannot take (dates not sorted, NaN or infinite values, non-float columns) use the
@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 import polars as pl
 
-from engine.ranking import DateBlocks, NullBits, Scratch, unit_ranks
+from engine.research.ranking import DateBlocks, NullBits, Scratch, unit_ranks
 from engine.schema import DATE, SECTOR, Normalisation
 
 ZSCORE_CLIP = 3.0  # winsorising bound for z-scores, in standard deviations

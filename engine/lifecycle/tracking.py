@@ -2,7 +2,7 @@
 import mlflow, and only when tracking (``engine run --no-tracking`` never imports it).
 
 ``import mlflow``, scikit-learn and the SQL store are ~1.5 s of pure-Python imports (cpu,
-see ``engine.worker``), so ``engine run`` starts them with ``engine.worker.start_tracking`` before the pipeline: in a
+see ``engine.lifecycle.worker``), so ``engine run`` starts them with ``engine.lifecycle.worker.start_tracking`` before the pipeline: in a
 child process (``TrackingWorker``, whose main is ``serve_worker`` here: it also probes the
 server and logs the run it is sent), or on a background thread (``preflight``) when this
 process has mlflow imported already. A thread would hold the GIL for those seconds, and
@@ -52,11 +52,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine import logs, promotion, registry
+from engine import logs, views
 from engine.config import Settings, redact_uri
+from engine.lifecycle import promotion, registry
+from engine.lifecycle.provenance import backtest_period, feature_definitions, run_tags
+from engine.lifecycle.worker import TrackedRun, TrackingError, configure
 from engine.pipeline import RunResult
-from engine.provenance import backtest_period, feature_definitions, run_tags
-from engine.worker import TrackedRun, TrackingError, configure
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,6 @@ MLFLOW_SOURCE_NAME = "mlflow.source.name"  # mlflow.utils.mlflow_tags (not impor
 SERIALIZATION = "cloudpickle"
 # What the logged model needs to load and predict (mlflow itself is added by MLflow).
 PIP_PACKAGES = ("scikit-learn", "numpy", "scipy", "pandas", "cloudpickle")
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _COMMON_IMPORTS = ("mlflow", "mlflow.entities", "mlflow.models", "mlflow.sklearn",
                    "mlflow.pyfunc", "sklearn.linear_model")  # fmt: skip
 _STORE_IMPORTS = {
@@ -298,7 +298,7 @@ def experiment_id(client: Any, settings: Settings) -> str:
         return client.create_experiment(EXPERIMENT, artifact_location=location)
 
 
-# --- what a run records (identity: engine.provenance) ------------------------------------
+# --- what a run records (identity: engine.lifecycle.provenance) ------------------------------------
 def _millis(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
@@ -371,8 +371,9 @@ def _stage_artifacts(folder: Path, result: RunResult, outputs: dict[str, Path]) 
     (folder / "features").mkdir()
     definitions = json.dumps(feature_definitions(result), indent=2)
     (folder / "features" / "features.json").write_text(definitions)
-    if SQL_DIR.is_dir():
-        shutil.copytree(SQL_DIR, folder / "sql", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "sql").mkdir()
+    for sql in views.sql_files():
+        (folder / "sql" / sql.name).write_bytes(sql.read_bytes())
 
 
 def pip_requirements() -> list[str]:
@@ -387,7 +388,7 @@ def log_model(result: RunResult, tags: dict[str, str] | None = None) -> Any:
     import numpy as np
     from mlflow.models import infer_signature
 
-    from engine.models import to_sklearn
+    from engine.research.models import to_sklearn
 
     estimator = copy.copy(to_sklearn(result.model, result.settings.alpha))
     estimator.feature_names_in_ = np.asarray(result.features, dtype=object)
@@ -486,7 +487,7 @@ def _record(
     return TrackedRun(run_id, info.model_uri, registered)
 
 
-# --- the tracking worker: the child side (engine.worker starts it) ----------------------
+# --- the tracking worker: the child side (engine.lifecycle.worker starts it) ----------------------
 def _portable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a TrackingError with its first line; the
     worker's traceback goes with it as a note (shown only if it ends in a traceback)."""
@@ -500,7 +501,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def serve_worker() -> None:
-    """Main of the tracking worker (see ``engine.worker.TrackingWorker``).
+    """Main of the tracking worker (see ``engine.lifecycle.worker.TrackingWorker``).
 
     Imports run with the cyclic garbage collector off (it would walk the growing module
     graph again and again: ~20% of their CPU) and the imported objects are then frozen.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.archive.diagnosis import ArchiveError, lines_of, row_error
-from engine.archive.spec import PARSED_DATE, PRICE_COLUMNS, ROW, STOCK_NUMBERS, SYMBOL_PATTERN, Spec
+from engine.data.archive.diagnosis import ArchiveError, lines_of, row_error
+from engine.data.archive.spec import PARSED_DATE, PRICE_COLUMNS, ROW, STOCK_NUMBERS, SYMBOL_PATTERN, Spec
 
 
 @dataclass(frozen=True)

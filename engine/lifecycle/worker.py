@@ -7,7 +7,7 @@ a run, against ~1.3 s for the pipeline and its outputs. So the worker process is
 first, and this module is what starts it: it imports nothing heavy (no Polars, no
 ``engine.pipeline``, no mlflow), so ``engine run`` reaches the ``Popen`` ~0.05 s after
 it starts, before it imports the archive readers. The child's side (``serve_worker``,
-``log_run``) is in ``engine.tracking``.
+``log_run``) is in ``engine.lifecycle.tracking``.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.config import Settings
+    from engine.lifecycle.tracking import Preflight
     from engine.pipeline import RunResult
-    from engine.tracking import Preflight
 
-log = logging.getLogger("engine.tracking")
+log = logging.getLogger("engine.lifecycle.tracking")
 
 
 # The worker's answers: defined here, the light module, so that the engine process
-# receiving them does not import ``engine.tracking`` (~20 ms); ``engine.tracking`` exports
+# receiving them does not import ``engine.lifecycle.tracking`` (~20 ms); ``engine.lifecycle.tracking`` exports
 # both.
 class TrackingError(RuntimeError):
     """The tracking store cannot be reached or used; outputs on disk are unaffected."""
@@ -69,7 +69,9 @@ def configure(settings: Settings) -> None:
 
 
 # The cyclic collector is off from the first import (serve_worker explains why).
-_WORKER_ENTRY = "import gc; gc.disable(); from engine.tracking import serve_worker; serve_worker()"
+_WORKER_ENTRY = (
+    "import gc; gc.disable(); from engine.lifecycle.tracking import serve_worker; serve_worker()"
+)
 
 
 class TrackingWorker:
@@ -117,7 +119,7 @@ class TrackingWorker:
 
     def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
         """``log_run`` in the child; its exceptions are raised here."""
-        from engine import promotion
+        from engine.lifecycle import promotion
 
         if result.model is not None:  # a policy error ends the run before anything is sent
             promotion.Policy.from_settings(settings).resolve(result.metrics)
@@ -161,7 +163,7 @@ def start_tracking(settings: Settings) -> Preflight | TrackingWorker:
     """Prepare tracking while the pipeline runs: a worker process, or a background thread
     when mlflow is already imported here (nothing left to take off the GIL)."""
     if "mlflow" in sys.modules:
-        from engine.tracking import preflight
+        from engine.lifecycle.tracking import preflight
 
         return preflight(settings)
     return TrackingWorker(settings)

@@ -12,8 +12,8 @@ Nothing here imports scikit-learn at module import.
 
 from __future__ import annotations
 
-from engine.models.estimators import BASELINES, TREE_MODELS, to_sklearn, tree_factory
-from engine.models.linear import (
+from engine.research.models.estimators import BASELINES, TREE_MODELS, to_sklearn, tree_factory
+from engine.research.models.linear import (
     DEFAULT_ALPHA,
     LINEAR_MODELS,
     LinearFit,
@@ -25,8 +25,8 @@ from engine.models.linear import (
     ridge_from_moments,
     ridge_from_stats,
 )
-from engine.models.tuning import InnerSplit
-from engine.models.walkforward import (
+from engine.research.models.tuning import InnerSplit
+from engine.research.models.walkforward import (
     LinearSpec,
     RefitPlan,
     WalkForwardResult,

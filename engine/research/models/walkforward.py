@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.models.linear import LinearFit, Moments, fit_linear, period_stats
-from engine.models.tuning import InnerSplit, tuned_alpha
+from engine.research.models.linear import LinearFit, Moments, fit_linear, period_stats
+from engine.research.models.tuning import InnerSplit, tuned_alpha
+from engine.research.splits import Schedule
 from engine.schema import ModelName
-from engine.splits import Schedule
 
 
 @dataclass(frozen=True)

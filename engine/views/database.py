@@ -1,6 +1,6 @@
 """DuckDB views over the Parquet cache and the run outputs; read-only ad hoc queries.
 
-The views are the SQL files in ``sql/``, applied in file-name order: staging views that
+The views are the SQL files of this package (``engine/views/*.sql``), applied in file-name order: staging views that
 only rename and cast (``prices``, ``index``, ``companies``), the daily returns, the
 ``feature_panel`` (features and labels in one window pass) split into ``features`` and
 ``labels``, and, when ``engine run`` has written them, views over its outputs
@@ -30,17 +30,18 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from engine.files import atomic_write, fsync, sink_parquet
+from engine.io.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
+from engine.views import sql_files
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 DATABASE_FILE = "engine.duckdb"
 BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was built for
 CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
@@ -113,10 +114,10 @@ class Sources:
         files = [*self.tables.values(), *(p for ps in self.outputs.values() for p in ps)]
         return [str(p) for p in files]
 
-    def sql_files(self) -> list[Path]:
+    def sql_files(self) -> list[Traversable]:
         """The SQL files to apply, in order: all but those of absent outputs."""
         absent = {v.sql_file for v in OUTPUT_VIEWS if v.view not in self.outputs}
-        return [p for p in sorted(SQL_DIR.glob("*.sql")) if p.name not in absent]
+        return [p for p in sql_files() if p.name not in absent]
 
     def key(self) -> str:
         """Changes whenever a rebuilt database would differ: files, their signatures, SQL."""

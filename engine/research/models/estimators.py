@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from engine.models.linear import LinearFit, to_sklearn_linear
+from engine.research.models.linear import LinearFit, to_sklearn_linear
 from engine.schema import ModelName
 
 TREE_MODELS = frozenset({ModelName.RANDOM_FOREST, ModelName.HIST_GBM})

@@ -1,0 +1,1 @@
+"""Input data: archive validation, the Parquet cache, the synthetic archive, which archive a run uses."""

@@ -1,0 +1,1 @@
+"""The pure research core: normalisation, splits, models, portfolio, backtest, metrics."""
