@@ -121,6 +121,33 @@ def _ref(node: win.Ref, ref: Ref) -> pl.Expr:
     return pl.when(pl.col(ROWS_LEFT) >= -node.n).then(x.shift(node.n))
 
 
+# ArgMax packs (order, -position) into one int64, so one rolling max finds the largest
+# value and, on ties, the oldest row: order < 2^26 distinct values, position < 2^37 rows.
+POSITION_BITS = 2**37
+RANK_SHIFTS = 64  # Rank over up to this many rows by comparisons with the shifted column
+
+
+def _order(node: win.Order, ref: Ref) -> pl.Expr:
+    return ref(node.x).rank("dense", descending=node.descending)
+
+
+def _arg_max(order: pl.Expr, n: int) -> pl.Expr:
+    key = order.cast(pl.Int64) * POSITION_BITS - pl.col(POSITION)
+    top = key.rolling_max(n, min_samples=n)
+    row = (top + POSITION_BITS - 1) // POSITION_BITS * POSITION_BITS - top
+    return row - pl.col(POSITION) + n
+
+
+def _rank(x: pl.Expr, n: int) -> pl.Expr:
+    """Average rank of x_t among the last n values over n: (below + at or below + 2) / 2n,
+    counting the n - 1 earlier values."""
+    if n == 1:
+        return pl.lit(1.0)
+    below = pl.sum_horizontal([(x.shift(k) < x).cast(pl.Int32) for k in range(1, n)])
+    at_or_below = pl.sum_horizontal([(x.shift(k) <= x).cast(pl.Int32) for k in range(1, n)])
+    return (below + at_or_below + 2) / (2 * n)
+
+
 def _context(x: pl.Expr, n: int) -> Callable[[pl.Expr], pl.Expr]:
     return lambda agg: agg.rolling(index_column=POSITION, period=f"{n}i")
 
@@ -135,10 +162,10 @@ def _rolling(node: win.Rolling, ref: Ref) -> pl.Expr:
             )
         case win.EMA():
             return x.ewm_mean(span=n, adjust=True, min_samples=n, ignore_nulls=False).over(SYMBOL)
-        case win.IdxMax():
-            return full(_context(x, n)(x.arg_max()) + 1)
-        case win.IdxMin():
-            return full(_context(x, n)(x.arg_min()) + 1)
+        case win.ArgMax():
+            return full(_arg_max(x, n))
+        case win.Rank() if n <= RANK_SHIFTS:
+            return full(_rank(x, n))
         case win.Mad():
             return full(_context(x, n)((x - x.mean()).abs().mean()))
         case win.TimeCov():
@@ -173,6 +200,7 @@ def _pair(node: win.Cov, ref: Ref) -> pl.Expr:
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., pl.Expr]], ...] = (
     *((kind, build) for kind, build in _ELEMENTWISE.items()),
     (win.Ref, _ref),
+    (win.Order, _order),
     (win.Quantile, _quantile),
     (win.Rolling, _rolling),
     (win.Cov, _pair),

@@ -108,8 +108,7 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
         win.Skew: f"nullif(skewness({x}) {w}, 'nan'::double)",
         win.Kurt: f"nullif(kurtosis({x}) {w}, 'nan'::double)",
         win.Rank: f"((rank(order by {x}) {w}) + (cume_dist(order by {x}) {w}) * {n}) / {2 * n}",
-        win.IdxMax: f"(arg_max(_row, {x}) {w} - _row + {n})::double",
-        win.IdxMin: f"(arg_min(_row, {x}) {w} - _row + {n})::double",
+        win.ArgMax: f"(arg_max(_row, {x}) {w} - _row + {n})::double",
         win.Mad: f"list_avg(list_transform(list({x}) {w}, lambda v: abs(v - avg({x}) {w})))",
         win.TimeCov: f"regr_sxy({x}, _row) {w}",
     }.get(type(node))
@@ -146,6 +145,7 @@ _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
     *_ELEMENTWISE.items(),
     ((*_INFIX, *_COMPARE), _infix),
     (win.Ref, _ref),
+    (win.Order, lambda n, r: f"(- {r(n.x)})" if n.descending else r(n.x)),
     (win.Rolling, _rolling),
     (win.Cov, _cov),
 )  # fmt: skip

@@ -111,9 +111,28 @@ class Rank(Rolling):
 class IdxMax(Rolling):
     """Position of the window's max, 1 = oldest row, n = today; the oldest on ties."""
 
+    def expand(self) -> Node:
+        return ArgMax(Order(self.x.expand(), False), self.n)
+
 
 class IdxMin(Rolling):
     """Position of the window's min, 1 = oldest row, n = today; the oldest on ties."""
+
+    def expand(self) -> Node:
+        return ArgMax(Order(self.x.expand(), True), self.n)
+
+
+@dataclass(frozen=True)
+class Order(Node):
+    """(internal) a stand-in for x with x's order (reversed if ``descending``): only ever
+    compared with values of the same column, inside a window (Polars: dense ranks)."""
+
+    x: Node
+    descending: bool
+
+
+class ArgMax(Rolling):
+    """(internal) position of the window's largest value, 1 = oldest; the oldest on ties."""
 
 
 class Count(Rolling):
