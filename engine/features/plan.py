@@ -17,7 +17,7 @@ level is one more than the highest level of the columns its inline expression re
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.features.operators import Field, Node, Number
@@ -37,10 +37,15 @@ class Plan:
     fields: tuple[str, ...]
 
 
-def build_plan(outputs: Sequence[tuple[str, Node]]) -> Plan:
-    """The plan computing every (name, tree) of ``outputs`` (trees as parsed)."""
+Reads = Callable[[Node], tuple[Node, ...]]
+
+
+def build_plan(outputs: Sequence[tuple[str, Node]], reads: Reads | None = None) -> Plan:
+    """The plan computing every (name, tree) of ``outputs`` (trees as parsed); ``reads``:
+    a compiler's own count of the children its compiled form reads (default: the
+    operators' ``references``)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
-    order, reads = _walk([root for _, root in roots])
+    order, reads = _walk([root for _, root in roots], reads or Node.references)
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
     columns: dict[Node, str] = {}
     for name, root in roots:
@@ -66,7 +71,7 @@ def build_plan(outputs: Sequence[tuple[str, Node]]) -> Plan:
     )
 
 
-def _walk(roots: list[Node]) -> tuple[list[Node], Counter[Node]]:
+def _walk(roots: list[Node], references: Reads) -> tuple[list[Node], Counter[Node]]:
     """Distinct nodes, children before parents, and how often compiled parents read each."""
     order: list[Node] = []
     seen: set[Node] = set()
@@ -80,7 +85,7 @@ def _walk(roots: list[Node]) -> tuple[list[Node], Counter[Node]]:
         if node in seen:
             continue
         seen.add(node)
-        reads.update(node.references())
+        reads.update(references(node))
         stack.append((node, True))
         stack.extend((c, False) for c in node.children() if c not in seen)
     return order, reads

@@ -55,7 +55,7 @@ _ELEMENTWISE: dict[type, Callable[..., str]] = {
     op.Neg: lambda n, r: f"(- {r(n.x)})",
     op.Abs: lambda n, r: f"abs({r(n.x)})",
     op.Sign: lambda n, r: f"sign({r(n.x)})::double",
-    op.Log: lambda n, r: f"ln(case when {r(n.x)} > 0 then {r(n.x)} end)",
+    op.Log: lambda n, r: f"ln(nullif(greatest({r(n.x)}, 0), 0))",
     op.Div: lambda n, r: f"({r(n.a)} / nullif({r(n.b)}, 0))",
     op.Power: _power,
     op.Less: lambda n, r: _pick(n, r, "<="),
@@ -151,6 +151,14 @@ _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
 )  # fmt: skip
 
 
+def reads(node: op.Node) -> tuple[op.Node, ...]:
+    """The children the SQL form of ``node`` reads, as often as it reads them: a division
+    (``nullif``) and a log (``greatest``) read theirs once, unlike the Polars forms."""
+    if isinstance(node, op.Div | op.Log):
+        return node.children()
+    return node.references()
+
+
 # --- the panel --------------------------------------------------------------------------
 FIELD_SQL = {
     "open": "p.open * (p.adj_close / p.close)",
@@ -169,7 +177,7 @@ def panel_sql(
     high, low, open, volume) and ``index`` (date, sp500): date, symbol, adj_close,
     history_rows, every output (name, tree) and per horizon ``label_end_{h}d``, sorted by
     (symbol, date); rows with ``history_rows >= min_history``."""
-    plan = build_plan(outputs)
+    plan = build_plan(outputs, reads)
     ctes = [f"_l0 as (\n{_base(plan, horizons)}\n)"]
     for level in range(len(plan.levels)):
         ctes.append(f"_l{level + 1} as (\n{_level(plan, level)}\n)")
