@@ -40,19 +40,29 @@ class Plan:
 Reads = Callable[[Node], tuple[Node, ...]]
 
 
-def build_plan(outputs: Sequence[tuple[str, Node]], reads: Reads | None = None) -> Plan:
+def build_plan(
+    outputs: Sequence[tuple[str, Node]],
+    reads: Reads | None = None,
+    share_windows_only: bool = False,
+) -> Plan:
     """The plan computing every (name, tree) of ``outputs`` (trees as parsed); ``reads``:
     a compiler's own count of the children its compiled form reads (default: the
-    operators' ``references``)."""
+    operators' ``references``). ``share_windows_only``: a node read more than once gets a
+    column only if its inline expression holds a window (SQL, where a column costs a join
+    and arithmetic is cheap to repeat)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
     order, reads = _walk([root for _, root in roots], reads or Node.references)
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
     columns: dict[Node, str] = {}
     for name, root in roots:
         columns.setdefault(root, name)
+    windowed: dict[Node, bool] = {}  # the node's inline expression holds a window
     for node in order:
         leaf = isinstance(node, Field | Number)
-        if node not in columns and not leaf and (node in forced or reads[node] > 1):
+        inner = any(windowed[c] for c in node.children() if c not in columns)
+        windowed[node] = isinstance(node, WINDOWED) or inner
+        shared = reads[node] > 1 and (windowed[node] or not share_windows_only)
+        if node not in columns and not leaf and (node in forced or shared):
             columns[node] = f"{HIDDEN_PREFIX}{len(columns)}"
     numbers = [n for n in forced if isinstance(n, Number)]
     for n in numbers:  # a window over a constant: a column of it

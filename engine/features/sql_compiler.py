@@ -98,6 +98,8 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
         return f"(case when _row >= {n - 1} then count({x}) {w}::double end)"
     if isinstance(node, win.EMA):
         return _ema(x, n)
+    if type(node) in _POISONED:
+        return _poisoned(node, x)
     value = {
         win.Mean: f"avg({x}) {w}",
         win.Sum: f"sum({x}) {w}",
@@ -115,6 +117,30 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
     if isinstance(node, win.Quantile):
         value = f"quantile_cont({x}, {node.q!r}) {w}"
     return _full(node, value, x if node.x.holes else None)
+
+
+# Aggregates through which a NaN propagates: where the input can hold nulls, each null
+# enters as NaN and a NaN result becomes null, instead of a second aggregate counting the
+# window's values. Min is -max(-x): DuckDB sorts NaN above every number. (Not skewness
+# nor kurtosis: DuckDB raises on a NaN.)
+_POISONED = {
+    win.Mean: "avg({x}) {w}",
+    win.Sum: "sum({x}) {w}",
+    win.Std: "stddev_samp({x}) {w}",
+    win.Var: "var_samp({x}) {w}",
+    win.Max: "max({x}) {w}",
+    win.Min: "- max(- {x}) {w}",
+    win.TimeCov: "regr_sxy({x}, _row) {w}",
+}
+
+
+def _poisoned(node: win.Rolling, x: str) -> str:
+    if node.x.holes:
+        x = f"coalesce({x}, 'nan'::double)"
+    value = _POISONED[type(node)].format(x=x, w=f"over w{node.n}")
+    if node.x.holes:
+        value = f"nullif({value}, 'nan'::double)"
+    return _full(node, value)
 
 
 def _ema(x: str, n: int) -> str:
@@ -136,8 +162,10 @@ def _ema(x: str, n: int) -> str:
 
 def _cov(node: win.Cov, ref: Ref) -> str:
     a, b = ref(node.a), ref(node.b)
-    holes = node.a.holes or node.b.holes
-    return _full(node, f"covar_samp({a}, {b}) over w{node.n}", f"{a} + {b}" if holes else None)
+    if not (node.a.holes or node.b.holes):
+        return _full(node, f"covar_samp({a}, {b}) over w{node.n}")
+    poisoned = f"covar_samp(coalesce({a}, 'nan'::double), coalesce({b}, 'nan'::double))"
+    return _full(node, f"nullif({poisoned} over w{node.n}, 'nan'::double)")
 
 
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
@@ -176,11 +204,22 @@ def panel_sql(
     """One DuckDB SELECT over the relations ``prices`` (date, symbol, adj_close, close,
     high, low, open, volume) and ``index`` (date, sp500): date, symbol, adj_close,
     history_rows, every output (name, tree) and per horizon ``label_end_{h}d``, sorted by
-    (symbol, date); rows with ``history_rows >= min_history``."""
-    plan = build_plan(outputs, reads)
+    (symbol, date); rows with ``history_rows >= min_history``.
+
+    Levels are a chain of CTEs; each passes on only the columns a later level or the
+    result reads (a window operator carries every column of its input)."""
+    plan = build_plan(outputs, reads, share_windows_only=True)
+    final = {"date", "symbol", "adj_close", "_row", *(f"label_end_{h}d" for h in horizons)}
+    final |= {plan.columns[node] for _, node in plan.outputs}
+    needs = [_level_reads(plan, k) for k in range(len(plan.levels))]
     ctes = [f"_l0 as (\n{_base(plan, horizons)}\n)"]
-    for level in range(len(plan.levels)):
-        ctes.append(f"_l{level + 1} as (\n{_level(plan, level)}\n)")
+    made = [c for c in ("date", "symbol", "adj_close", "_row")] + [f"_f_{f}" for f in plan.fields]
+    made += [f"label_end_{h}d" for h in horizons]
+    for k in range(len(plan.levels)):
+        later = set().union(final, *needs[k:], {"symbol", "date", "_row"})
+        carry = [c for c in made if c in later]
+        ctes.append(f"_l{k + 1} as (\n{_level(plan, k, carry)}\n)")
+        made = carry + [name for name, _ in plan.levels[k]]
     columns = ["date", "symbol", "adj_close", "_row + 1 as history_rows"]
     columns += [f"{quote(plan.columns[node])} as {quote(name)}" for name, node in plan.outputs]
     columns += [f"label_end_{h}d" for h in horizons]
@@ -201,17 +240,36 @@ def _base(plan: Plan, horizons: Sequence[int]) -> str:
     )
 
 
-def _level(plan: Plan, level: int) -> str:
+def _compiler(plan: Plan, current: list[op.Node], seen: set[str]) -> Ref:
     def ref(node: op.Node) -> str:
         if isinstance(node, op.Field):
+            seen.add(f"_f_{node.name}")
             return f"_f_{node.name}"
         if node in plan.columns and node is not current[0] and not isinstance(node, op.Number):
+            seen.add(plan.columns[node])
             return quote(plan.columns[node])
         return compile_node(node, ref)
 
+    return ref
+
+
+def _level_reads(plan: Plan, level: int) -> set[str]:
+    """Columns the expressions of ``plan.levels[level]`` read."""
+    seen: set[str] = set()
+    current: list[op.Node] = [None]
+    ref = _compiler(plan, current, seen)
+    for _, node in plan.levels[level]:
+        current[0] = node
+        compile_node(node, ref)
+    return seen
+
+
+def _level(plan: Plan, level: int, carry: list[str]) -> str:
+    current: list[op.Node] = [None]
+    ref = _compiler(plan, current, set())
     exprs, windows = [], set()
     for name, node in plan.levels[level]:
-        current = [node]
+        current[0] = node
         exprs.append(f"{compile_node(node, ref)} as {quote(name)}")
         windows |= _windows(node, plan)
     frames = [
@@ -219,7 +277,8 @@ def _level(plan: Plan, level: int) -> str:
     ]
     clause = ", ".join(["s as (partition by symbol order by date)", *frames])
     sep = ",\n  "
-    return f"select *, {sep.join(exprs)}\nfrom _l{level}\nwindow {clause}"
+    columns = [quote(c) for c in carry] + exprs
+    return f"select {sep.join(columns)}\nfrom _l{level}\nwindow {clause}"
 
 
 def _windows(node: op.Node, plan: Plan) -> set[int]:
