@@ -51,7 +51,7 @@ def build_plan(
     column only if its inline expression holds a window (SQL, where a column costs a join
     and arithmetic is cheap to repeat)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
-    order, reads = _walk([root for _, root in roots], reads or Node.references)
+    order, reads = _walk([root for _, root in roots], reads or _references)
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
     columns: dict[Node, str] = {}
     for name, root in roots:
@@ -114,3 +114,7 @@ def _read_level(child: Node, level: Mapping[Node, int], columns: Mapping[Node, s
     if isinstance(child, Field):
         return 0
     return level[child]
+
+
+def _references(node: Node) -> tuple[Node, ...]:
+    return node.references()

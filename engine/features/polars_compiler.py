@@ -121,9 +121,11 @@ def _ref(node: win.Ref, ref: Ref) -> pl.Expr:
     return pl.when(pl.col(ROWS_LEFT) >= -node.n).then(x.shift(node.n))
 
 
-# ArgMax packs (order, -position) into one int64, so one rolling max finds the largest
-# value and, on ties, the oldest row: order < 2^26 distinct values, position < 2^37 rows.
-POSITION_BITS = 2**37
+# ArgMax packs (order, position) into one int64 so that one rolling max finds the largest
+# value and, on ties, the oldest row: order (a dense rank) < 2^26 distinct values in the
+# high bits, 2^37 - 1 - position (rows of the panel) in the low 37 bits.
+POSITION_BITS = 37
+LOW_MASK = 2**POSITION_BITS - 1
 RANK_SHIFTS = 64  # Rank over up to this many rows by comparisons with the shifted column
 
 
@@ -132,20 +134,18 @@ def _order(node: win.Order, ref: Ref) -> pl.Expr:
 
 
 def _arg_max(order: pl.Expr, n: int) -> pl.Expr:
-    key = order.cast(pl.Int64) * POSITION_BITS - pl.col(POSITION)
-    top = key.rolling_max(n, min_samples=n)
-    row = (top + POSITION_BITS - 1) // POSITION_BITS * POSITION_BITS - top
-    return row - pl.col(POSITION) + n
+    key = order.cast(pl.Int64) * (LOW_MASK + 1) + (LOW_MASK - pl.col(POSITION))
+    oldest = LOW_MASK - (key.rolling_max(n, min_samples=n) & LOW_MASK)
+    return oldest - pl.col(POSITION) + n
 
 
 def _rank(x: pl.Expr, n: int) -> pl.Expr:
-    """Average rank of x_t among the last n values over n: (below + at or below + 2) / 2n,
-    counting the n - 1 earlier values."""
+    """Average rank of x_t among the last n values over n: with s the sum over the n - 1
+    earlier values of sign(x_t - x_{t-k}), (n + 1 + s) / 2n."""
     if n == 1:
         return pl.lit(1.0)
-    below = pl.sum_horizontal([(x.shift(k) < x).cast(pl.Int32) for k in range(1, n)])
-    at_or_below = pl.sum_horizontal([(x.shift(k) <= x).cast(pl.Int32) for k in range(1, n)])
-    return (below + at_or_below + 2) / (2 * n)
+    signs = pl.sum_horizontal([(x - x.shift(k)).sign().cast(pl.Int8) for k in range(1, n)])
+    return (signs.cast(pl.Float64) + (n + 1)) / (2 * n)
 
 
 def _context(x: pl.Expr, n: int) -> Callable[[pl.Expr], pl.Expr]:
