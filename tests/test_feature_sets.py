@@ -109,6 +109,7 @@ def test_user_toml_file(tmp_path: Path) -> None:
         ('fwd_ret_5d = "$close"', "factor name 'fwd_ret_5d'"),
         ('"a b" = "$close"', "factor name 'a b'"),
         ("", "no factors defined"),
+        ('mom = "$close"\nMOM = "$open"', "factor 'MOM' defined twice (names ignore case)"),
     ],
 )
 def test_bad_toml_files_are_one_line(tmp_path: Path, text: str, message: str) -> None:

@@ -104,9 +104,9 @@ def make_set(source: str, entries) -> FeatureSet:
     factors, seen = [], set()
     for name, expression, description in entries:
         _check_name(source, name)
-        if name in seen:
-            raise FeatureError(f"{source}: factor {name!r} defined twice")
-        seen.add(name)
+        if name.lower() in seen:
+            raise FeatureError(f"{source}: factor {name!r} defined twice (names ignore case)")
+        seen.add(name.lower())
         try:
             tree = parse(name, expression)
         except FeatureError as exc:
