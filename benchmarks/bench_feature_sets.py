@@ -34,7 +34,7 @@ def build(cache_dir: Path, name: str, engine: str) -> int:
     """Build the panel of set ``name`` with ``engine``; the number of rows made."""
     import polars as pl
 
-    from engine.features.panel import expression_panel, panel_outputs
+    from engine.features.panel import expression_panel
     from engine.features.sets import feature_set
 
     prices = pl.scan_parquet(cache_dir / "prices.parquet")
