@@ -115,7 +115,9 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
         win.TimeCov: f"regr_sxy({x}, _row) {w}",
     }.get(type(node))
     if isinstance(node, win.Quantile):
-        value = f"quantile_cont({x}, {node.q!r}) {w}"
+        qs = getattr(ref, "quantiles", {}).get((node.x, n), [node.q])
+        listed = ", ".join(repr(q) for q in qs)  # one sorted frame for all of them
+        value = f"(quantile_cont({x}, [{listed}]) {w})[{qs.index(node.q) + 1}]"
     return _full(node, value, x if node.x.holes else None)
 
 
@@ -241,6 +243,9 @@ def _base(plan: Plan, horizons: Sequence[int]) -> str:
 
 
 def _compiler(plan: Plan, current: list[op.Node], seen: set[str]) -> Ref:
+    """``ref`` of a level's columns; ``ref.quantiles``: (input, window) -> every q the plan
+    asks of it, so that quantiles of one frame are one windowed call (DuckDB shares it)."""
+
     def ref(node: op.Node) -> str:
         if isinstance(node, op.Field):
             seen.add(f"_f_{node.name}")
@@ -250,7 +255,23 @@ def _compiler(plan: Plan, current: list[op.Node], seen: set[str]) -> Ref:
             return quote(plan.columns[node])
         return compile_node(node, ref)
 
+    quantiles: dict[tuple[op.Node, int], list[float]] = {}
+    for node in plan.columns:
+        for part in _inline(node, plan):
+            if isinstance(part, win.Quantile):
+                quantiles.setdefault((part.x, part.n), []).append(part.q)
+    ref.quantiles = {key: sorted(set(qs)) for key, qs in quantiles.items()}
     return ref
+
+
+def _inline(node: op.Node, plan: Plan) -> list[op.Node]:
+    """``node`` and the nodes compiled inline into its column."""
+    found, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        found.append(n)
+        stack.extend(c for c in n.children() if c not in plan.columns)
+    return found
 
 
 def _level_reads(plan: Plan, level: int) -> set[str]:
