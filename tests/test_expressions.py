@@ -44,6 +44,8 @@ ELEMENTWISE = {
     "$close != $close": lambda f: np.zeros_like(f["close"]),
     "-$close / ($volume - $volume)": lambda f: np.full_like(f["close"], np.nan),
     "$index / 1000 + 1": lambda f: f["index"] / 1000 + 1,
+    "$close": lambda f: f["close"],
+    "2.5": lambda f: np.full_like(f["close"], 2.5),
 }
 
 

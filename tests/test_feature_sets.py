@@ -96,6 +96,20 @@ def test_user_toml_file(tmp_path: Path) -> None:
     assert mine.expressions["vol_20"] == "Std(Log($close / Ref($close, 1)), 20)"
 
 
+def test_one_expression_under_two_names(archive) -> None:
+    """Equal trees are computed once and given to both names, in both engines."""
+    from engine.features.sets import make_set
+
+    twice = make_set("twice", [("a", "Mean($close, 5)", ""), ("b", "Mean($close,5)", "")])
+    panel = expression_panel(archive.prices, archive.index, twice, (5,)).collect()
+    assert panel["a"].drop_nulls().len() > 0 and panel["a"].equals(panel["b"].alias("a"))
+    con = duckdb.connect()
+    con.register("prices", archive.prices.collect().to_arrow())
+    con.register("index", archive.index.collect().to_arrow())
+    sql = pl.from_arrow(con.sql(panel_sql(panel_outputs(twice, (5,)), (5,))).to_arrow_table())
+    assert sql["a"].equals(sql["b"].alias("a"))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -53,7 +53,8 @@ def compile_node(node: op.Node, ref: Ref) -> pl.Expr:
         return ref(node)
     for kinds, build in _RULES:
         if isinstance(node, kinds):
-            return build(node, ref).cast(pl.Float64)
+            expr = build(node, ref)
+            return expr.cast(pl.Float64) if isinstance(node, _NOT_FLOAT) else expr
     raise TypeError(f"no Polars form for {type(node).__name__}")
 
 
@@ -196,6 +197,9 @@ def _pair(node: win.Cov, ref: Ref) -> pl.Expr:
     rolled = pl.rolling_cov(ref(node.a), ref(node.b), window_size=node.n, min_samples=node.n)
     return _full(node, rolled)
 
+
+# Forms whose Polars result is not Float64 (booleans, positions); Order stays an integer.
+_NOT_FLOAT = (*op.COMPARISONS, win.ArgMax)
 
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., pl.Expr]], ...] = (
     *((kind, build) for kind, build in _ELEMENTWISE.items()),

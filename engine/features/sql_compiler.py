@@ -172,6 +172,7 @@ def _cov(node: win.Cov, ref: Ref) -> str:
 
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
     (op.Number, lambda n, r: f"{n.value!r}::double"),
+    (op.Field, lambda n, r: r(n)),
     *_ELEMENTWISE.items(),
     ((*_INFIX, *_COMPARE), _infix),
     (win.Ref, _ref),
