@@ -62,6 +62,7 @@ def _expressions() -> dict[str, str]:
         cases[f"Quantile_{short}"] = f"Quantile({text}, 7, 0.3)"
         cases[f"Corr_{short}"] = f"Corr({text}, Log($volume), 6)"
         cases[f"Cov_{short}"] = f"Cov({text}, $close / 50, 6)"
+    cases["Rank_close_70"] = "Rank($close, 70)"  # beyond RANK_SHIFTS: Polars' rolling_rank
     cases |= {f"e{i}": text for i, text in enumerate(ELEMENTWISE)}
     return cases
 

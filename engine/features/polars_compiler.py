@@ -105,7 +105,9 @@ _ELEMENTWISE: dict[type, Callable[..., pl.Expr]] = {
 
 
 # --- windows ----------------------------------------------------------------------------
-def _full(node: op.Node, rolled: pl.Expr, *inputs: op.Node, count: int = 0) -> pl.Expr:
+def _full(
+    node: op.Node, rolled: pl.Expr, *inputs: tuple[op.Node, pl.Expr], count: int = 0
+) -> pl.Expr:
     """``rolled`` on rows whose window lies inside the symbol past the inputs' leading
     nulls; with ``count`` (the window, for forms that skip nulls) also none null inside."""
     ok = pl.col(ROW) >= node.lead
@@ -149,8 +151,9 @@ def _rank(x: pl.Expr, n: int) -> pl.Expr:
     return (signs.cast(pl.Float64) + (n + 1)) / (2 * n)
 
 
-def _context(x: pl.Expr, n: int) -> Callable[[pl.Expr], pl.Expr]:
-    return lambda agg: agg.rolling(index_column=POSITION, period=f"{n}i")
+def _over_window(agg: pl.Expr, n: int) -> pl.Expr:
+    """``agg`` evaluated on each row's last n rows of the panel (a rolling context)."""
+    return agg.rolling(index_column=POSITION, period=f"{n}i")
 
 
 def _rolling(node: win.Rolling, ref: Ref) -> pl.Expr:
@@ -168,7 +171,7 @@ def _rolling(node: win.Rolling, ref: Ref) -> pl.Expr:
         case win.Rank() if n <= RANK_SHIFTS:
             return full(_rank(x, n))
         case win.Mad():
-            return full(_context(x, n)((x - x.mean()).abs().mean()))
+            return full(_over_window((x - x.mean()).abs().mean(), n))
         case win.TimeCov():
             weights = [k - (n + 1) / 2 for k in range(1, n + 1)]
             return full(x.fill_null(0.0).rolling_sum(n, weights=weights))
