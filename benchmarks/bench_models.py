@@ -35,26 +35,27 @@ ENGINE = [str(ROOT / ".venv" / "bin" / "engine")]
 
 def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:
     """Median seconds of each model's whole walk-forward on the default archive."""
-    from engine.config import Settings
+    from engine.config import Paths, RunSpec, TrackingSpec
     from engine.data.sources import resolve_archive
     from engine.pipeline import StageTimer, prepare
     from engine.pipeline import evaluate as ev
     from engine.schema import ModelName
 
-    settings = Settings(data_path=Path("/nonexistent"), output_path=output, tracking=False)
-    archive = resolve_archive(settings)
+    paths = Paths(data=Path("/nonexistent"), output=output)
+    settings = RunSpec(paths=paths, tracking=TrackingSpec(enabled=False))
+    archive = resolve_archive(settings.paths)
     prepared = prepare(archive, settings, StageTimer())
     calendar = prepared.market.calendar
     out = {}
     for model in ModelName:
-        config = settings.replace(model=model)
+        config = settings.with_model(model).model
         runs = 1 if model in {ModelName.RANDOM_FOREST, ModelName.HIST_GBM} else repeat
         if runs > 1:
-            ev.score(prepared.data, config, model, calendar)  # warm-up
+            ev.score(prepared.data, config, settings.walk_forward.rebalance, calendar)  # warm-up
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            ev.score(prepared.data, config, model, calendar)
+            ev.score(prepared.data, config, settings.walk_forward.rebalance, calendar)
             times.append(time.perf_counter() - start)
         out[model.value] = statistics.median(times)
     return out

@@ -89,7 +89,9 @@ def test_pandas_reference_scores_equal_the_engine_ridge(small_archive: Path, tmp
     engine's work, so their speeds are comparable."""
     ctx = Context(small_archive, tmp_path / "cache", tmp_path / "work")
     data = ctx.prepared.data
-    engine = ev.score(data, ctx.settings, ModelName.RIDGE, ctx.prepared.market.calendar).scores
+    spec = ctx.settings.with_model(ModelName.RIDGE)
+    calendar = ctx.prepared.market.calendar
+    engine = ev.score(data, spec.model, spec.walk_forward.rebalance, calendar).scores
     frame, rebalances = pandas_reference.inputs(ctx.archive, ctx.settings, data)
     reference = pandas_reference.walk_forward_ridge(frame, data.features, data.label, rebalances)
     assert np.isfinite(engine).sum() > 100

@@ -58,7 +58,7 @@ def test_run_writes_portfolio_metrics_and_an_mlflow_run(small_archive: Path, tmp
     )
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.params["model"] == "ridge"
+    assert run.data.params["model.name"] == "ridge"
     assert run.data.tags["dataset_fingerprint"] == metrics["dataset_fingerprint"]
     assert run.data.metrics["ic_mean"] == pytest.approx(metrics["metrics"]["ic_mean"])
 

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.config import Settings
+from engine.config import FeatureSpec, Paths, RunSpec, TrackingSpec
 from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import frame as frame_module
@@ -68,12 +68,11 @@ def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monke
     """Windows never cross a symbol, so batching only moves float rounding (rolling sums
     accumulate along the column): the normalised frames are equal to float32 precision."""
     archive = load_archive(small_archive, tmp_path / "cache")
-    settings = Settings(data_path=small_archive, output_path=tmp_path / "out",
-                        cache_path=tmp_path / "cache", tracking=False)  # fmt: skip
-    whole = model_frame(archive, settings, DEFAULT_FEATURES)
+    settings = _settings(small_archive, tmp_path)
+    whole = model_frame(archive, settings.features, DEFAULT_FEATURES)
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 4_000)
     assert len(symbol_batches(archive.prices, 4_000)) > 3
-    batched = model_frame(archive, settings, DEFAULT_FEATURES)
+    batched = model_frame(archive, settings.features, DEFAULT_FEATURES)
     assert batched.select(DATE, SYMBOL).equals(whole.select(DATE, SYMBOL))
     assert batched.drop(DEFAULT_FEATURES).equals(whole.drop(DEFAULT_FEATURES))
     for name in DEFAULT_FEATURES:
@@ -87,9 +86,11 @@ def test_symbol_batches_refuse_prices_not_sorted_by_symbol():
         symbol_batches(shuffled.lazy(), 50)
 
 
-def _settings(archive_dir, tmp_path, **changes) -> Settings:
-    return Settings(data_path=archive_dir, output_path=tmp_path / "out",
-                    cache_path=tmp_path / "cache", tracking=False, **changes)  # fmt: skip
+def _settings(archive_dir, tmp_path, frame_cache: bool = True, **features) -> RunSpec:
+    paths = Paths(data=archive_dir, output=tmp_path / "out", cache=tmp_path / "cache",
+                  frame_cache=frame_cache)  # fmt: skip
+    return RunSpec(paths=paths, features=FeatureSpec(**features),
+                   tracking=TrackingSpec(enabled=False))  # fmt: skip
 
 
 @pytest.mark.parametrize("feature_cache", [True, False])
@@ -97,9 +98,9 @@ def test_model_inputs_are_the_model_frame(small_archive, tmp_path, feature_cache
     """Days, labels, label ends, X and the keys of any rows, from the cache's files (X read
     by rows) or from the computed frame, are the model frame's columns exactly."""
     archive = load_archive(small_archive, tmp_path / "cache")
-    settings = _settings(small_archive, tmp_path, feature_cache=feature_cache)
-    frame = model_frame(archive, settings, DEFAULT_FEATURES)
-    columns = model_inputs(archive, settings, DEFAULT_FEATURES)
+    settings = _settings(small_archive, tmp_path, frame_cache=feature_cache)
+    frame = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    columns = model_inputs(archive, settings.features, settings.paths, DEFAULT_FEATURES)
     label, end = "fwd_ret_21d", "label_end_21d"
     assert np.array_equal(columns.days, frame[DATE].to_physical().to_numpy())
     assert np.array_equal(columns.y, frame[label].fill_null(np.nan).to_numpy(), equal_nan=True)
@@ -125,16 +126,16 @@ def test_the_out_of_core_frame_equals_the_in_memory_frame(
     settings = _settings(small_archive, tmp_path, normalisation=normalisation,
                          sector_neutral=sector_neutral)  # fmt: skip
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 6_000)
-    in_memory = model_frame(archive, settings, DEFAULT_FEATURES)
+    in_memory = model_frame(archive, settings.features, DEFAULT_FEATURES)
     monkeypatch.setattr(frame_module, "FRAME_CHUNK_ROWS", 5_000)
     monkeypatch.setattr(frame_module, "SPILL_ROW_GROUP", 1_000)
     spills, real = [], frame_module._spilled
     monkeypatch.setattr(frame_module, "_spilled",
                         lambda panels, spill: spills.append(spill) or real(panels, spill))  # fmt: skip
-    out_of_core = model_frame(archive, settings, DEFAULT_FEATURES)
+    out_of_core = model_frame(archive, settings.features, DEFAULT_FEATURES)
     assert spills and in_memory.height > 4 * 5_000
     assert out_of_core.equals(in_memory)
-    files = frame_files(archive, settings, DEFAULT_FEATURES)
+    files = frame_files(archive, settings.features, settings.paths, DEFAULT_FEATURES)
     assert files is not None and files.frame().equals(in_memory)
     assert len(spills) == 2 and not list((tmp_path / "cache" / "frames").glob(".*"))
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import Prepared, StageTimer, prepare
@@ -37,7 +37,8 @@ from engine.schema import ModelName, TrainWindow
 PARITY = 1e-8  # required agreement of predictions with a refitted scikit-learn estimator
 
 
-CONFIG = {"tracking": False, "feature_cache": False, "min_train_periods": 6}
+CONFIG = {"tracking.enabled": False, "paths.frame_cache": False,
+          "walk_forward.min_train_periods": 6}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def archive(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def prepared(archive, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     """Real normalised features and labels of the 40-symbol archive (monthly rebalances)."""
-    config = Settings(output_path=tmp_path_factory.mktemp("models"), **CONFIG)
+    config = RunSpec().replace(**CONFIG, **{"paths.output": tmp_path_factory.mktemp("models")})
     return prepare(archive, config, StageTimer())
 
 
@@ -102,7 +103,7 @@ def test_training_rows_only_have_labels_known_at_the_rebalance(archive, prepared
     end date (the date of row t + h of its symbol) <= T, so no row dated T (the scored
     rows) or later is ever trained on at T."""
     data = prepared.data
-    frame = model_frame(archive, Settings(**CONFIG), DEFAULT_FEATURES)
+    frame = model_frame(archive, RunSpec().replace(**CONFIG).features, DEFAULT_FEATURES)
     assert len(frame) == len(data.y)
     scored = frame.select("date", "symbol")[data.scored]
     assert scored.equals(data.keys.select("date", "symbol"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Settings
+from engine.config import PromotionSpec, RunSpec, TrackingSpec
 from engine.lifecycle import registry, tracking
 from engine.lifecycle.promotion import Evidence, Policy, PolicyError, beats, decide
 from tests.mlflow_server import VENV_BIN, child_env, client_for, engine, run_args, sqlite_uri
@@ -153,19 +153,19 @@ def test_ensure_model_reads_first_and_creates_only_a_missing_model():
 
 
 # --- the registry on real stores --------------------------------------------------------------
-def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> Settings:
-    return Settings(tracking_uri=uri, registered_model=name, promote_metrics=policy.metrics,
-                    promote_thresholds=policy.thresholds)  # fmt: skip
+def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> RunSpec:
+    return RunSpec(tracking=TrackingSpec(uri=uri, registered_model=name),
+                   promotion=PromotionSpec(policy.metrics, policy.thresholds))  # fmt: skip
 
 
-def _register(client, settings: Settings, evidence: Evidence) -> registry.Registered:
+def _register(client, settings: RunSpec, evidence: Evidence) -> registry.Registered:
     """A real run carrying the evidence's metrics, then registration and promotion."""
     exp = tracking.experiment_id(client, settings)
     run = client.create_run(exp)
     for key, value in evidence.metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
-    policy = Policy.from_settings(settings)
+    policy = Policy.from_spec(settings.promotion)
     source = f"{run.info.artifact_uri}/model"  # inside the run: servers check that
     return registry.register_and_promote(
         client, settings, run.info.run_id, source, None, evidence, policy

@@ -11,10 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.cli.predict import features_on, settings_of_run
-from engine.config import Settings
+from engine.cli.predict import model_spec
+from engine.config import Paths, RunSpec
 from engine.data.sources import resolve_archive
 from engine.lifecycle import registry, tracking
+from engine.pipeline.predict import features_on
 from tests import mlflow_server
 from tests.mlflow_server import client_for, engine, run_args, sqlite_uri
 
@@ -89,11 +90,12 @@ def test_served_champion_answers_with_the_scores_of_engine_predict(
     assert predicted.exit_code == 0, predicted.output
     held = pl.read_csv(champion / f"predict_ridge_{day}.csv")
     # the feature frame engine predict scored, built by the same functions
-    settings = Settings(data_path=small_archive, output_path=champion)
+    settings = RunSpec(paths=Paths(data=small_archive, output=champion))
     tracking.configure(settings)
     scorer = registry.load_scorer(tracking.open_client(settings), "models:/sp500-ridge@champion")
-    model_settings = settings_of_run(settings, scorer.params, {})
-    _, frame = features_on(resolve_archive(model_settings), model_settings, scorer.features, day)
+    model_settings = model_spec(settings, scorer.spec, {})
+    archive = resolve_archive(model_settings.paths)
+    frame = features_on(archive, model_settings, scorer.features, day)
     body = {"dataframe_split": frame.select(scorer.features).to_pandas().to_dict(orient="split")}
     service = mlflow_server.start_model_server(
         "models:/sp500-ridge@champion", uri, champion / "serve"

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from engine import views
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.features import DEFAULT_FEATURES
 from engine.lifecycle import tracking
 from tests.mlflow_server import (
@@ -48,10 +48,10 @@ def recorded(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.mark.slow
 def test_params_are_the_full_settings_with_the_uri_redacted(recorded):
     _, run, _ = recorded
-    expected = Settings().as_params()
+    expected = RunSpec().as_params()
     assert set(run.data.params) == set(expected)
-    assert run.data.params["tracking_uri"] == "sqlite (default)"
-    assert run.data.params["promote_metrics"] == "('ic', 'ir')"
+    assert run.data.params["tracking.uri"] == "None"
+    assert run.data.params["promotion.metrics"] == "ic,ir"
 
 
 @pytest.mark.slow
@@ -244,7 +244,7 @@ def test_credentials_never_reach_errors_params_or_tags(
     run = client.get_run(version.run_id)
     recorded = json.dumps([run.data.params, run.data.tags, version.tags])
     assert "s3cret" not in recorded and "alice" not in recorded
-    assert run.data.params["tracking_uri"] == server_uri
+    assert run.data.params["tracking.uri"] == server_uri
 
 
 # --- mlflow run of the project --------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_mlflow_run_of_the_project_with_the_local_environment(small_archive: Pat
     (run,) = client.search_runs(["0"])  # the run `mlflow run` created, used by the engine
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "main"
-    assert run.data.params["model"] == "ridge" and "ic_mean" in run.data.metrics
+    assert run.data.params["model.name"] == "ridge" and "ic_mean" in run.data.metrics
     version = client.get_model_version("sp500-ridge", "1")
     assert version.run_id == run.info.run_id
     assert (tmp_path / "out" / "portfolio_ridge.csv").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from engine.cli import EngineError, data_options, friendly, main
+from engine.cli import EngineError, data_options, friendly, main, spec_from
 
 
 @main.group(name="data")
@@ -55,10 +55,10 @@ def data_group() -> None:
 def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signal: float) -> None:
     """Write a deterministic synthetic archive in the exact Kaggle format, with a planted
     momentum signal of known strength."""
-    from engine.config import Settings
+    from engine.config import RunSpec
     from engine.data.synth import SynthSpec, synthesize
 
-    folder = out or Settings.from_env().data_path
+    folder = out or RunSpec.from_env().paths.data
     try:
         spec = SynthSpec(
             n_symbols=symbols, start=_as_date(start), end=_as_date(end), seed=seed, signal=signal
@@ -75,11 +75,10 @@ def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signa
 @friendly
 def validate(**flags: Any) -> None:
     """Validate the archive in DATA_PATH, build its Parquet cache, print its fingerprint."""
-    from engine.config import Settings
     from engine.data.archive import load_archive
 
-    settings = Settings.from_env(flags)
-    archive = load_archive(settings.data_path, Path(settings.cache_path))
+    paths = spec_from(flags).paths
+    archive = load_archive(paths.data, paths.cache_dir)
     for warning in archive.warnings:
         click.echo(f"warning: {warning}", err=True)
     rows = archive.prices.select("symbol").collect().height

@@ -6,41 +6,28 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
-from engine.cli import EXIT_TRACKING, EngineError, choice, friendly, main
-from engine.schema import ModelName
+from engine.cli import EXIT_TRACKING, EngineError, friendly, main, spec_from, spec_options
 
 HIDDEN_METRICS = ("ic", "ic_n")  # step metrics: their last value is not a summary
 SHOWN_TAGS = ("data_source", "dataset_fingerprint", "period_start", "period_end")
-PARAMS_NEVER_DIFFERENT = ("data_path", "output_path", "cache_path", "tracking_uri", "tracking")
+PARAMS_NEVER_DIFFERENT = ("paths.data", "paths.output", "paths.cache", "tracking.uri",
+                          "tracking.enabled")  # fmt: skip
 
 
-def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Which store and which registered model a registry command works on."""
-    options = [
-        click.option("--model", "-m", type=choice(ModelName),
-                     help="Model whose registry entry to use: sp500-<model> [env MODEL_TYPE; ridge]."),
-        click.option("--registered-model", help="Registry name, instead of sp500-<model>."),
-        click.option("--output-path", type=click.Path(path_type=Path),
-                     help="Folder of the default SQLite store [env OUTPUT_PATH; ./output]."),
-        click.option("--tracking-uri",
-                     help="MLflow tracking URI [env MLFLOW_TRACKING_URI; OUTPUT_PATH/mlflow.db]."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# Which store and which registered model a registry command works on.
+store_options = spec_options("model.name", "tracking.registered_model", "paths.output",
+                             "tracking.uri")  # fmt: skip
 
 
 def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
     """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
-    from engine.config import Settings
     from engine.lifecycle import tracking
 
-    settings = Settings.from_env(flags)
+    settings = spec_from(flags)
     uri = settings.mlflow_uri
     if uri.startswith("sqlite:///"):
         from engine.lifecycle.registry import sqlite_path
@@ -53,7 +40,7 @@ def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
             )
     try:
         tracking.configure(settings)
-        tracking.probe(uri, settings.tracking_timeout)
+        tracking.probe(uri, settings.tracking.timeout)
         return settings, tracking.open_client(settings)
     except tracking.TrackingError as exc:
         raise EngineError(str(exc), EXIT_TRACKING) from exc

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.cli import EngineError, choice, data_options, friendly, main
+from engine.cli import EngineError, choice, data_options, friendly, main, spec_from
 from engine.schema import FeatureEngine
 
 if TYPE_CHECKING:
@@ -46,7 +46,6 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
 
     Computed and written one batch of whole symbols at a time (windows never cross a
     symbol), so memory holds one batch, not the panel, whatever the archive's size."""
-    from engine.config import Settings
     from engine.data.sources import resolve_archive
     from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
     from engine.pipeline import frame
@@ -56,9 +55,9 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
         feature_expr(name)
-    settings = Settings.from_env(flags)
-    archive = resolve_archive(settings)
-    sources = Sources.find(archive.cache_dir, settings.output_path)
+    paths = spec_from(flags).paths
+    archive = resolve_archive(paths)
+    sources = Sources.find(archive.cache_dir, paths.output)
     # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
     columns = feature_panel(archive.prices, archive.index, chosen).collect_schema().names()
     started = time.perf_counter()
@@ -66,11 +65,11 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
         batches = frame.feature_batches(archive, chosen)
     else:
         batches = sqlviews.feature_batches(sources, columns)
-    rows, width = write_batches(batches, settings.output_path / FEATURES_FILE)
+    rows, width = write_batches(batches, paths.output / FEATURES_FILE)
     seconds = time.perf_counter() - started
-    ensure_database(settings.output_path / DATABASE_FILE, sources)
+    ensure_database(paths.output / DATABASE_FILE, sources)
     click.echo(
-        f"{settings.output_path / FEATURES_FILE}: {rows} rows x {width} columns "
+        f"{paths.output / FEATURES_FILE}: {rows} rows x {width} columns "
         f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
     )
 
@@ -129,7 +128,6 @@ def sql(
     engine sql "select symbol, avg(vol_21d) from features group by all order by 2 desc limit 5"
     engine sql --file query.sql --out result.parquet
     """
-    from engine.config import Settings
     from engine.data.sources import resolve_archive
     from engine.views.database import (
         DATABASE_FILE,
@@ -142,10 +140,10 @@ def sql(
 
     text = _query_text(query, query_file)
     fmt = _output_format(fmt, out)
-    settings = Settings.from_env(flags)
-    archive = resolve_archive(settings)
-    sources = Sources.find(archive.cache_dir, settings.output_path)
-    database = ensure_database(settings.output_path / DATABASE_FILE, sources)
+    paths = spec_from(flags).paths
+    archive = resolve_archive(paths)
+    sources = Sources.find(archive.cache_dir, paths.output)
+    database = ensure_database(paths.output / DATABASE_FILE, sources)
     con = open_read_only(database, sources)
     try:
         frame = run_query(con, text)

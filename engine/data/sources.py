@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.config import Settings
+from engine.config import Paths
 from engine.data.archive import Archive, archive_present, load_archive
 from engine.data.synth import SynthSpec, synthesize
 from engine.schema import ARCHIVE_FILES, DataSource
@@ -23,13 +23,13 @@ SYNTHETIC_BANNER = (
 )
 
 
-def synthetic_folder(settings: Settings, spec: SynthSpec) -> Path:
+def synthetic_folder(paths: Paths, spec: SynthSpec) -> Path:
     """Folder of the synthetic archive ``spec``, named after every field of the spec."""
     name = (
         f"synthetic-{spec.n_symbols}x{spec.start}-{spec.end}-seed{spec.seed}"
         f"-ic{spec.signal:g}-late{spec.late_listing_fraction:g}"
     )
-    return Path(settings.cache_path) / name
+    return paths.cache_dir / name
 
 
 def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
@@ -40,14 +40,14 @@ def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
     return folder
 
 
-def resolve_archive(settings: Settings) -> Archive:
-    """Load the real archive from ``data_path``, or the synthetic default when none of
+def resolve_archive(paths: Paths) -> Archive:
+    """Load the real archive from ``paths.data``, or the synthetic default when none of
     the three Kaggle files is there (loudly: a warning names it synthetic)."""
-    cache = Path(settings.cache_path)
-    if archive_present(settings.data_path):
-        return load_archive(settings.data_path, cache, DataSource.REAL)
+    cache = paths.cache_dir
+    if archive_present(paths.data):
+        return load_archive(paths.data, cache, DataSource.REAL)
     spec = DEFAULT_SPEC
-    folder = ensure_synthetic(synthetic_folder(settings, spec), spec)
+    folder = ensure_synthetic(synthetic_folder(paths, spec), spec)
     size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"
-    log.warning(SYNTHETIC_BANNER.format(data=settings.data_path, where=folder, rows=size))
+    log.warning(SYNTHETIC_BANNER.format(data=paths.data, where=folder, rows=size))
     return load_archive(folder, cache, DataSource.SYNTHETIC)

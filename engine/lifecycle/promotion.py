@@ -44,8 +44,9 @@ class Policy:
     thresholds: tuple[float, ...]
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Policy:
-        return cls(tuple(settings.promote_metrics), tuple(settings.promote_thresholds))
+    def from_spec(cls, spec: Any) -> Policy:
+        """The policy of a ``config.PromotionSpec``."""
+        return cls(tuple(spec.metrics), tuple(spec.thresholds))
 
     def resolve(self, available: Mapping[str, float]) -> tuple[str, ...]:
         """The metric name each policy entry means in ``available``."""

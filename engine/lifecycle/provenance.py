@@ -55,7 +55,7 @@ def run_tags(result: RunResult) -> dict[str, str]:
         "git_dirty": str(dirty).lower(),
         "dataset_fingerprint": result.fingerprint,
         "data_source": result.source,
-        "model": result.settings.model.value,
+        "model": result.spec.model.name.value,
         "period_start": start,
         "period_end": end,
     }
@@ -67,13 +67,13 @@ def feature_definitions(result: RunResult) -> dict[str, Any]:
     """Every feature's Polars expression, and how features were normalised per date."""
     from engine.features import feature_expr, feature_parts
 
-    settings = result.settings
+    features = result.spec.features
     parts = {k: str(v) for name in result.features for k, v in feature_parts(name).items()}
     return {
         "features": {name: str(feature_expr(name)) for name in result.features},
         "hidden_columns": parts,
-        "normalisation": settings.normalisation.value,
-        "sector_neutral": settings.sector_neutral,
-        "label_horizon_days": settings.horizon,
+        "normalisation": features.normalisation.value,
+        "sector_neutral": features.sector_neutral,
+        "label_horizon_days": features.horizon,
         "point_in_time": "a feature dated t uses only rows dated <= t",
     }

@@ -38,6 +38,7 @@ FINGERPRINT, DATA_SOURCE = "dataset_fingerprint", "data_source"
 PERIOD_START, PERIOD_END = "period_start", "period_end"
 DECISION, REASON, POLICY = "promotion.decision", "promotion.reason", "promotion.policy"
 PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
+SPEC_ARTIFACT = "spec.json"  # the run's RunSpec, logged as an artifact by ``tracking``
 RACE_ROUNDS = 3
 # Holders keep the store lock for a registration (about a second; several under load):
 # a wait this long means the holder is stuck, and the run ends with one clear line.
@@ -288,12 +289,20 @@ def registered_names(client: Any, prefix: str = "") -> list[str]:
 # --- using a registered model --------------------------------------------------------------
 @dataclass(frozen=True)
 class Scorer:
-    """A registered (or logged) model loaded for scoring, with what it was trained on."""
+    """A registered (or logged) model loaded for scoring, with what it was trained on.
+
+    Attributes
+    ----------
+    uri : the model URI it was loaded from.
+    model : the ``mlflow.pyfunc.PyFuncModel``.
+    features : the input columns of its signature, in order.
+    spec : the ``config.RunSpec`` of the run that logged it (its ``spec.json``).
+    """
 
     uri: str
-    model: Any  # mlflow.pyfunc.PyFuncModel
+    model: Any
     features: tuple[str, ...]
-    params: Mapping[str, str]  # the settings of the run that logged it
+    spec: Any
 
     def score(self, frame: Any) -> Any:
         """Scores (numpy, one per row) of a Polars frame holding the model's features."""
@@ -318,6 +327,25 @@ def load_scorer(client: Any, uri: str) -> Scorer:
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise RegistryError(f"{uri} has no input signature: its features are unknown")
-    run_id = model.metadata.run_id
-    params = dict(client.get_run(run_id).data.params) if run_id else {}
-    return Scorer(uri, model, tuple(schema.input_names()), params)
+    return Scorer(uri, model, tuple(schema.input_names()), logged_spec(client, model.metadata))
+
+
+def logged_spec(client: Any, metadata: Any) -> Any:
+    """The ``RunSpec`` recorded (``spec.json``) by the run that logged a model."""
+    import json
+    import tempfile
+
+    from engine.config import RunSpec
+
+    run_id = metadata.run_id
+    if not run_id:
+        raise RegistryError("the model has no run: its settings are unknown")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
+        except Exception:
+            raise RegistryError(
+                f"run {run_id} has no {SPEC_ARTIFACT} (logged by an older engine): run "
+                "`engine run` again to register a model that can predict"
+            ) from None
+        return RunSpec.from_dict(json.loads(Path(path).read_text()))

@@ -8,7 +8,8 @@ server and logs the run it is sent), or on a background thread (``preflight``) w
 process has mlflow imported already. A thread would hold the GIL for those seconds, and
 the pipeline's many short numpy calls would wait on it. What a run records:
 
-* params: every setting (credentials redacted by ``Settings.as_params``);
+* params: every setting (credentials redacted by ``RunSpec.as_params``), and the whole spec
+  as one JSON artifact ``spec.json`` (what ``engine predict`` reads back);
 * metrics: every summary metric, linked to the logged model and the dataset, the stage
   timings, and the per-period rank IC as step metrics ``ic`` and ``ic_n`` (step = period
   index, timestamp = the rebalance date);
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import logs, views
-from engine.config import Settings, redact_uri
+from engine.config import RunSpec, redact_uri
 from engine.lifecycle import promotion, registry
 from engine.lifecycle.provenance import backtest_period, feature_definitions, run_tags
 from engine.lifecycle.worker import TrackedRun, TrackingError, configure
@@ -141,7 +142,7 @@ class Preflight:
     """Background preparation of tracking: imports mlflow and probes the server while the
     pipeline runs. ``wait`` joins it and raises what the probe found."""
 
-    settings: Settings
+    settings: RunSpec
     thread: threading.Thread | None = None
     error: TrackingError | None = None
     client: Any = None  # an MlflowClient opened ahead (tracking worker only)
@@ -157,7 +158,7 @@ class Preflight:
 
     def _work(self) -> None:
         try:
-            probe(self.settings.mlflow_uri, self.settings.tracking_timeout)
+            probe(self.settings.mlflow_uri, self.settings.tracking.timeout)
         except TrackingError as exc:
             self.error = exc
         import importlib
@@ -175,7 +176,7 @@ class Preflight:
         if self.error is not None:
             raise self.error
 
-    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
+    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: RunSpec) -> Any:
         return log_run(result, artifacts, settings, self)
 
     def __enter__(self) -> Preflight:
@@ -185,7 +186,7 @@ class Preflight:
         return None  # a daemon thread: nothing to end
 
 
-def preflight(settings: Settings) -> Preflight:
+def preflight(settings: RunSpec) -> Preflight:
     """Start preparing tracking in the background (call before the pipeline)."""
     return Preflight(settings).start()
 
@@ -224,7 +225,7 @@ def _redundant_checks_skipped() -> Iterator[None]:
 
 
 @contextmanager
-def store_errors(settings: Settings, doing: str) -> Iterator[None]:
+def store_errors(settings: RunSpec, doing: str) -> Iterator[None]:
     """Any failure of the store becomes one TrackingError line, credentials scrubbed."""
     try:
         yield
@@ -259,7 +260,7 @@ def credentials() -> list[str]:
     return [s for s in found if s]
 
 
-def open_client(settings: Settings) -> Any:
+def open_client(settings: RunSpec) -> Any:
     """An MlflowClient on the configured store (created, with its tables, under the store
     lock the first time: two processes must not both run its migrations)."""
     mlflow = _mlflow()
@@ -282,7 +283,7 @@ def open_client(settings: Settings) -> Any:
     return client
 
 
-def experiment_id(client: Any, settings: Settings) -> str:
+def experiment_id(client: Any, settings: RunSpec) -> str:
     """The engine's experiment, created with its artifacts beside a SQLite store (never
     in ``./mlruns`` of whatever folder the command runs from)."""
     found = client.get_experiment_by_name(EXPERIMENT)
@@ -351,7 +352,7 @@ def dataset_input(result: RunResult) -> Any:
         "backtest_end": end,
         "fingerprint": result.fingerprint,
     }
-    source = {"uri": str(Path(result.settings.data_path).resolve()), "kind": result.source}
+    source = {"uri": str(Path(result.spec.paths.data).resolve()), "kind": result.source}
     dataset = Dataset(
         name=f"sp500-{result.source}",
         digest=result.fingerprint[:32],
@@ -368,6 +369,7 @@ def _stage_artifacts(folder: Path, result: RunResult, outputs: dict[str, Path]) 
     for path in outputs.values():
         if Path(path).is_file():
             shutil.copy2(path, folder / "outputs" / Path(path).name)
+    (folder / registry.SPEC_ARTIFACT).write_text(result.spec.to_json())
     (folder / "features").mkdir()
     definitions = json.dumps(feature_definitions(result), indent=2)
     (folder / "features" / "features.json").write_text(definitions)
@@ -390,7 +392,7 @@ def log_model(result: RunResult, tags: dict[str, str] | None = None) -> Any:
 
     from engine.research.models import to_sklearn
 
-    estimator = copy.copy(to_sklearn(result.model, result.settings.alpha))
+    estimator = copy.copy(to_sklearn(result.model))
     estimator.feature_names_in_ = np.asarray(result.features, dtype=object)
     example = result.input_example.select(result.features).to_pandas()
     signature = infer_signature(example, estimator.predict(example))
@@ -409,7 +411,7 @@ def log_model(result: RunResult, tags: dict[str, str] | None = None) -> Any:
 def log_run(
     result: RunResult,
     artifacts: dict[str, Path],
-    settings: Settings,
+    settings: RunSpec,
     prepared: Preflight | None = None,
 ) -> TrackedRun:
     """Log the run, register its model and apply the promotion policy; the wall time of
@@ -422,7 +424,7 @@ def log_run(
     TrackingError
         The store is unreachable or failed; the message is one line without credentials.
     """
-    policy = promotion.Policy.from_settings(settings)
+    policy = promotion.Policy.from_spec(settings.promotion)
     if result.model is not None:
         policy.resolve(result.metrics)
     clock = Clock()
@@ -436,7 +438,7 @@ def log_run(
             exp = experiment_id(client, settings)
             tags = {**run_tags(result), **prepared.tags}
             active = _mlflow().start_run(
-                experiment_id=exp, run_name=settings.model.value, tags=tags
+                experiment_id=exp, run_name=settings.model.name.value, tags=tags
             )
         with active:
             tracked = _record(
@@ -452,7 +454,7 @@ def _record(
     run_id: str,
     result: RunResult,
     artifacts: dict[str, Path],
-    settings: Settings,
+    settings: RunSpec,
     policy: promotion.Policy,
     clock: Clock,
     model_tags: dict[str, str] | None = None,
@@ -478,7 +480,7 @@ def _record(
         return TrackedRun(run_id, None, None)
     start, end = backtest_period(result)
     evidence = promotion.Evidence("", result.fingerprint, (start, end), dict(result.metrics))
-    tags = {registry.DATA_SOURCE: result.source, "model": settings.model.value}
+    tags = {registry.DATA_SOURCE: result.source, "model": settings.model.name.value}
     with clock.step("registry"), store_errors(settings, "registering"):
         registered = registry.register_and_promote(
             client, settings, run_id, info.model_uri, model_id, evidence, policy, tags

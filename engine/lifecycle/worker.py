@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.config import Settings
+    from engine.config import RunSpec
     from engine.lifecycle.tracking import Preflight
     from engine.pipeline import RunResult
 
@@ -51,12 +51,12 @@ class TrackedRun:
         return self.registered.summary_lines()
 
 
-def configure(settings: Settings) -> None:
+def configure(settings: RunSpec) -> None:
     """Bound every MLflow HTTP request (timeout, retries, backoff), silence MLflow's
     chatter and its telemetry (unless MLFLOW_DISABLE_TELEMETRY says otherwise). MLflow
     reads these variables when it needs them; this is the one place that sets them."""
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking_timeout)
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.tracking.timeout)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.tracking.retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")  # requirements are explicit
     # The engine reports a store failure itself, in one line; MLflow's own error logs (a
@@ -86,7 +86,7 @@ class TrackingWorker:
     processes of the same code.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RunSpec) -> None:
         configure(settings)  # the child inherits the variables
         # This process's module path, its working folder ('') spelled out: the child runs
         # with -P, which does not put its own working folder first (a folder there named
@@ -117,12 +117,12 @@ class TrackingWorker:
         except (BrokenPipeError, OSError):
             pass  # the child is gone: the reply (none) says so
 
-    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: Settings) -> Any:
+    def log_run(self, result: RunResult, artifacts: dict[str, Path], settings: RunSpec) -> Any:
         """``log_run`` in the child; its exceptions are raised here."""
         from engine.lifecycle import promotion
 
         if result.model is not None:  # a policy error ends the run before anything is sent
-            promotion.Policy.from_settings(settings).resolve(result.metrics)
+            promotion.Policy.from_spec(settings.promotion).resolve(result.metrics)
         self._send((result, artifacts, settings))
         log.debug("tracking: run sent to the worker")
         try:
@@ -159,7 +159,7 @@ class TrackingWorker:
         self.close(abandon=kind is not None)
 
 
-def start_tracking(settings: Settings) -> Preflight | TrackingWorker:
+def start_tracking(settings: RunSpec) -> Preflight | TrackingWorker:
     """Prepare tracking while the pipeline runs: a worker process, or a background thread
     when mlflow is already imported here (nothing left to take off the GIL)."""
     if "mlflow" in sys.modules:

@@ -1,5 +1,5 @@
 """load -> features -> train -> portfolio -> backtest: the run, as functions of the
-previous stage's output and the settings.
+previous stage's output and its own spec (``engine.config``).
 
 * ``frame``: the model boundary (features, labels, purge periods as arrays) and the
   daily market panel; the normalised frame is memoised in the Parquet cache.
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import evaluate as ev
@@ -80,7 +80,7 @@ class RunResult:
     input_example : a few normalised feature rows (for the model signature).
     """
 
-    settings: Settings
+    spec: RunSpec
     fingerprint: str
     source: str
     features: tuple[str, ...]
@@ -105,19 +105,19 @@ class Prepared:
     input_example: pl.DataFrame
 
 
-def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared:
+def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     """Features, labels and purge periods as arrays, and the daily market panel."""
-    features = DEFAULT_FEATURES
+    features, walk = DEFAULT_FEATURES, spec.walk_forward
     with timer.stage("features"):
-        columns = model_inputs(archive, settings, features)
+        columns = model_inputs(archive, spec.features, spec.paths, features)
         if len(columns.y) == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(columns, settings, panel.calendar, features)
+        data = model_data(columns, spec.features, walk, panel.calendar, features)
     if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
-            f"{settings.min_train_periods} {settings.rebalance.value} periods of labelled history"
+            f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
         )
     # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
@@ -125,28 +125,29 @@ def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared
 
 
 def evaluate_model(
-    archive: Archive, settings: Settings, prepared: Prepared, timer: StageTimer
+    archive: Archive, spec: RunSpec, prepared: Prepared, timer: StageTimer
 ) -> RunResult:
-    """Walk ``settings.model`` forward on the prepared data, then weights, backtest, metrics."""
-    data, panel, model = prepared.data, prepared.market, settings.model
+    """Walk ``spec.model`` forward on the prepared data, then weights, backtest, metrics."""
+    data, panel, model = prepared.data, prepared.market, spec.model.name
     with timer.stage(f"walk-forward {model.value}"):
-        result = ev.score(data, settings, model, panel.calendar)
+        result = ev.score(data, spec.model, spec.walk_forward.rebalance, panel.calendar)
         predictions = ev.predictions_frame(data, result)
     if predictions.height == 0:
         raise ModelError(f"model {model.value} scored no rebalance date (too little history)")
     with timer.stage("portfolio"):
         universe = int(predictions.group_by(DATE).len()["len"].max())
-        spec = ev.portfolio_spec(settings, model, universe)
-        history = ev.holdings_history(predictions, spec, panel, settings.execution_lag)
+        portfolio = ev.portfolio_spec(spec.portfolio, model, universe)
+        lag = spec.backtest.execution_lag
+        history = ev.holdings_history(predictions, portfolio, panel, lag)
     with timer.stage("backtest"):
-        equity, attribution = ev.run_backtest(history, panel, settings)
+        equity, attribution = ev.run_backtest(history, panel, spec.backtest)
     with timer.stage("metrics"):
-        overlap = ev.label_overlap(data, settings.horizon, panel.calendar)
+        overlap = ev.label_overlap(data, spec.features.horizon, panel.calendar)
         ic, metrics = ev.prediction_metrics(predictions, data.label, model, overlap)
         metrics |= ev.backtest_metrics(equity)
         metrics |= {f"model_{k}": v for k, v in result.info.items()}
     return RunResult(
-        settings=settings,
+        spec=spec,
         fingerprint=archive.fingerprint,
         source=archive.source.value,
         features=data.features,
@@ -163,10 +164,10 @@ def evaluate_model(
     )
 
 
-def run(archive: Archive, settings: Settings) -> RunResult:
-    """The whole research run of ``settings.model`` on one archive."""
+def run(archive: Archive, spec: RunSpec) -> RunResult:
+    """The whole research run of ``spec.model`` on one archive."""
     timer = StageTimer()
-    return evaluate_model(archive, settings, prepare(archive, settings, timer), timer)
+    return evaluate_model(archive, spec, prepare(archive, spec, timer), timer)
 
 
 def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:

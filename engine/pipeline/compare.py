@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.pipeline import RunResult, StageTimer, evaluate_model, prepare
 from engine.research import metrics as mt
@@ -52,15 +52,15 @@ class Comparison:
 
 
 def run_all(
-    archive: Archive, settings: Settings, models: tuple[ModelName, ...] = tuple(ModelName)
+    archive: Archive, spec: RunSpec, models: tuple[ModelName, ...] = tuple(ModelName)
 ) -> Comparison:
     """Walk every model in ``models`` forward on the same prepared data and compare them."""
     shared = StageTimer()
-    prepared = prepare(archive, settings, shared)
+    prepared = prepare(archive, spec, shared)
     results = []
     for model in models:
         timer = StageTimer(dict(shared.seconds))
-        results.append(evaluate_model(archive, settings.replace(model=model), prepared, timer))
+        results.append(evaluate_model(archive, spec.with_model(model), prepared, timer))
     results = deflate(results)
     return Comparison(tuple(results), comparison_table(results))
 
@@ -88,7 +88,7 @@ def comparison_table(results: list[RunResult]) -> pl.DataFrame:
     """One row per model with the columns of ``COLUMNS`` (NaN where not meaningful)."""
     rows = []
     for r in results:
-        row = {"model": r.settings.model.value}
+        row = {"model": r.spec.model.name.value}
         row |= {col: float(r.metrics.get(key, np.nan)) for col, key in COLUMNS[1:]}
         rows.append(row)
     return pl.DataFrame(

@@ -3,18 +3,18 @@ market.
 
 The model frame is the only expensive step of a run (point-in-time features, then a
 per-date rank of every feature). Its result depends only on the dataset fingerprint,
-the feature settings and the source code that computes it, so it is memoised in the
-cache (``store``) under a key made of exactly those (``frame_key``); a change to any of
-them, including an edit of ``features.py``, gives a new key and a recomputation.
+the feature spec and the code that computes it, so it is memoised in the cache
+(``store``) under a key made of exactly those (``frame_key``: the code is represented by
+``FRAME_VERSION``, which a change of that code bumps).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import hashlib
-import inspect
 import itertools
 import json
 import logging
@@ -25,18 +25,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from engine import features
-from engine.config import Settings
+from engine.config import FeatureSpec, Paths
 from engine.data.archive import Archive
 from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, feature_panel, label_name
 from engine.pipeline import store
 from engine.research import backtest as bt
-from engine.research import crosssection, ranking
+from engine.research import crosssection
 from engine.research.crosssection import normalise
 from engine.schema import ADJ_CLOSE, DATE, INDEX_LEVEL, SECTOR, SYMBOL, Normalisation
 
 log = logging.getLogger(__name__)
 
+# The version of the code that computes the model frame (features, normalisation, storage):
+# part of the frame's cache key, so bump it with any change that alters a cached frame.
+FRAME_VERSION = 2
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 UNKNOWN_SECTOR = "Unknown"
 
@@ -51,7 +53,7 @@ SPILL_ROW_GROUP = 65_536  # rows per row group of a spilled batch (the unit a da
 
 
 def frame_chunks(
-    archive: Archive, settings: Settings, names: tuple[str, ...], spill: Path
+    archive: Archive, spec: FeatureSpec, names: tuple[str, ...], spill: Path
 ) -> store.Chunks:
     """The model frame in chunks of whole dates, in (date, symbol) order: normalised
     features (float32), the label and its end date for every scoreable row. Rows of
@@ -67,23 +69,23 @@ def frame_chunks(
     as one chunk, and the peak memory is that of one chunk whatever the archive's size.
     features.ENGINE (in-memory): the same values on any number of cores.
     """
-    label, end = label_name(settings.horizon), label_end_name(settings.horizon)
+    label, end = label_name(spec.horizon), label_end_name(spec.horizon)
     keep = [DATE, SYMBOL, *names, label, end]
     panels = feature_batches(
-        archive, names, (settings.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
+        archive, names, (spec.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
     )
     spilling = archive.prices.select(pl.len()).collect().item() > FRAME_CHUNK_ROWS
     if not spilling:
         panel = pl.concat(panels, rechunk=False)
         symbols = panel[SYMBOL].unique(maintain_order=True).to_list()
-        frames = iter([_normalised(panel, archive, settings, names, keep)])
+        frames = iter([_normalised(panel, archive, spec, names, keep)])
         return store.Chunks(panel.height, symbols, names, label, end, frames)
     parts, days, symbols = _spilled(panels, spill)
     reads = (
         pl.concat([pl.scan_parquet(p).filter(pl.col(DATE).is_between(lo, hi)) for p in parts])
         for lo, hi in _date_ranges(days, FRAME_CHUNK_ROWS)
     )
-    frames = (_normalised(read.collect(engine=ENGINE), archive, settings, names, keep)
+    frames = (_normalised(read.collect(engine=ENGINE), archive, spec, names, keep)
               for read in reads)  # fmt: skip
     return store.Chunks(int(days["len"].sum()), symbols, names, label, end, frames)
 
@@ -133,7 +135,7 @@ def _date_ranges(days: pl.DataFrame, rows: int) -> list[tuple[dt.date, dt.date]]
 
 
 def _normalised(
-    panel: pl.DataFrame, archive: Archive, settings: Settings, names: tuple[str, ...],
+    panel: pl.DataFrame, archive: Archive, spec: FeatureSpec, names: tuple[str, ...],
     keep: list[str],
 ) -> pl.DataFrame:  # fmt: skip
     """``panel`` (whole dates; each date's rows in symbol order) in (date, symbol) order,
@@ -141,25 +143,24 @@ def _normalised(
     # A stable sort on the date keeps the symbol order within a date: (date, symbol), each
     # date a contiguous block (what the fast ranking needs).
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
-    if settings.normalisation is Normalisation.RANK and not settings.sector_neutral:
+    if spec.normalisation is Normalisation.RANK and not spec.sector_neutral:
         # normalise()'s own path, each column taken in date order as it is ranked
         return crosssection.rank_frame(panel, names, dtype=pl.Float32, consume=True, order=order)
     frame = panel.select(pl.all().gather(order)).lazy()
     del panel
-    if settings.sector_neutral:  # the sector is only needed to demean within it
+    if spec.sector_neutral:  # the sector is only needed to demean within it
         companies = archive.companies.lazy().select(SYMBOL, SECTOR)
         frame = frame.join(companies, on=SYMBOL, how="left", maintain_order="left")
-    frame = normalise(frame, names, settings.normalisation, settings.sector_neutral,
-                      dtype=pl.Float32)  # fmt: skip
+    frame = normalise(frame, names, spec.normalisation, spec.sector_neutral, dtype=pl.Float32)
     return frame.select(*keep).collect(engine=ENGINE)
 
 
-def model_frame(archive: Archive, settings: Settings, names: tuple[str, ...]) -> pl.DataFrame:
+def model_frame(archive: Archive, spec: FeatureSpec, names: tuple[str, ...]) -> pl.DataFrame:
     """The whole model frame (``frame_chunks``) in memory, without the cache."""
     with tempfile.TemporaryDirectory(prefix="engine-spill-") as spill:
-        chunks = frame_chunks(archive, settings, names, Path(spill))
+        chunks = frame_chunks(archive, spec, names, Path(spill))
         frames = list(chunks.frames)
-    return pl.concat(frames) if frames else pl.DataFrame(schema=frame_schema(settings, names))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=frame_schema(spec, names))
 
 
 def symbol_batches(prices: pl.LazyFrame, rows: int = FEATURE_BATCH_ROWS) -> list[pl.LazyFrame]:
@@ -178,46 +179,38 @@ def symbol_batches(prices: pl.LazyFrame, rows: int = FEATURE_BATCH_ROWS) -> list
     return [prices.slice(a, b - a) for a, b in itertools.pairwise(bounds)]
 
 
-def frame_schema(settings: Settings, names: tuple[str, ...]) -> pl.Schema:
+def frame_schema(spec: FeatureSpec, names: tuple[str, ...]) -> pl.Schema:
     return pl.Schema(
         {DATE: pl.Date, SYMBOL: pl.String, **dict.fromkeys(names, pl.Float32),
-         label_name(settings.horizon): pl.Float64, label_end_name(settings.horizon): pl.Date}
+         label_name(spec.horizon): pl.Float64, label_end_name(spec.horizon): pl.Date}
     )  # fmt: skip
 
 
-def frame_key(fingerprint: str, settings: Settings, names: tuple[str, ...]) -> str:
-    """Content key of the model frame: data, feature settings and the computing code."""
-    code = b"".join(
-        inspect.getsource(part).encode()
-        for part in (features, crosssection, ranking, store, frame_chunks, feature_batches,
-                     _spilled, _date_ranges, _normalised, symbol_batches)
-    )  # fmt: skip
-    spec = {
+def frame_key(fingerprint: str, spec: FeatureSpec, names: tuple[str, ...]) -> str:
+    """Content key of the model frame: the data, the feature spec and names, and
+    ``FRAME_VERSION`` (bumped by any change of the code that computes the frame)."""
+    identity = {
+        "version": FRAME_VERSION,
         "fingerprint": fingerprint,
         "features": list(names),
-        "horizon": settings.horizon,
-        "normalisation": settings.normalisation.value,
-        "sector_neutral": settings.sector_neutral,
+        "spec": dataclasses.asdict(spec),
         "min_history": MIN_HISTORY_ROWS,
-        "batch_rows": FEATURE_BATCH_ROWS,
-        "chunk_rows": FRAME_CHUNK_ROWS,
         "polars": pl.__version__,
-        "engine": ENGINE,
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode() + code).hexdigest()
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def frame_files(
-    archive: Archive, settings: Settings, names: tuple[str, ...]
+    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
 ) -> store.FrameFiles | None:
-    """The model frame's files in the cache, made first if this data and code have not
-    made them before; None when the feature cache is off."""
-    if not settings.feature_cache:
+    """The model frame's files in the cache, made first if this data and spec have not
+    made them before; None when the frame cache is off."""
+    if not paths.frame_cache:
         return None
-    root = Path(settings.cache_path) / "frames"
-    key = frame_key(archive.fingerprint, settings, names)
+    root = paths.cache_dir / "frames"
+    key = frame_key(archive.fingerprint, spec, names)
     files, built = store.cached_frame(
-        root, key, lambda spill: frame_chunks(archive, settings, names, spill)
+        root, key, lambda spill: frame_chunks(archive, spec, names, spill)
     )
     log.info("model frame %s from %s", "computed" if built else "read", files.directory)
     if built:
@@ -238,11 +231,11 @@ def _release_free_memory() -> None:
 
 
 def cached_model_frame(
-    archive: Archive, settings: Settings, names: tuple[str, ...]
+    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
 ) -> pl.DataFrame:
-    """``model_frame``, read from the cache when this data and code made it before."""
-    files = frame_files(archive, settings, names)
-    return model_frame(archive, settings, names) if files is None else files.frame()
+    """``model_frame``, read from the cache when this data and spec made it before."""
+    files = frame_files(archive, spec, paths, names)
+    return model_frame(archive, spec, names) if files is None else files.frame()
 
 
 def price_matrix(prices: pl.DataFrame, calendar: np.ndarray, symbols: np.ndarray) -> np.ndarray:

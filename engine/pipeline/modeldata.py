@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import FeatureSpec, Paths, WalkForwardSpec
 from engine.data.archive import Archive
 from engine.features import label_name
 from engine.pipeline.arrays import RowFile
@@ -46,13 +46,15 @@ class FrameColumns:
     keys: Callable[[np.ndarray], pl.DataFrame]
 
 
-def model_inputs(archive: Archive, settings: Settings, names: tuple[str, ...]) -> FrameColumns:
+def model_inputs(
+    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
+) -> FrameColumns:
     """The model frame's columns: from the cache (features left on disk), or computed in
-    memory when the feature cache is off."""
-    label, end = label_name(settings.horizon), label_end_name(settings.horizon)
-    files = frame_files(archive, settings, names)
+    memory when the frame cache is off."""
+    label, end = label_name(spec.horizon), label_end_name(spec.horizon)
+    files = frame_files(archive, spec, paths, names)
     if files is None:
-        frame = model_frame(archive, settings, names)
+        frame = model_frame(archive, spec, names)
         stored = key_arrays(frame, label, end)  # as the cache's files hold them
         return FrameColumns(
             days=stored["date"],
@@ -85,6 +87,8 @@ class ModelData:
     scored : the rows dated on a rebalance (``predict_at >= 0``), ascending.
     keys : date, symbol and label of the ``scored`` rows, in that order.
     rebalances, plan : rebalance dates and the training window of each.
+    features, label : the feature columns of ``X`` and the label's name.
+    horizon : the label's horizon, in trading days.
     """
 
     X: np.ndarray | RowFile
@@ -98,25 +102,30 @@ class ModelData:
     plan: Schedule
     features: tuple[str, ...]
     label: str
+    horizon: int
 
 
 def model_data(
-    columns: FrameColumns, settings: Settings, calendar: np.ndarray, names: tuple[str, ...]
+    columns: FrameColumns,
+    features: FeatureSpec,
+    walk: WalkForwardSpec,
+    calendar: np.ndarray,
+    names: tuple[str, ...],
 ) -> ModelData:
     """Arrays for the walk-forward from the model frame's columns (``model_inputs``).
 
-    With ``settings.purge`` off (a deliberately leaky configuration, for the honesty
+    With ``walk.purge`` off (a deliberately leaky configuration, for the honesty
     tests only) a row becomes trainable at the first rebalance on or after its own
     date, before its label is known.
     """
-    rebalances = rebalance_dates(calendar, settings.rebalance)
+    rebalances = rebalance_dates(calendar, walk.rebalance)
     days = DayTable(columns.days, calendar)
-    ends = columns.ends if settings.purge else columns.days
+    ends = columns.ends if walk.purge else columns.days
     available = days.first_on_or_after(ends, rebalances, never=ends == LABEL_NEVER)
     available[np.isnan(columns.y)] = len(rebalances)
     known = available[available < len(rebalances)]
     plan = schedule(
-        rebalances, settings.train_window, settings.min_train_periods, settings.rolling_periods,
+        rebalances, walk.train_window, walk.min_train_periods, walk.rolling_periods,
         first_available=int(known.min()) if known.size else len(rebalances),
     )  # fmt: skip
     predict_at = days.index_in(columns.days, rebalances)
@@ -132,7 +141,8 @@ def model_data(
         rebalances=rebalances,
         plan=plan,
         features=names,
-        label=label_name(settings.horizon),
+        label=label_name(features.horizon),
+        horizon=features.horizon,
     )
 
 

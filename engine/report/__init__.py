@@ -43,11 +43,11 @@ def metrics_document(result: RunResult) -> dict:
     eq = result.equity
     common = eq.filter(pl.col("index").is_not_nan()) if eq.height else eq
     return {
-        "model": result.settings.model.value,
+        "model": result.spec.model.name.value,
         "dataset_fingerprint": result.fingerprint,
         "data_source": result.source,
         "metrics": {k: _json_safe(v) for k, v in sorted(result.metrics.items())},
-        "settings": result.settings.as_params(),
+        "settings": result.spec.as_params(),
         "features": list(result.features),
         "period": {
             "start": str(eq["date"].min()) if eq.height else None,
@@ -68,7 +68,7 @@ def metrics_document(result: RunResult) -> dict:
 
 def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
     """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
-    model = result.settings.model.value
+    model = result.spec.model.name.value
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
     document = json.dumps(metrics_document(result), indent=2).encode()
     files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
@@ -125,13 +125,13 @@ def summary(result: RunResult) -> str:
     coverage = m.get("index_coverage", 1.0)
     index_note = "" if coverage >= 0.999 else f" on the {coverage:.0%} of days the index covers"
     lines = [
-        f"model {result.settings.model.value} on {result.source} data "
+        f"model {result.spec.model.name.value} on {result.source} data "
         f"(fingerprint {result.fingerprint[:12]})",
         f"  out-of-sample rank IC {_num(m.get('ic_mean', nan))} (t {_ic_t(m)}, "
         f"{int(m.get('ic_periods', 0))} periods), hit rate {_num(m.get('hit_rate', nan), '.3f')}, "
         f"R2 {_num(m.get('r2_oos', nan))}",
         f"  portfolio CAGR net {_pct(m['net_cagr'])} gross {_pct(m['gross_cagr'])} "
-        f"({result.settings.cost_bps:g} bp costs), Sharpe {_num(m['net_sharpe'], '.2f')}, "
+        f"({result.spec.backtest.cost_bps:g} bp costs), Sharpe {_num(m['net_sharpe'], '.2f')}, "
         f"max drawdown {m['net_max_drawdown']:.1%}",
         f"  vs S&P 500 price index{index_note}: {_pct(m['index_cagr'])} -> excess "
         f"{_pct(m['excess_cagr_vs_index'])}",

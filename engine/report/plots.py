@@ -48,8 +48,8 @@ def _log_scale(ax: Any) -> None:
 
 def equity_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Growth of 1 (log scale): portfolio net and gross, the price index, the universe."""
-    eq, model = result.equity, result.settings.model.value
-    fig, ax = _figure(f"{model}: growth of 1, net of {result.settings.cost_bps:g} bp costs")
+    eq, model = result.equity, result.spec.model.name.value
+    fig, ax = _figure(f"{model}: growth of 1, net of {result.spec.backtest.cost_bps:g} bp costs")
     dates = eq["date"].to_numpy()
     ax.plot(dates, eq["equity_net"], label=f"{model} (net)", lw=1.4)
     ax.plot(dates, eq["equity_gross"], label=f"{model} (gross)", lw=0.8, alpha=0.7)
@@ -67,7 +67,7 @@ def equity_plot(result: RunResult, handle: IO[bytes]) -> None:
 def drawdown_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Drawdown of the net equity curve, in percent."""
     eq = result.equity
-    fig, ax = _figure(f"{result.settings.model.value}: drawdown (net)")
+    fig, ax = _figure(f"{result.spec.model.name.value}: drawdown (net)")
     ax.fill_between(eq["date"].to_numpy(), eq["drawdown_net"].to_numpy() * 100, 0, alpha=0.5)
     ax.set_ylabel("% below the running peak")
     _save(fig, handle)
@@ -76,7 +76,7 @@ def drawdown_plot(result: RunResult, handle: IO[bytes]) -> None:
 def rolling_ic_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Per-period out-of-sample rank IC and its rolling mean."""
     ic = result.ic
-    fig, ax = _figure(f"{result.settings.model.value}: out-of-sample rank IC per rebalance")
+    fig, ax = _figure(f"{result.spec.model.name.value}: out-of-sample rank IC per rebalance")
     if ic.height:
         dates, values = ic["date"].to_numpy(), ic["ic"].to_numpy()
         _bars(ax, dates, values, width_days=20, alpha=0.4, label="IC")
@@ -113,7 +113,7 @@ def comparison_plot(results: Any, handle: IO[bytes]) -> None:
         ax.plot(
             r.equity["date"].to_numpy(),
             r.equity["equity_net"],
-            label=r.settings.model.value,
+            label=r.spec.model.name.value,
             lw=1.0,
         )
     if results:

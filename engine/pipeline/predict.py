@@ -1,0 +1,66 @@
+"""The portfolio for one date from a fitted scorer: the features of that date computed
+exactly as ``engine run`` computes them (the same cached model frame), scored, and turned
+into weights by the run's own portfolio code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine.config import RunSpec
+from engine.data.archive import Archive
+from engine.pipeline import evaluate as ev
+from engine.pipeline import latest_holdings
+from engine.pipeline.frame import frame_files, market, model_frame
+from engine.research.models import ModelError
+from engine.schema import DATE, SCORE, SYMBOL
+
+PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
+EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The holdings (``PORTFOLIO_COLUMNS``) built on ``day`` from ``scored`` symbols."""
+
+    day: dt.date
+    holdings: pl.DataFrame
+    scored: int
+
+
+def features_on(
+    archive: Archive, spec: RunSpec, names: tuple[str, ...], as_of: dt.date
+) -> pl.DataFrame:
+    """Normalised features (and keys) of every scoreable symbol on the last trading day
+    on or before ``as_of``, read from the run's model frame (that day's rows only)."""
+    files = frame_files(archive, spec.features, spec.paths, names)
+    frame = model_frame(archive, spec.features, names) if files is None else None
+    days = files.column("date") if frame is None else frame[DATE].to_physical().to_numpy()
+    limit = (as_of - EPOCH).days
+    if not (days <= limit).any():
+        first = EPOCH + dt.timedelta(int(days.min())) if days.size else "never"
+        raise ModelError(f"no scoreable day on or before {as_of} (first: {first})")
+    rows = np.flatnonzero(days == int(days[days <= limit].max()))
+    return files.frame(rows) if frame is None else frame[rows]
+
+
+def predict(
+    archive: Archive,
+    spec: RunSpec,
+    names: tuple[str, ...],
+    score: Callable[[pl.DataFrame], np.ndarray],
+    as_of: dt.date,
+) -> Prediction:
+    """Score the features ``names`` of the last trading day on or before ``as_of`` with
+    ``score`` (rows in, one score per row out) and build ``spec``'s portfolio from them."""
+    day_frame = features_on(archive, spec, names, as_of)
+    predictions = day_frame.select(DATE, SYMBOL).with_columns(pl.Series(SCORE, score(day_frame)))
+    portfolio = ev.portfolio_spec(spec.portfolio, spec.model.name, predictions.height)
+    panel = market(archive)
+    history = ev.holdings_history(predictions, portfolio, panel, spec.backtest.execution_lag)
+    holdings = latest_holdings(history, archive.companies).select(PORTFOLIO_COLUMNS)
+    return Prediction(day_frame[DATE][0], holdings, day_frame.height)
