@@ -7,14 +7,11 @@ its input and compares it with what is available; when it cannot fit, the run st
 one line saying how much it needs and how much there is.
 
 The estimates are of the memory still to be taken when the check runs (the interpreter
-and Polars are resident by then, ~0.15 GB), with a margin over what was measured. Every
-stage is bounded now: the CSV is parsed in batches (~0.6 GB at 10x the default archive),
-the model frame is normalised in chunks of at most ``FRAME_CHUNK_ROWS`` rows in memory
-(~250 bytes a row), and what a run keeps for every price row (labels, rebalance periods,
-scores, the returns panel) is ~50 bytes. Measured peaks of `engine run` without the
-tracking process: 0.68 GB cold and 0.32 GB warm on the default archive (1.89M rows, 144
-MB of ``sp500_stocks.csv``), 1.5 GB cold and 1.2-1.7 GB warm at 10x (18.9M rows). Available memory is
-``MemAvailable`` (``/proc/meminfo``), capped by the process's cgroup memory limit (v2 or
+and Polars are resident by then), with a margin over the peaks in docs/benchmarks.md.
+Every stage is bounded: the CSV is parsed in batches, the model frame is normalised in
+chunks of at most ``CHUNK_ROWS`` rows (``BYTES_PER_CHUNK_ROW`` each), and what a run keeps
+for every price row (labels, rebalance periods, scores, the returns panel) is
+``BYTES_PER_PRICE_ROW``. Available memory is ``MemAvailable`` (``/proc/meminfo``), capped by the process's cgroup memory limit (v2 or
 v1) less what the cgroup already uses (page cache that can be dropped excepted; the
 tracking process, already started, is counted). Where neither can be read, nothing is
 refused.

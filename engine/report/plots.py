@@ -1,6 +1,6 @@
 """PNG plots of a run: equity against the benchmarks, drawdown, rolling IC.
 
-matplotlib is imported lazily (~0.5 s) with the Agg backend and used through
+matplotlib is imported lazily with the Agg backend and used through
 ``Figure`` objects only (no pyplot global state), so plotting is thread-safe and never
 opens a window. Each function writes one PNG to a binary file object.
 """
@@ -24,10 +24,10 @@ def _figure(title: str) -> tuple[Any, Any]:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 4.5))  # fixed margins: constrained layout costs ~0.3 s a figure
+    fig = Figure(figsize=(9, 4.5))  # fixed margins: a constrained layout is slow
     fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.09)
     ax = fig.add_subplot()
-    fig.text(0.5, 0.955, title, ha="center", fontsize=11)  # not set_title: it re-lays out (~70 ms)
+    fig.text(0.5, 0.955, title, ha="center", fontsize=11)  # not set_title: it re-lays out
     ax.grid(alpha=0.3)
     return fig, ax
 
@@ -38,7 +38,7 @@ def _save(fig: Any, handle: IO[bytes]) -> None:
 
 def _log_scale(ax: Any) -> None:
     """Log y axis labelled 0.5, 1, 10, ... (growth of 1). The default labels (10^0, ...)
-    are drawn with mathtext, whose parser costs ~0.3 s to set up in each process."""
+    are drawn with mathtext, whose parser is slow to set up in each process."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_yscale("log")
@@ -92,7 +92,7 @@ def rolling_ic_plot(result: RunResult, handle: IO[bytes]) -> None:
 
 def _bars(ax: Any, dates: np.ndarray, values: np.ndarray, width_days: float, **style: Any) -> None:
     """Bars centred on ``dates``, as one collection: ``ax.bar`` adds one patch per bar
-    and updates the data limits after each (~1 ms a bar)."""
+    and updates the data limits after each."""
     from matplotlib.collections import PolyCollection
     from matplotlib.dates import date2num
 

@@ -209,7 +209,7 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
 
 
 # Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
-# time, not the whole panel's (1x: peak ~0.75 GB against ~1.1 GB in one query, same time).
+# time, not the whole panel's.
 BATCH_ROWS = 500_000
 
 

@@ -19,10 +19,8 @@ from engine.data.archive.checks import unparsable_checks, violation
 from engine.data.archive.diagnosis import ArchiveError, first_line, structure_error
 from engine.data.archive.spec import ROW, Spec, with_parsed_date
 
-# Rows per batch of a streamed read (~19 MB of CSV). Peak RSS of a cold load_archive,
-# measured on the 1x and 10x benchmark archives (1.9M and 18.9M rows): 0.37 and 0.55 GB
-# with 250k-row batches, 0.45 and 0.70 GB with 1M, 0.97 GB at 10x with 2M; CPU time was
-# the same from 100k to 1M rows (the streaming CSV reader's own buffers set the floor).
+# Rows per batch of a streamed read (~19 MB of CSV): the ingest's memory is bounded by a
+# few batches whatever the archive's size (docs/benchmarks.md has the batch-size sweep).
 BATCH_ROWS = 250_000
 _ANY_FAILURE = (Exception, pl.exceptions.PanicException)  # PanicException is a BaseException
 

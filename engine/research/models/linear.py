@@ -112,7 +112,7 @@ def period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: in
 
 def _single_blas_thread() -> contextlib.AbstractContextManager:
     try:
-        from threadpoolctl import threadpool_limits  # ~10 ms; a scikit-learn dependency
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
     except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
