@@ -82,6 +82,8 @@ SECTOR = "sector"
 INDUSTRY = "industry"
 SCORE = "score"
 WEIGHT = "weight"
+# The columns of a portfolio file (portfolio_<model>.csv, predict_<model>_<date>.csv).
+PORTFOLIO_COLUMNS = (DATE, SYMBOL, NAME, SECTOR, WEIGHT, SCORE)
 
 STOCKS_RENAME = {
     "Date": DATE,

@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.data import sources
 from engine.data.synth import SynthSpec
 
-PORTFOLIO_COLUMNS = ["symbol", "name", "sector", "weight", "score"]
+PORTFOLIO_COLUMNS = ["date", "symbol", "name", "sector", "weight", "score"]
 
 
 def _run(*args: str) -> tuple[int, str, str]:

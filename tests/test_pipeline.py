@@ -82,7 +82,7 @@ def test_every_model_is_backtested_on_the_same_dates(comparison):
 def test_comparison_table_has_every_model_and_column(comparison):
     table = comparison.table
     assert table["model"].to_list() == [m.value for m in ModelName]
-    assert table.columns == [c for c, _ in COLUMNS]
+    assert table.columns == ["model", *COLUMNS]
     assert table.filter(pl.col("model") == "ridge")["deflated_sharpe_vs_universe"].is_finite().all()
     baselines = table.filter(pl.col("model").is_in(["momentum", "equal_weight"]))
     assert baselines["r2_oos"].is_nan().all()  # baselines do not forecast returns
@@ -159,6 +159,7 @@ def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
     for key in ("plot_equity", "plot_drawdown", "plot_rolling_ic"):
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pl.read_csv(files["portfolio"]).columns == [
+        "date",
         "symbol",
         "name",
         "sector",

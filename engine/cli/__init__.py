@@ -75,12 +75,12 @@ def choice(enum: type) -> click.Choice:
 def _configure_logging(verbose: int, quiet: bool) -> None:
     from engine import logs
 
-    logs.to_stderr(logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
+    logs.to_stderr(logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More progress output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.version_option(package_name="engine")
 def main(verbose: int, quiet: bool) -> None:
     """A fast, honest S&P 500 portfolio engine.

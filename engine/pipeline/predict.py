@@ -17,9 +17,8 @@ from engine.pipeline import evaluate as ev
 from engine.pipeline import latest_holdings
 from engine.pipeline.frame import frame_files, market, model_frame
 from engine.research.models import ModelError
-from engine.schema import DATE, SCORE, SYMBOL
+from engine.schema import DATE, PORTFOLIO_COLUMNS, SCORE, SYMBOL
 
-PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
 EPOCH = dt.date(1970, 1, 1)
 
 

@@ -23,6 +23,7 @@ import polars as pl
 from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
+from engine.schema import PORTFOLIO_COLUMNS
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -30,7 +31,6 @@ CAVEATS = (
     "The S&P 500 index file is a price index (no dividends); the portfolio and the "
     "equal-weight universe use Adj Close (dividends included).",
 )
-PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
 
 
 def _json_safe(value: float) -> float | None:
@@ -144,18 +144,17 @@ def summary(result: RunResult) -> str:
 def comparison_summary(table: pl.DataFrame) -> str:
     """The comparison table as fixed-width text, with the multiple-testing note and caveats."""
     shown = table.select(
-        "model", "ic_mean", "r2_oos", "portfolio_cagr_net", "index_cagr",
-        "outperformance_vs_index", "outperformance_vs_universe", "sharpe_net",
-        "deflated_sharpe_vs_universe",
+        "model", "ic_mean", "r2_oos", "net_cagr", "index_cagr", "excess_cagr_vs_index",
+        "excess_cagr_vs_universe", "net_sharpe", "deflated_sharpe_vs_universe",
     )  # fmt: skip
     header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
     rows = [header]
     for r in shown.iter_rows(named=True):
         rows.append(
             f"{r['model']:<14}{_num(r['ic_mean']):>8}{_num(r['r2_oos']):>9}"
-            f"{_pct(r['portfolio_cagr_net']):>10}{_pct(r['index_cagr']):>9}"
-            f"{_pct(r['outperformance_vs_index']):>10}{_pct(r['outperformance_vs_universe']):>9}"
-            f"{_num(r['sharpe_net'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+            f"{_pct(r['net_cagr']):>10}{_pct(r['index_cagr']):>9}"
+            f"{_pct(r['excess_cagr_vs_index']):>10}{_pct(r['excess_cagr_vs_universe']):>9}"
+            f"{_num(r['net_sharpe'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
         )
     note = (
         f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "
