@@ -4,6 +4,7 @@ and the read-only ad hoc connection."""
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -279,6 +280,7 @@ def test_output_views_appear_with_their_files(archive: Archive, tmp_path: Path) 
 def test_an_output_of_another_layout_is_left_out(
     archive: Archive, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="engine")
     _write_run_outputs(tmp_path, "ridge")
     (tmp_path / "equity_ridge.csv").unlink()
     pl.DataFrame({"day": [1], "value": [2.0]}).write_csv(tmp_path / "equity_lasso.csv")

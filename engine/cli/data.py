@@ -34,14 +34,14 @@ def data_group() -> None:
     type=click.DateTime(["%Y-%m-%d"]),
     default="2010-01-04",
     show_default=True,
-    help="First business day.",
+    help="First calendar day (rows are NYSE trading days).",
 )
 @click.option(
     "--end",
     type=click.DateTime(["%Y-%m-%d"]),
     default="2024-12-20",
     show_default=True,
-    help="Last business day.",
+    help="Last calendar day.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
+import holidays
 import numpy as np
 import polars as pl
 
@@ -94,7 +95,8 @@ class SynthSpec:
     Attributes
     ----------
     n_symbols : number of symbols (>= 1).
-    start, end : first and last calendar date; rows are the Mon-Fri days in between, inclusive.
+    start, end : first and last calendar date; rows are the NYSE trading days in between,
+        inclusive (weekdays less the exchange's holidays and closures).
     seed : seed of ``numpy.random.default_rng``.
     signal : target mean per-date Spearman IC of 12-1 momentum vs the forward 21-day return,
         in [-0.5, 0.5]; 0 gives a null dataset. Momentum needs 253 listed rows and the label 21
@@ -115,7 +117,7 @@ class SynthSpec:
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
         if _business_days(self.start, self.end).size == 0:
-            raise ValueError(f"no business day between {self.start} and {self.end}")
+            raise ValueError(f"no NYSE trading day between {self.start} and {self.end}")
         if not -0.5 <= self.signal <= 0.5:
             raise ValueError(f"signal must be in [-0.5, 0.5], got {self.signal}")
         if not 0 <= self.late_listing_fraction < 1:
@@ -123,9 +125,11 @@ class SynthSpec:
 
 
 def _business_days(start: datetime.date, end: datetime.date) -> np.ndarray:
-    """Mon-Fri dates from ``start`` to ``end`` inclusive, as ``datetime64[D]``."""
+    """The NYSE's trading days from ``start`` to ``end`` inclusive, as ``datetime64[D]``:
+    weekdays that are not NYSE holidays or closures (the ``holidays`` package's calendar)."""
+    closed = holidays.financial_holidays("NYSE", years=range(start.year, end.year + 1))
     days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
-    return days[np.is_busday(days)]
+    return days[np.is_busday(days, holidays=np.array(sorted(closed), dtype="datetime64[D]"))]
 
 
 def signal_k(signal: float) -> float:
