@@ -287,8 +287,8 @@ def test_registry_list_and_compare_print_the_versions_side_by_side(two_runs: Pat
     lines = shown.output.splitlines()
     assert lines[0].split() == ["sp500-ridge", "v1", "v2"]
     assert any(line.split()[:1] == ["ic_mean"] and len(line.split()) == 3 for line in lines)
-    assert any(line.startswith("setting alpha") for line in lines)
-    assert any(line.startswith("setting top_stocks") for line in lines)
+    assert any(line.startswith("setting model.alpha") for line in lines)
+    assert any(line.startswith("setting portfolio.top_stocks") for line in lines)
     as_json = json.loads(engine("registry", "compare", "--json", "--output-path",
                                 str(two_runs)).output)  # fmt: skip
     client = client_for(sqlite_uri(two_runs))
