@@ -33,6 +33,15 @@ if str(ROOT) not in sys.path:
 ENGINE = [str(ROOT / ".venv" / "bin" / "engine")]
 
 
+def default_archive(output: Path) -> Path:
+    """The folder of the embedded default synthetic archive under ``output``'s cache,
+    generated once."""
+    from engine.config import Paths
+    from engine.data.sources import DEFAULT_SPEC, ensure_synthetic, synthetic_folder
+
+    return ensure_synthetic(synthetic_folder(Paths(output=output), DEFAULT_SPEC), DEFAULT_SPEC)
+
+
 def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:
     """Median seconds of each model's whole walk-forward on the default archive."""
     from engine.config import Paths, RunSpec, TrackingSpec
@@ -41,7 +50,7 @@ def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:
     from engine.pipeline import evaluate as ev
     from engine.schema import ModelName
 
-    paths = Paths(data=Path("/nonexistent"), output=output)
+    paths = Paths(data=default_archive(output), output=output)
     settings = RunSpec(paths=paths, tracking=TrackingSpec(enabled=False))
     archive = resolve_archive(settings.paths)
     prepared = prepare(archive, settings, StageTimer())
@@ -80,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cli", action="store_true", help="also time engine run commands")
     opts = parser.parse_args()
-    base = ["--data-path", "/nonexistent", "--output-path", str(opts.output)]
+    base = ["--data-path", str(default_archive(opts.output)), "--output-path", str(opts.output)]
     if opts.cli:
         cli_run(["--no-tracking", *base])  # warm the caches
     for model, seconds in walk_forward_times(opts.output, opts.repeat).items():

@@ -43,12 +43,19 @@ def setting(default: Any, help: str, *, env: str | None = None, flag: str | None
 
 
 # --- the specs ---------------------------------------------------------------------------
+DEFAULT_DATA = Path("archive")  # where the archive is looked for when DATA_PATH is not given
+
+
 @dataclass(frozen=True)
 class Paths:
-    """Where the run reads and writes."""
+    """Where the run reads and writes. ``~`` is expanded once, here, so every reader (the
+    fingerprint, Polars, DuckDB) sees the same path. ``data`` None means "not given": the
+    run looks in ``./archive`` and may fall back to the synthetic default archive; a given
+    ``data`` must hold the archive."""
 
-    data: Path = setting(Path("archive"), "Folder with the three Kaggle CSVs.",
-                         env="DATA_PATH", flag="--data-path")  # fmt: skip
+    data: Path | None = setting(None, "Folder with the three Kaggle CSVs [./archive, or the "
+                                "synthetic default archive when that is empty].",
+                                env="DATA_PATH", flag="--data-path")  # fmt: skip
     output: Path = setting(Path("output"), "Folder for outputs and the default MLflow store.",
                            env="OUTPUT_PATH", flag="--output-path")  # fmt: skip
     cache: Path | None = setting(None, "Folder for the Parquet cache and the synthetic default "
@@ -56,6 +63,17 @@ class Paths:
                                  flag="--cache-path")  # fmt: skip
     frame_cache: bool = setting(True, "Reuse the normalised model frame cached for this data "
                                 "and feature spec.", flag="--no-feature-cache")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        for name in ("data", "output", "cache"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser())
+
+    @property
+    def data_dir(self) -> Path:
+        """The archive folder: ``data``, or ``./archive`` when not given."""
+        return self.data if self.data is not None else DEFAULT_DATA
 
     @property
     def cache_dir(self) -> Path:

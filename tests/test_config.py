@@ -20,7 +20,8 @@ from engine.schema import ModelName
 
 def test_defaults() -> None:
     s = RunSpec.from_env(environ={})
-    assert s.paths.data == Path("archive") and s.paths.output == Path("output")
+    assert s.paths.data is None and s.paths.data_dir == Path("archive")
+    assert s.paths.output == Path("output")
     assert s.paths.cache_dir == Path("output") / "cache"
     assert s.model.name is ModelName.RIDGE and s.portfolio.top_stocks == 10
     assert s.mlflow_uri.startswith("sqlite:///") and s.mlflow_uri.endswith("output/mlflow.db")

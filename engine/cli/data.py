@@ -58,7 +58,7 @@ def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signa
     from engine.config import RunSpec
     from engine.data.synth import SynthSpec, synthesize
 
-    folder = out or RunSpec.from_env().paths.data
+    folder = out or RunSpec.from_env().paths.data_dir
     try:
         spec = SynthSpec(
             n_symbols=symbols, start=_as_date(start), end=_as_date(end), seed=seed, signal=signal
@@ -78,7 +78,7 @@ def validate(**flags: Any) -> None:
     from engine.data.archive import load_archive
 
     paths = spec_from(flags).paths
-    archive = load_archive(paths.data, paths.cache_dir)
+    archive = load_archive(paths.data_dir, paths.cache_dir)
     for warning in archive.warnings:
         click.echo(f"warning: {warning}", err=True)
     rows = archive.prices.select("symbol").collect().height

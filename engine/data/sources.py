@@ -8,12 +8,13 @@ import logging
 from pathlib import Path
 
 from engine.config import Paths
-from engine.data.archive import Archive, archive_present, load_archive
+from engine.data.archive import Archive, ArchiveError, load_archive
 from engine.data.synth import SynthSpec, synthesize
 from engine.schema import ARCHIVE_FILES, DataSource
 
 log = logging.getLogger(__name__)
 
+FOLDER_README = "README.md"  # the repository's archive/ folder holds one
 DEFAULT_SPEC = SynthSpec()  # the embedded default: the real archive's size and calendar
 
 SYNTHETIC_BANNER = (
@@ -41,13 +42,54 @@ def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
 
 
 def resolve_archive(paths: Paths) -> Archive:
-    """Load the real archive from ``paths.data``, or the synthetic default when none of
-    the three Kaggle files is there (loudly: a warning names it synthetic)."""
-    cache = paths.cache_dir
-    if archive_present(paths.data):
-        return load_archive(paths.data, cache, DataSource.REAL)
+    """Load the archive in ``paths.data_dir``, or the synthetic default.
+
+    The synthetic default is used only when DATA_PATH was not given and ``./archive``
+    holds nothing (its README aside): loudly, a warning names it synthetic. A given
+    DATA_PATH, or a ``./archive`` holding anything else, must hold the three Kaggle files;
+    if it does not, the error lists what it holds instead.
+    """
+    folder = paths.data_dir
+    if paths.data is not None or not _holds_nothing(folder):
+        missing = [name for name in ARCHIVE_FILES if not (folder / name).is_file()]
+        if missing:
+            raise ArchiveError(missing_files(folder, missing))
+        return load_archive(folder, paths.cache_dir, DataSource.REAL)
     spec = DEFAULT_SPEC
-    folder = ensure_synthetic(synthetic_folder(paths, spec), spec)
+    where = ensure_synthetic(synthetic_folder(paths, spec), spec)
     size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"
-    log.warning(SYNTHETIC_BANNER.format(data=paths.data, where=folder, rows=size))
-    return load_archive(folder, cache, DataSource.SYNTHETIC)
+    log.warning(SYNTHETIC_BANNER.format(data=folder, where=where, rows=size))
+    return load_archive(where, paths.cache_dir, DataSource.SYNTHETIC)
+
+
+def _holds_nothing(folder: Path) -> bool:
+    """True if ``folder`` is absent or holds only hidden files and its README."""
+    if not folder.is_dir():
+        return not folder.exists()
+    return all(p.name.startswith(".") or p.name == FOLDER_README for p in folder.iterdir())
+
+
+def missing_files(folder: Path, missing: list[str]) -> str:
+    """One line: which archive files ``folder`` lacks, what it holds instead, and the
+    likely fix (unzip the Kaggle download, rename a file, point DATA_PATH elsewhere)."""
+    what = f"{', '.join(missing)} not found in {folder}"
+    if not folder.exists():
+        return f"{what}: the folder does not exist"
+    if not folder.is_dir():
+        return f"{what}: it is not a folder"
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()
+                  if not p.name.startswith("."))  # fmt: skip
+    hints = [hint for hint in (_hint(folder, name, missing) for name in held) if hint]
+    shown = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+    return f"{what} (it holds {shown})" + "".join(f"; {hint}" for hint in hints[:2])
+
+
+def _hint(folder: Path, name: str, missing: list[str]) -> str | None:
+    if name.lower().endswith(".zip"):
+        return f"{name} looks like the Kaggle download: unzip it into {folder}"
+    if name.lower() in missing and name not in missing:
+        return f"{name}: file names are case-sensitive, rename it {name.lower()}"
+    inner = folder / name.rstrip("/")
+    if name.endswith("/") and any((inner / f).is_file() for f in ARCHIVE_FILES):
+        return f"the archive is in the subfolder {name}: point DATA_PATH at {inner}"
+    return None

@@ -352,7 +352,7 @@ def dataset_input(result: RunResult) -> Any:
         "backtest_end": end,
         "fingerprint": result.fingerprint,
     }
-    source = {"uri": str(Path(result.spec.paths.data).resolve()), "kind": result.source}
+    source = {"uri": str(result.spec.paths.data_dir.resolve()), "kind": result.source}
     dataset = Dataset(
         name=f"sp500-{result.source}",
         digest=result.fingerprint[:32],
