@@ -29,7 +29,7 @@ def _last_rebalance(out: Path) -> date:
 
 def _same_rows(a: Path, b: Path) -> None:
     left, right = (pl.read_csv(p).sort("symbol") for p in (a, b))
-    assert left.columns == right.columns == ["symbol", "name", "sector", "weight", "score"]
+    assert left.columns == right.columns == ["date", "symbol", "name", "sector", "weight", "score"]
     assert left.drop("score").equals(right.drop("score")), (left, right)
     # the registered sklearn model and the run's own scorer differ in summation order only
     assert left["score"].to_list() == pytest.approx(right["score"].to_list(), rel=1e-12)
