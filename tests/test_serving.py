@@ -70,7 +70,7 @@ def test_predict_before_the_first_scoreable_day_says_so(champion: Path, small_ar
     result = engine("predict", "--as-of", "2001-01-01", "--data-path", str(small_archive),
                     "--output-path", str(champion))  # fmt: skip
     assert result.exit_code == 1
-    assert "no scoreable day on or before 2001-01-01 (first: 2013-" in result.stderr
+    assert "no scoreable day on or before 2001-01-01 (first: 2014-01-02)" in result.stderr
 
 
 def test_predict_without_a_champion_says_so(champion: Path, small_archive: Path):
