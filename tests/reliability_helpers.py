@@ -292,6 +292,8 @@ class Watch:
                 assert_no_partial_files(self.out)
             except AssertionError as exc:
                 self.problems.append(str(exc))
+            except FileNotFoundError:  # a folder renamed away while it was walked: look again
+                pass
             time.sleep(0.01)
 
     def saw(self, pattern: str) -> bool:
