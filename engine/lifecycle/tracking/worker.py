@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,9 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What logging a run imports, imported by the worker before the run arrives.
+# What logging a run imports, imported by the worker before the run arrives (git: MLflow's
+# run context looks up the commit of the engine command's source with GitPython).
 IMPORTS = ("engine.lifecycle.tracking.record", "mlflow", "mlflow.entities", "mlflow.models",
-           "mlflow.sklearn", "mlflow.pyfunc", "sklearn.linear_model")  # fmt: skip
+           "mlflow.sklearn", "mlflow.pyfunc", "sklearn.linear_model", "git")  # fmt: skip
 SERVER_STORE = ("mlflow.store.tracking.rest_store", "mlflow.store.model_registry.rest_store")
 SQL_STORE = ("mlflow.store.tracking.sqlalchemy_store",
              "mlflow.store.model_registry.sqlalchemy_store")  # fmt: skip
@@ -58,8 +60,6 @@ POLL_S = 0.2  # how often a wait for the worker checks that it is still alive
 def start(spec: RunSpec) -> Worker | InProcess:
     """Prepare tracking while the pipeline runs: a worker process, or logging in this
     process when mlflow is imported here already."""
-    import sys
-
     return InProcess(spec) if "mlflow" in sys.modules else Worker(spec)
 
 
