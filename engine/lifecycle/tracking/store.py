@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 
     from engine.config import RunSpec
 
-log = logging.getLogger(__name__)
-
 EXPERIMENT = "sp500-engine"
 # Holders keep the store lock for a registration (about a second; several under load):
 # a wait this long means the holder is stuck, and the run ends with one clear line.
