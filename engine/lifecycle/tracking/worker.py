@@ -114,9 +114,9 @@ class Worker:
         return pending.get()
 
     def close(self) -> None:
-        """End the worker now. Between runs it holds nothing unsaved (the store commits
-        each call and has its artifacts before a run's answer is sent); during a run,
-        ending it leaves that run unfinished in the store, as a kill would."""
+        """End the worker now (SIGTERM). Between runs it holds nothing unsaved (the store
+        commits each call and has its artifacts before a run's answer is sent) and ends at
+        once; during a run it unwinds the run first (``_stop``)."""
         self.pool.terminate()
 
     def __enter__(self) -> Worker:
@@ -131,7 +131,9 @@ def _children_ignore_sigint() -> Iterator[None]:
     """Processes started in the block ignore SIGINT from their first instant (the
     disposition is inherited, and Python keeps an inherited "ignore"), so a Ctrl-C, sent
     to the whole foreground process group, reaches only this process. A SIGINT that comes
-    meanwhile is held back (blocked) and answered when the block ends."""
+    meanwhile is held back (blocked) and answered when the block ends; only in the instant
+    after the pool starts multiprocessing's resource tracker, which unblocks SIGINT once
+    it has, is one ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal dispositions are the main thread's to change
         return
