@@ -46,7 +46,7 @@ RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable --extra postgres --extra
     && site="$(/opt/venv/bin/python -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     && find "${site}" -depth -type d -name tests -exec rm -rf {} + \
     && /opt/venv/bin/python -I -c 'import engine.views as v; assert v.sql_files(), "no SQL views"' \
-    && /opt/venv/bin/python -I -W ignore -c 'import engine.lifecycle.tracking, engine.pipeline, mlflow.server.auth, psycopg' \
+    && /opt/venv/bin/python -I -W ignore -c 'import engine.lifecycle.tracking.record, engine.lifecycle.tracking.worker, engine.pipeline, mlflow.server.auth, psycopg' \
     && /opt/venv/bin/engine --version
 
 # Container helpers: the MLflow server launcher and an HTTP health probe (stdlib only).

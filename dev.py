@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TOOLS = ROOT / ".tools"
-STAMP = VENV / ".dev-py-synced"  # lock hash + extras of the last successful sync
+STAMP = VENV / ".dev-py-synced"  # lock and project hash + extras of the last sync
 ALL_EXTRAS = ("test", "bench", "postgres", "auth")
 # Extras each command needs; any command not listed gets every extra.
 EXTRAS = {"engine": (), "mlflow": ()}
@@ -55,9 +55,12 @@ def ensure_uv() -> Path | None:
 
 
 def wanted(extras: tuple[str, ...]) -> str:
-    """What a sync must have installed: the lock's content and the extras."""
-    lock = hashlib.sha256((ROOT / "uv.lock").read_bytes()).hexdigest()
-    return f"{lock} {' '.join(extras)}\n"
+    """What a sync must have installed: the lock's and the project's content (its entry
+    points live in pyproject.toml), and the extras."""
+    digest = hashlib.sha256()
+    for name in ("uv.lock", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return f"{digest.hexdigest()} {' '.join(extras)}\n"
 
 
 def synced(extras: tuple[str, ...]) -> bool:

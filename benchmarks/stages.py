@@ -253,7 +253,7 @@ def _mlflow_logging(ctx: Context) -> Task:
     import mlflow  # noqa: F401 - timed: the import is part of what tracking costs
 
     imported = time.perf_counter() - started
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import record
     from engine.report import write_outputs
 
     settings = ctx.settings.replace(**{"paths.output": ctx.work / "mlflow",
@@ -261,9 +261,9 @@ def _mlflow_logging(ctx: Context) -> Task:
     result = ctx.result()
     files = write_outputs(result, settings.paths.output, plots=True)
     started = time.perf_counter()
-    tracking.log_run(result, files, settings)  # creates the store: timed apart, as first_log_s
+    record.log_run(result, files, settings)  # creates the store: timed apart, as first_log_s
     first = time.perf_counter() - started
-    task = Task(lambda: tracking.log_run(result, files, settings))
+    task = Task(lambda: record.log_run(result, files, settings))
     task.extra |= {"import_mlflow_s": imported, "first_log_s": first}
     return task
 

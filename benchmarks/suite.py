@@ -36,7 +36,7 @@ PREPARE_LIMIT_FACTOR = 2  # building the caches may use twice the stage limit (n
 REFERENCE_MAX_SCALE = 4.0  # pandas references beyond this scale would take minutes each
 SCALE_SKIP = frozenset({"pandas_walkforward"})  # ~10 min at 4x: measured at 1x only
 WARM_IMPORTS = (
-    "engine.cli, engine.pipeline, engine.lifecycle.tracking, engine.views.database, mlflow, sklearn.ensemble, "
+    "engine.cli, engine.pipeline, engine.lifecycle.tracking.record, engine.views.database, mlflow, sklearn.ensemble, "
     "sklearn.linear_model, pandas, benchmarks.stages"
 )
 Echo = Callable[[str], None]

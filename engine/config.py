@@ -188,6 +188,24 @@ class TrackingSpec:
     def __post_init__(self) -> None:
         _at_least(self, "timeout", 1)
         _at_least(self, "retries", 0)
+        if self.uri:
+            _check_uri(self.uri)
+
+
+def _check_uri(uri: str) -> None:
+    """A tracking URI that parses: its port (if any) a whole number, a host for a server."""
+    import re
+    from urllib.parse import urlsplit
+
+    shown = re.sub(r"(?<=://)[^/@]*@", "", uri)  # no user info (a password) in the message
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - reading it raises ValueError unless it is a number
+    except ValueError as exc:
+        raise SettingsError(f"tracking URI {shown!r} is not a valid URI: {exc}") from None
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise SettingsError(f"tracking URI {shown!r} names no host: expected {parts.scheme}://"
+                            "host[:port]")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,16 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -263,3 +265,132 @@ def time_limit(seconds: float, what: str = "the case") -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# --- signalling a running engine at a chosen point ---------------------------------------------
+@dataclass
+class Watch:
+    """A running engine process, its stderr lines so far, and a parser of visible files."""
+
+    out: Path
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def read_stdout(self, stream) -> None:
+        self.stdout.extend(stream)
+
+    def inspect(self) -> None:
+        """Keep parsing every visible file while the process runs (a torn file would show)."""
+        while not self.stop.is_set():
+            try:
+                assert_no_partial_files(self.out)
+            except AssertionError as exc:
+                self.problems.append(str(exc))
+            except FileNotFoundError:  # a folder renamed away while it was walked: look again
+                pass
+            time.sleep(0.01)
+
+    def saw(self, pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in list(self.lines))
+
+
+Trigger = Callable[[Watch], bool]
+
+
+def signal_when(
+    args: Sequence[str],
+    out: Path,
+    trigger: Trigger,
+    sig: int,
+    delay: float = 0.0,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> tuple[Watch, int, bool]:
+    """Start ``engine <args>`` and send ``sig`` to its process group (as a terminal sends
+    Ctrl-C) ``delay`` s after ``trigger`` holds; wait for it to end. Returns the watch, the
+    exit code, and whether every process of its group (the tracking worker included) had
+    ended by itself within ``timeout`` s. The test fails if the process ended before the
+    signal (the point was never reached) or did not end within ``timeout`` s of it."""
+    proc = spawn(args, env)
+    watch = Watch(out)
+    threads = [
+        threading.Thread(target=watch.read, args=(proc.stderr,), daemon=True),
+        threading.Thread(target=watch.read_stdout, args=(proc.stdout,), daemon=True),
+        threading.Thread(target=watch.inspect, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not trigger(watch):
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"the run ended (exit {proc.returncode}) before the signal point:\n"
+                    + "\n".join(watch.lines[-20:])
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError("signal point never reached")
+            time.sleep(0.001)
+        time.sleep(delay)
+        kill_group(proc, sig)
+        code = proc.wait(timeout=timeout)
+        ended = group_ends(proc.pid, timeout)
+    finally:
+        kill_group(proc)
+        proc.wait(timeout=30)
+        for thread in threads[:2]:
+            thread.join(timeout=10)
+        watch.stop.set()
+        threads[2].join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    return watch, code, ended
+
+
+def group_ends(proc_or_pid: int, timeout: float = 30) -> bool:
+    """Whether every process of the process group ``proc_or_pid`` ends within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc_or_pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def table_written_in(cache: Path) -> Trigger:
+    """A table of a cache entry ``cache/<key>/`` is being (or has just been) written: its
+    temporary file or folder, or its Parquet or numpy file, appeared."""
+
+    def seen(_: Watch) -> bool:
+        return any(
+            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".npy"})
+            and p.parent.name != "frames"
+            for p in cache.glob("*/*")
+        )
+
+    return seen
+
+
+def line(pattern: str) -> Trigger:
+    return lambda watch: watch.saw(pattern)
+
+
+def after(seconds: float) -> Trigger:
+    start = time.monotonic()
+    return lambda _: time.monotonic() - start >= seconds
+
+
+def first_output(out: Path, model: str) -> Trigger:
+    names = output_names(model, plots=True)
+    return lambda _: (
+        any((out / n).exists() for n in names)
+        or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
+    )

@@ -110,3 +110,29 @@ def test_every_setting_with_a_flag_has_help_and_a_default() -> None:
     names = [name for name, _ in settings()]
     assert len(names) == len(set(names)) > 20
     assert all(meta["help"] for _, meta in settings())
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [("http://[::1", "Invalid IPv6 URL"), ("http://127.0.0.1:abc", "could not be cast"),
+     ("http://u:pw-canary@127.0.0.1:99999", "out of range"), ("https://", "names no host")],
+)  # fmt: skip
+def test_a_malformed_tracking_uri_is_one_line_from_flags_and_environment(
+    uri: str, message: str
+) -> None:
+    for build in (
+        lambda: RunSpec.from_env({"tracking.uri": uri}, environ={}),
+        lambda: RunSpec.from_env(environ={"MLFLOW_TRACKING_URI": uri}),
+        lambda: RunSpec.from_env({"tracking.uri": uri, "tracking.enabled": False}, environ={}),
+    ):
+        with pytest.raises(SettingsError, match=message) as raised:
+            build()
+        assert "\n" not in str(raised.value) and "pw-canary" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "uri", ["sqlite:////tmp/mlflow.db", "postgresql://u:p@db:5432/mlflow", "http://[::1]:5000",
+            "https://mlflow.example.com", "databricks"],
+)  # fmt: skip
+def test_well_formed_tracking_uris_are_accepted(uri: str) -> None:
+    assert TrackingSpec(uri=uri).uri == uri

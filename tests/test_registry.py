@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from engine.config import PromotionSpec, RunSpec, TrackingSpec
-from engine.lifecycle import registry, tracking
+from engine.lifecycle import registry
 from engine.lifecycle.promotion import Evidence, Policy, PolicyError, beats, decide
+from engine.lifecycle.tracking import store
 from tests.mlflow_server import VENV_BIN, child_env, client_for, engine, run_args, sqlite_uri
 
 pytest_plugins = ("tests.conftest_mlflow",)  # fixtures: mlflow_service, server_uri, model_name
@@ -160,7 +161,7 @@ def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> RunSpec:
 
 def _register(client, settings: RunSpec, evidence: Evidence) -> registry.Registered:
     """A real run carrying the evidence's metrics, then registration and promotion."""
-    exp = tracking.experiment_id(client, settings)
+    exp = store.experiment_id(client, settings)
     run = client.create_run(exp)
     for key, value in evidence.metrics.items():
         client.log_metric(run.info.run_id, key, value)
@@ -174,8 +175,8 @@ def _register(client, settings: RunSpec, evidence: Evidence) -> registry.Registe
 
 def _policy_cases(uri: str, name: str) -> None:
     settings = _settings(uri, name)
-    tracking.configure(settings)
-    client = tracking.open_client(settings)
+    store.configure(settings)
+    client = store.open_client(settings)
     steps = [
         (ev(ic=0.03), True, "1"),  # the first model
         (ev(ic=0.04, ir=0.6), True, "2"),  # a better model
@@ -209,8 +210,8 @@ def test_policy_cases_on_a_real_server(server_uri: str, model_name: str):
 
 def _race_worker(uri: str, name: str, ic: float, barrier) -> str:
     settings = _settings(uri, name, Policy(("ic",), (0.0,)))
-    tracking.configure(settings)
-    client = tracking.open_client(settings)
+    store.configure(settings)
+    client = store.open_client(settings)
     barrier.wait(timeout=120)
     return _register(client, settings, ev(ic=ic)).version
 
@@ -369,23 +370,5 @@ def test_two_engine_runs_finishing_at_once_on_a_new_sqlite_store(
     assert set(aliases) == {"champion", "challenger"}
     crowned = [str(v.version) for v in versions if v.tags[registry.DECISION] == "promoted"]
     assert aliases["champion"] == crowned[-1]
-    runs = client.search_runs([tracking.experiment_id(client, _settings(uri, "x"))])
+    runs = client.search_runs([store.experiment_id(client, _settings(uri, "x"))])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
-
-
-# --- stores: credentials and locks --------------------------------------------------------
-def test_scrub_removes_user_info_password_and_secrets():
-    uri = "http://alice:s3cret@mlflow.internal:5000"
-    text = f"API request to {uri}/api/2.0/x failed (s3cret, token tok-1)"
-    cleaned = registry.scrub(text, uri, ["tok-1", None])
-    assert cleaned == "API request to http://mlflow.internal:5000/api/2.0/x failed (***, token ***)"
-    assert registry.without_credentials(uri) == "http://mlflow.internal:5000"
-
-
-def test_locks_sit_beside_sqlite_and_per_server_elsewhere(tmp_path: Path):
-    db = tmp_path / "mlflow.db"
-    assert registry.lock_path(f"sqlite:///{db}") == tmp_path / "mlflow.db.lock"
-    a = registry.lock_path("http://alice:x@host:5000")
-    assert a == registry.lock_path("http://host:5000") != registry.lock_path("http://host:5001")
-    with registry.store_lock(f"sqlite:///{db}"):
-        assert (tmp_path / "mlflow.db.lock").exists()

@@ -96,7 +96,8 @@ def test_four_runs_without_tracking_share_the_cache_and_never_mix_outputs(
 def test_four_tracked_runs_record_everything_and_crown_one_champion(
     small_archive: Path, tmp_path: Path
 ):
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
     from tests.mlflow_server import client_for, sqlite_uri
 
     out = tmp_path / "out"
@@ -105,7 +106,7 @@ def test_four_tracked_runs_record_everything_and_crown_one_champion(
     assert_built_once(out, [err for _, _, err in results])
 
     client = client_for(sqlite_uri(out))
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(store.EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == len(RUNS), "a run was not recorded"
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -14,7 +14,8 @@ import pytest
 from engine.cli.predict import model_spec
 from engine.config import Paths, RunSpec
 from engine.data.sources import resolve_archive
-from engine.lifecycle import registry, tracking
+from engine.lifecycle import registry
+from engine.lifecycle.tracking import store
 from engine.pipeline.predict import features_on
 from tests import mlflow_server
 from tests.mlflow_server import client_for, engine, run_args, sqlite_uri
@@ -91,8 +92,8 @@ def test_served_champion_answers_with_the_scores_of_engine_predict(
     held = pl.read_csv(champion / f"predict_ridge_{day}.csv")
     # the feature frame engine predict scored, built by the same functions
     settings = RunSpec(paths=Paths(data=small_archive, output=champion))
-    tracking.configure(settings)
-    scorer = registry.load_scorer(tracking.open_client(settings), "models:/sp500-ridge@champion")
+    store.configure(settings)
+    scorer = registry.load_scorer(store.open_client(settings), "models:/sp500-ridge@champion")
     model_settings = model_spec(settings, scorer.spec, {})
     archive = resolve_archive(model_settings.paths)
     frame = features_on(archive, model_settings, scorer.features, day)

@@ -57,6 +57,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # first: the next clause imports the error classes
+            raise
         except _user_errors() as exc:
             raise EngineError(str(exc)) from exc
         except OSError as exc:  # unwritable output/cache folder, full disk, ...

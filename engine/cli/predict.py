@@ -38,18 +38,18 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:
     model's own settings, read from the spec.json its run logged)."""
     from engine.data.sources import resolve_archive
     from engine.io.files import atomic_write
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
+    from engine.lifecycle.tracking.errors import TrackingError
     from engine.pipeline.predict import predict as predict_on
 
     user = spec_from(flags)
     uri = model_uri or f"models:/{user.registered_model_name}@{registry.CHAMPION}"
     try:
-        tracking.configure(user)
-        tracking.probe(user.mlflow_uri, user.tracking.timeout)
-        client = tracking.open_client(user)
-        with tracking.store_errors(user, f"loading {uri}"):
+        client = store.connect(user)
+        with store.store_errors(user, f"loading {uri}"):
             scorer = registry.load_scorer(client, uri)
-    except tracking.TrackingError as exc:
+    except TrackingError as exc:
         raise EngineError(str(exc), EXIT_TRACKING) from exc
     spec = model_spec(user, scorer.spec, flags)
     archive = resolve_archive(spec.paths)

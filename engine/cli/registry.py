@@ -25,24 +25,20 @@ store_options = spec_options("model.name", "tracking.registered_model", "paths.o
 
 def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
     """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import store
+    from engine.lifecycle.tracking.errors import TrackingError
 
     settings = spec_from(flags)
     uri = settings.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        from engine.lifecycle.registry import sqlite_path
-
-        if not sqlite_path(uri).is_file():
-            raise EngineError(
-                f"no MLflow store at {sqlite_path(uri)}: run `engine run` first "
-                "(or give --output-path / --tracking-uri)",
-                EXIT_TRACKING,
-            )
+    if not store.exists(uri):
+        raise EngineError(
+            f"no MLflow store at {store.sqlite_path(uri)}: run `engine run` first "
+            "(or give --output-path / --tracking-uri)",
+            EXIT_TRACKING,
+        )
     try:
-        tracking.configure(settings)
-        tracking.probe(uri, settings.tracking.timeout)
-        return settings, tracking.open_client(settings)
-    except tracking.TrackingError as exc:
+        return settings, store.connect(settings)
+    except TrackingError as exc:
         raise EngineError(str(exc), EXIT_TRACKING) from exc
 
 
@@ -52,7 +48,7 @@ def tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from engine.lifecycle.tracking import TrackingError
+        from engine.lifecycle.tracking.errors import TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -83,10 +79,11 @@ def _aliases_of(all_aliases: dict[str, str], number: str) -> str:
 @tracked
 def list_versions(**flags: Any) -> None:
     """Every version of the registered models, with aliases and promotion decisions."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
-    with tracking.store_errors(settings, "listing the registry"):
+    with store.store_errors(settings, "listing the registry"):
         chosen = flags.get("model") or flags.get("registered_model")
         names = [settings.registered_model_name] if chosen else registry.registered_names(client)
         if not names:
@@ -161,11 +158,11 @@ def comparison(client: Any, name: str, wanted: Sequence[str]) -> dict[str, Any]:
 def compare(versions: tuple[str, ...], as_json: bool, timings: bool, **flags: Any) -> None:
     """Metrics of VERSIONS (default: every version) side by side, with the data they were
     measured on and the settings that differ between them."""
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "comparing versions"):
+    with store.store_errors(settings, "comparing versions"):
         table = comparison(client, name, versions)
     if as_json:
         click.echo(json.dumps({"name": name, "versions": table}, indent=2, default=str))
@@ -202,11 +199,12 @@ def _comparison_text(name: str, table: dict[str, Any], timings: bool) -> str:
 @tracked
 def promote(version: str, **flags: Any) -> None:
     """Make VERSION the champion by hand (recorded on the version as a manual promotion)."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "promoting"):
+    with store.store_errors(settings, "promoting"):
         decision = registry.promote(client, settings.mlflow_uri, name, version.lstrip("v"))
     click.echo(f"{name} v{version.lstrip('v')}: {decision.line()}")
 
@@ -217,10 +215,11 @@ def promote(version: str, **flags: Any) -> None:
 @tracked
 def rollback(**flags: Any) -> None:
     """Return the champion to the previous one (the version crowned before it)."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "rolling back"):
+    with store.store_errors(settings, "rolling back"):
         old, new = registry.rollback(client, settings.mlflow_uri, name)
     click.echo(f"{name}: {registry.CHAMPION} v{old} -> v{new} (v{old} tagged rolled back)")

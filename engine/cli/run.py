@@ -51,13 +51,13 @@ def run(model: str | None, no_plots: bool, **flags: Any) -> None:
     # Runs compute in parallel; each holds the output folder's lock from its first write to
     # the end of tracking, so the folder and each run's artifacts are one run's files.
     with contextlib.ExitStack() as hold:
-        prepared = None
-        if spec.tracking.enabled:  # mlflow imports and probes (a child process) while we compute
-            from engine.lifecycle.worker import start_tracking
+        tracker = None
+        if spec.tracking.enabled:  # mlflow imports and probes (a worker process) while we compute
+            from engine.lifecycle.tracking.worker import start
 
-            prepared = hold.enter_context(start_tracking(spec))
-        # Only now: its imports (Polars, numpy: ~0.3 s) would delay the worker's start,
-        # and the worker's imports are the longest chain of a tracked run.
+            tracker = hold.enter_context(start(spec))
+        # Only now: the archive readers' imports (Polars, numpy) would delay the worker's
+        # start, and the worker's imports are the longest chain of a tracked run.
         from engine.data.sources import resolve_archive
 
         archive = resolve_archive(spec.paths)
@@ -67,7 +67,7 @@ def run(model: str | None, no_plots: bool, **flags: Any) -> None:
         else:
             results, files = _run_one(archive, spec, plots, hold)
         if spec.tracking.enabled:
-            _track(results, files, spec, prepared)
+            _track(results, files, spec, tracker)
 
 
 def _run_one(
@@ -103,14 +103,14 @@ def _run_all(
     return list(comparison.results), files
 
 
-def _track(results: list, files: list[dict[str, Path]], spec: Any, prepared: Any) -> None:
+def _track(results: list, files: list[dict[str, Path]], spec: Any, tracker: Any) -> None:
     from engine.config import redact_uri
-    from engine.lifecycle.worker import TrackingError
+    from engine.lifecycle.tracking.errors import TrackingError
 
     where = redact_uri(spec.mlflow_uri)
     for result, artifacts in zip(results, files, strict=True):
         try:
-            tracked = prepared.log_run(result, artifacts, result.spec)
+            tracked = tracker.log_run(result, artifacts, result.spec)
         except TrackingError as exc:
             raise EngineError(f"{exc} (outputs are on disk)", EXIT_TRACKING) from exc
         click.echo(f"mlflow run {tracked.run_id} ({result.spec.model.name.value}) in {where}")

@@ -1,6 +1,6 @@
 """The model registry: versions, the ``challenger`` and ``champion`` aliases, and the
-promotion policy (``engine.lifecycle.promotion``) applied to each new version. With ``tracking``
-the only modules that use mlflow (the client is passed in).
+promotion policy (``engine.lifecycle.promotion``) applied to each new version. With
+``engine.lifecycle.tracking`` the only code that uses mlflow (the client is passed in).
 
 Every registered version becomes ``challenger``; ``promotion.decide`` says whether it
 also becomes ``champion``. Every decision is written on the version as tags
@@ -8,29 +8,26 @@ also becomes ``champion``. Every decision is written on the version as tags
 run's summary. The champion history lives in per-version tags (``champion.promoted_at``,
 ``champion.rolled_back_at``), so ``rollback`` can return to the previous champion.
 
-Concurrency. Registration and promotion run under an exclusive lock: a ``fcntl`` lock
-file beside a SQLite store (it also serialises the store's first creation), or a
-per-server lock file in the temporary folder for processes of one machine sharing a
-server. After setting the champion the alias is read back; if a writer outside the lock
-(another machine) moved it, the rule that holds in version order decides and is
-re-applied: the newer version wins only if it beats the older one.
+Concurrency. Registration and promotion run under the store lock
+(``tracking.store.store_lock``): a lock file beside a SQLite store (it also serialises the
+store's first creation), or a per-store lock file in the temporary folder for processes of
+one machine sharing a server. After setting the champion the alias is read back; if a
+writer outside the lock (another machine) moved it, the rule that holds in version order
+decides and is re-applied: the newer version wins only if it beats the older one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from engine.io import locks
 from engine.lifecycle.promotion import Decision, Evidence, Policy, beats, decide
+from engine.lifecycle.tracking.errors import RegistryError
+from engine.lifecycle.tracking.store import store_lock
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -40,60 +37,6 @@ DECISION, REASON, POLICY = "promotion.decision", "promotion.reason", "promotion.
 PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
 SPEC_ARTIFACT = "spec.json"  # the run's RunSpec, logged as an artifact by ``tracking``
 RACE_ROUNDS = 3
-# Holders keep the store lock for a registration (about a second; several under load):
-# a wait this long means the holder is stuck, and the run ends with one clear line.
-STORE_LOCK_WAIT_S = 120.0
-
-
-class RegistryError(ValueError):
-    """A registry request cannot be met (unknown version, no previous champion, ...)."""
-
-
-# --- stores: paths, credentials, locks -----------------------------------------------------
-def sqlite_path(uri: str) -> Path:
-    """The database file of a ``sqlite:///`` URI."""
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-def without_credentials(uri: str) -> str:
-    """The URI with any ``user:password@`` removed (for requests that need no auth)."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-
-
-# An Authorization header's value (HTTP basic credentials or a bearer token) in a message.
-_AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/._~-]{16,}=*")
-
-
-def scrub(text: str, uri: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` without the URI's user info or password, nor any of ``secrets`` (MLflow's
-    own messages may quote the URI it was given)."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        text = text.replace(parts.netloc, parts.netloc.rpartition("@")[2])
-    for secret in (parts.password, *secrets):
-        if secret:
-            text = text.replace(secret, "***")
-    return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} ***", text)  # a server echoing a header
-
-
-def lock_path(uri: str) -> Path:
-    """Beside a SQLite database; otherwise one per server in the temporary folder."""
-    if uri.startswith("sqlite:///"):
-        db = sqlite_path(uri)
-        return db.with_name(db.name + ".lock")
-    key = hashlib.sha256(without_credentials(uri).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"engine-registry-{key}.lock"
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Exclusive, cross-process lock for the store ``uri``. Waits at most
-    ``STORE_LOCK_WAIT_S``, then raises ``locks.LockTimeout`` (one line, no credentials)."""
-    with locks.exclusive(lock_path(uri), STORE_LOCK_WAIT_S, "the MLflow store"):
-        yield
 
 
 # --- registry operations (client: mlflow.MlflowClient) -------------------------------------

@@ -13,10 +13,6 @@ here is the archive's and the frame cache's.
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,14 +22,13 @@ import polars as pl
 from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
+from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
 from engine.pipeline.frame import MIN_HISTORY_ROWS, market, price_matrix
 from engine.pipeline.modeldata import ModelData, model_data, model_inputs
 from engine.research.backtest import Market
 from engine.research.models import ModelError
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_HISTORY_ROWS",
@@ -45,21 +40,6 @@ __all__ = [
     "price_matrix",
     "run",
 ]
-
-
-@dataclass
-class StageTimer:
-    """Wall time of each stage, in seconds, in the order the stages ran."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        log.info("%s ...", name)
-        yield
-        self.seconds[name] = time.perf_counter() - start
-        log.info("%s done in %.2f s", name, self.seconds[name])
 
 
 @dataclass(frozen=True)
