@@ -143,6 +143,10 @@ class ModelName(StrEnum):
     EQUAL_WEIGHT = "equal_weight"
 
 
+# Models without a fitted scorer: rules scored from the features themselves.
+BASELINES = frozenset({ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT})
+
+
 class Weighting(StrEnum):
     EQUAL = "equal"
     INVERSE_VOL = "inverse_vol"

@@ -94,6 +94,17 @@ def test_missing_metric_is_a_clear_error_naming_the_known_ones():
         decide(ev("1"), None, Policy(("sharpe",), (0.0,)))
 
 
+def test_a_synthetic_data_model_never_replaces_a_real_data_champion():
+    real = Evidence("1", DATA, PERIOD, {"ic_mean": 0.03, "information_ratio_vs_index": 0.5},
+                    "real")  # fmt: skip
+    synthetic = Evidence("2", "b" * 64, PERIOD, ev(ic=0.9, ir=9.0).metrics, "synthetic")
+    decision = decide(synthetic, real, DEFAULT)
+    assert not decision.promoted and "synthetic data never replaces champion v1" in decision.reason
+    promoted = decide(Evidence("3", "c" * 64, PERIOD, real.metrics, "real"),
+                      Evidence("2", "b" * 64, PERIOD, synthetic.metrics, "synthetic"), DEFAULT)  # fmt: skip
+    assert promoted.promoted and "measured on synthetic data" in promoted.reason
+
+
 def test_a_champion_without_the_metric_is_beaten():
     champion = Evidence("1", DATA, PERIOD, {"ic_mean": 0.03})
     assert decide(ev("2"), champion, DEFAULT).promoted
@@ -276,6 +287,25 @@ def test_two_runs_leave_two_versions_and_the_aliases_the_policy_dictates(two_run
     assert registry.aliases(client, "sp500-ridge") == {"champion": expected, "challenger": "3"}
     run = client.get_run(v3.run_id)
     assert run.data.tags["promotion"].startswith("not promoted: r2_oos")
+
+
+@pytest.mark.slow
+def test_a_rerun_of_the_same_data_and_settings_registers_no_new_version(
+    small_archive: Path, tmp_path: Path
+):
+    """Same data, settings and scores: the rerun still records a run, and says which
+    version already holds its model instead of registering a duplicate."""
+    out = tmp_path / "out"
+    first = engine(*run_args(small_archive, out))
+    again = engine(*run_args(small_archive, out))
+    assert first.exit_code == 0 and again.exit_code == 0, again.output
+    assert "registry: sp500-ridge v1 already holds this model" in again.output
+    client = client_for(sqlite_uri(out))
+    assert [str(v.version) for v in registry.versions(client, "sp500-ridge")] == ["1"]
+    runs = client.search_runs([store.experiment_id(client, _settings(sqlite_uri(out), "x"))])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    other = engine(*run_args(small_archive, out, "--top-stocks", "5"))
+    assert other.exit_code == 0 and "sp500-ridge v2 is challenger" in other.output
 
 
 @pytest.mark.slow

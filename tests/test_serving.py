@@ -60,11 +60,30 @@ def test_predict_at_the_last_rebalance_reproduces_the_run_portfolio(
 def test_predict_uses_the_last_trading_day_on_or_before_the_date(
     champion: Path, small_archive: Path
 ):
-    result = engine("predict", "--as-of", "2017-07-02", "--data-path", str(small_archive),
+    result = engine("predict", "--as-of", "2019-01-06", "--data-path", str(small_archive),
                     "--output-path", str(champion), "--top-stocks", "3")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "3 names on 2017-06-30" in result.output  # a Sunday -> the Friday before
-    assert pl.read_csv(champion / "predict_ridge_2017-06-30.csv").height == 3
+    assert "3 names on 2018-12-31" in result.output  # a Sunday after the data's last day
+    assert pl.read_csv(champion / "predict_ridge_2018-12-31.csv").height == 3
+
+
+def test_predict_before_the_champion_was_fitted_is_refused(champion: Path, small_archive: Path):
+    """The champion was fitted at the last rebalance on labels known then: a portfolio for an
+    earlier day from it would be scored with knowledge of that day's future."""
+    fitted = _last_rebalance(champion)
+    result = engine("predict", "--as-of", "2017-06-30", "--data-path", str(small_archive),
+                    "--output-path", str(champion))  # fmt: skip
+    assert result.exit_code == 1 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("engine: error:")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0]
+    assert f"fitted at the {fitted} rebalance" in result.stderr
+    assert "scoring 2017-06-30 with it would use the future" in result.stderr
+    assert not (champion / "predict_ridge_2017-06-30.csv").exists()
+
+
+def test_predict_offers_only_models_with_a_fitted_scorer(champion: Path):
+    result = engine("predict", "--as-of", "2018-12-31", "--model", "momentum")
+    assert result.exit_code == 2 and "'momentum' is not one of" in result.stderr
 
 
 def test_predict_before_the_first_scoreable_day_says_so(champion: Path, small_archive: Path):

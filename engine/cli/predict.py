@@ -10,6 +10,9 @@ from typing import Any
 import click
 
 from engine.cli import EXIT_TRACKING, PATHS, EngineError, friendly, main, spec_from, spec_options
+from engine.schema import BASELINES, ModelName
+
+SERVABLE = frozenset(m.value for m in ModelName if m not in BASELINES)  # have a fitted scorer
 
 
 def model_spec(user: Any, logged: Any, flags: dict[str, Any]) -> Any:
@@ -29,8 +32,14 @@ def model_spec(user: Any, logged: Any, flags: dict[str, Any]) -> Any:
     help="Date of the portfolio (the last trading day on or before it is used).",
 )
 @click.option("--model-uri", help="MLflow model URI [models:/sp500-<model>@champion].")
-@spec_options("model.name", "tracking.registered_model", "portfolio.top_stocks", *PATHS,
-              "tracking.uri")  # fmt: skip
+@click.option(
+    "--model",
+    "-m",
+    "model__name",
+    type=click.Choice(sorted(SERVABLE), case_sensitive=False),
+    help="Model whose champion to use (models with a fitted scorer) [env MODEL_TYPE; ridge].",
+)
+@spec_options("tracking.registered_model", "portfolio.top_stocks", *PATHS, "tracking.uri")
 @friendly
 def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:
     """Write OUTPUT_PATH/predict_<model>_<date>.csv: the portfolio for AS_OF from a
@@ -53,7 +62,8 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:
         raise EngineError(str(exc), EXIT_TRACKING) from exc
     spec = model_spec(user, scorer.spec, flags)
     archive = resolve_archive(spec.paths)
-    made = predict_on(archive, spec, scorer.features, scorer.score, as_of.date())
+    fitted_at = dt.date.fromisoformat(scorer.fitted_at) if scorer.fitted_at else None
+    made = predict_on(archive, spec, scorer.features, scorer.score, as_of.date(), fitted_at)
     name = f"predict_{spec.model.name.value}_{made.day}.csv"
     path = atomic_write(spec.paths.output / name, made.holdings.write_csv)
     click.echo(f"{uri}: {made.holdings.height} names on {made.day} from {made.scored} scored "

@@ -99,14 +99,16 @@ def _print_model(client: Any, name: str) -> None:
     champion = found.get(registry.CHAMPION, "none")
     click.echo(f"{name}: {registry.CHAMPION} v{champion}, "
                f"{registry.CHALLENGER} v{found.get(registry.CHALLENGER, 'none')}")  # fmt: skip
-    rows = [("version", "aliases", "created (UTC)", "data", "fingerprint", "period", "decision")]
+    rows = [("version", "aliases", "created (UTC)", "data", "fingerprint", "period", "fitted",
+             "decision")]  # fmt: skip
     reasons = []
     for mv in registry.versions(client, name):
         tags = mv.tags or {}
         period = f"{tags.get(registry.PERIOD_START, '?')}..{tags.get(registry.PERIOD_END, '?')}"
         rows.append((f"v{mv.version}", _aliases_of(found, mv.version), _when(mv.creation_timestamp),
                      tags.get(registry.DATA_SOURCE, ""), tags.get(registry.FINGERPRINT, "")[:12],
-                     period, tags.get(registry.DECISION, "")))  # fmt: skip
+                     period, tags.get(registry.FITTED_AT, "?"),
+                     tags.get(registry.DECISION, "")))  # fmt: skip
         reasons.append(f"  v{mv.version}: {tags.get(registry.REASON, '')}")
     click.echo(_table(rows))
     for line in reasons:

@@ -31,10 +31,13 @@ from engine.lifecycle.tracking.store import store_lock
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+DUPLICATE = "duplicate"  # the decision label of a run whose model is already registered
 FINGERPRINT, DATA_SOURCE = "dataset_fingerprint", "data_source"
 PERIOD_START, PERIOD_END = "period_start", "period_end"
 DECISION, REASON, POLICY = "promotion.decision", "promotion.reason", "promotion.policy"
 PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
+IDENTITY = "model.identity"  # data, settings and scores of a version (provenance)
+FITTED_AT = "fitted_at"  # the rebalance date of the version's fit: it knows nothing later
 SPEC_ARTIFACT = "spec.json"  # the run's RunSpec, logged as an artifact by ``tracking``
 RACE_ROUNDS = 3
 
@@ -51,6 +54,9 @@ class Registered:
 
     def summary_lines(self) -> list[str]:
         champion = f"v{self.champion}" if self.champion else "none"
+        if self.decision.label == DUPLICATE:
+            return [f"registry: {self.name} v{self.version} already holds this model (same "
+                    f"data, settings and scores): no new version; {CHAMPION} is {champion}"]  # fmt: skip
         return [
             f"registry: {self.name} v{self.version} is {CHALLENGER}; {CHAMPION} is {champion}",
             f"promotion: {self.decision.line()}",
@@ -89,7 +95,8 @@ def evidence(client: Any, mv: Any) -> Evidence:
         with contextlib.suppress(Exception):  # a deleted run leaves no metrics to compare
             metrics = dict(client.get_run(mv.run_id).data.metrics)
     period = (tags.get(PERIOD_START, ""), tags.get(PERIOD_END, ""))
-    return Evidence(str(mv.version), tags.get(FINGERPRINT, ""), period, metrics)
+    source = tags.get(DATA_SOURCE, "")
+    return Evidence(str(mv.version), tags.get(FINGERPRINT, ""), period, metrics, source)
 
 
 def _ensure_model(client: Any, name: str) -> dict[str, str]:
@@ -154,6 +161,7 @@ def register_and_promote(
     promote it to champion if the policy says so; all under the store lock."""
     name = settings.registered_model_name
     names = policy.resolve(challenger.metrics)
+    identity = (tags or {}).get(IDENTITY)
     version_tags = {
         FINGERPRINT: challenger.fingerprint,
         PERIOD_START: challenger.period[0],
@@ -163,6 +171,11 @@ def register_and_promote(
     }
     with store_lock(settings.mlflow_uri):
         current = _ensure_model(client, name).get(CHAMPION)  # not ours: ours is not made yet
+        same = identical_version(client, name, identity) if identity else None
+        if same is not None:
+            reason = f"identical to v{same.version}: no new version registered"
+            return Registered(name, str(same.version), Decision(False, reason, DUPLICATE),
+                              current)  # fmt: skip
         mv = client.create_model_version(
             name, source, run_id=run_id, tags=version_tags, model_id=model_id
         )
@@ -176,6 +189,12 @@ def register_and_promote(
         _record(client, name, mine.version, decision, policy.describe(challenger.metrics))
         final = aliases(client, name).get(CHAMPION)
     return Registered(name, mine.version, decision, final)
+
+
+def identical_version(client: Any, name: str, identity: str) -> Any | None:
+    """The first version of ``name`` whose ``IDENTITY`` tag is ``identity``, or None."""
+    return next((mv for mv in versions(client, name) if (mv.tags or {}).get(IDENTITY) == identity),
+                None)  # fmt: skip
 
 
 def promote(client: Any, uri: str, name: str, number: str) -> Decision:
@@ -240,12 +259,15 @@ class Scorer:
     model : the ``mlflow.pyfunc.PyFuncModel``.
     features : the input columns of its signature, in order.
     spec : the ``config.RunSpec`` of the run that logged it (its ``spec.json``).
+    fitted_at : ISO date of the rebalance it was fitted at (labels known by then only);
+        None when its run does not say (logged by an older engine).
     """
 
     uri: str
     model: Any
     features: tuple[str, ...]
     spec: Any
+    fitted_at: str | None = None
 
     def score(self, frame: Any) -> Any:
         """Scores (numpy, one per row) of a Polars frame holding the model's features."""
@@ -270,7 +292,9 @@ def load_scorer(client: Any, uri: str) -> Scorer:
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise RegistryError(f"{uri} has no input signature: its features are unknown")
-    return Scorer(uri, model, tuple(schema.input_names()), logged_spec(client, model.metadata))
+    spec = logged_spec(client, model.metadata)
+    fitted_at = client.get_run(model.metadata.run_id).data.tags.get(FITTED_AT) or None
+    return Scorer(uri, model, tuple(schema.input_names()), spec, fitted_at)
 
 
 def logged_spec(client: Any, metadata: Any) -> Any:

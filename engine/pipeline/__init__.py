@@ -57,6 +57,8 @@ class RunResult:
         against the equal-weight universe, gross).
     metrics : flat name -> value (NaN when not computable).
     model : the scorer in force at the last rebalance (None for baselines).
+    fitted_at : ISO date of the rebalance at which ``model`` was fitted: it was trained only
+        on labels known by then ("" for baselines).
     input_example : a few normalised feature rows (for the model signature).
     """
 
@@ -74,6 +76,7 @@ class RunResult:
     input_example: pl.DataFrame
     timings: dict[str, float]
     attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
+    fitted_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def evaluate_model(
         model=result.final,
         input_example=prepared.input_example,
         timings=dict(timer.seconds),
+        fitted_at=str(data.rebalances[max(result.fits)]) if result.fits else "",
         attribution=attribution,
     )
 

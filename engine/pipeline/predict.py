@@ -22,6 +22,20 @@ from engine.schema import DATE, PORTFOLIO_COLUMNS, SCORE, SYMBOL
 EPOCH = dt.date(1970, 1, 1)
 
 
+class LookAhead(ModelError):
+    """The scorer was fitted after the day to score: using it would look ahead."""
+
+    def __init__(self, day: dt.date, fitted_at: dt.date | None) -> None:
+        fix = (f"use a version fitted on or before {day} (--model-uri "
+               "models:/<name>/<version>; `engine registry list` shows each version's fit date)")  # fmt: skip
+        if fitted_at is None:
+            super().__init__(f"the model's fit date is unknown (logged by an older engine), so "
+                             f"it may know labels after {day}; {fix}")  # fmt: skip
+        else:
+            super().__init__(f"the model was fitted at the {fitted_at} rebalance, on labels "
+                             f"known by then: scoring {day} with it would use the future; {fix}")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The holdings (``PORTFOLIO_COLUMNS``) built on ``day`` from ``scored`` symbols."""
@@ -53,13 +67,22 @@ def predict(
     names: tuple[str, ...],
     score: Callable[[pl.DataFrame], np.ndarray],
     as_of: dt.date,
+    fitted_at: dt.date | None,
 ) -> Prediction:
     """Score the features ``names`` of the last trading day on or before ``as_of`` with
-    ``score`` (rows in, one score per row out) and build ``spec``'s portfolio from them."""
+    ``score`` (rows in, one score per row out) and build ``spec``'s portfolio from them.
+
+    ``fitted_at`` is the date the scorer was fitted at: it was trained on labels known by
+    then, so a day before it would be scored with knowledge of its future. That is refused
+    (``LookAhead``), as is a scorer whose fit date is unknown (None).
+    """
     day_frame = features_on(archive, spec, names, as_of)
+    day = day_frame[DATE][0]
+    if fitted_at is None or day < fitted_at:
+        raise LookAhead(day, fitted_at)
     predictions = day_frame.select(DATE, SYMBOL).with_columns(pl.Series(SCORE, score(day_frame)))
     portfolio = ev.portfolio_spec(spec.portfolio, spec.model.name, predictions.height)
     panel = market(archive)
     history = ev.holdings_history(predictions, portfolio, panel, spec.backtest.execution_lag)
     holdings = latest_holdings(history, archive.companies).select(PORTFOLIO_COLUMNS)
-    return Prediction(day_frame[DATE][0], holdings, day_frame.height)
+    return Prediction(day, holdings, day_frame.height)

@@ -35,7 +35,12 @@ from typing import Any
 from engine import views
 from engine.config import RunSpec
 from engine.lifecycle import promotion, registry
-from engine.lifecycle.provenance import backtest_period, feature_definitions, run_tags
+from engine.lifecycle.provenance import (
+    backtest_period,
+    feature_definitions,
+    model_identity,
+    run_tags,
+)
 from engine.lifecycle.tracking import store
 from engine.lifecycle.tracking.errors import TrackedRun
 from engine.logs import StageTimer
@@ -236,9 +241,12 @@ def _register(
 ) -> Any:
     """Register the logged model, apply the promotion policy, tag the run with the decision."""
     start, end = backtest_period(result)
-    evidence = promotion.Evidence("", result.fingerprint, (start, end), dict(result.metrics))
+    evidence = promotion.Evidence(
+        "", result.fingerprint, (start, end), dict(result.metrics), result.source
+    )
     policy = promotion.Policy.from_spec(spec.promotion)
-    tags = {registry.DATA_SOURCE: result.source, "model": spec.model.name.value}
+    tags = {registry.DATA_SOURCE: result.source, "model": spec.model.name.value,
+            registry.IDENTITY: model_identity(result), registry.FITTED_AT: result.fitted_at}  # fmt: skip
     with timer.stage("registry"), store.store_errors(spec, "registering"):
         registered = registry.register_and_promote(
             client, spec, run_id, info.model_uri, info.model_id, evidence, policy, tags

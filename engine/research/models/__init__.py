@@ -12,7 +12,7 @@ Nothing here imports scikit-learn at module import.
 
 from __future__ import annotations
 
-from engine.research.models.estimators import BASELINES, TREE_MODELS, to_sklearn, tree_factory
+from engine.research.models.estimators import TREE_MODELS, to_sklearn, tree_factory
 from engine.research.models.linear import (
     DEFAULT_ALPHA,
     LINEAR_MODELS,
@@ -34,7 +34,7 @@ from engine.research.models.walkforward import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.schema import ModelName
+from engine.schema import BASELINES, ModelName
 
 
 class ModelError(ValueError):

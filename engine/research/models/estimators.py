@@ -18,7 +18,6 @@ from engine.research.models.linear import LinearFit, to_sklearn_linear
 from engine.schema import ModelName
 
 TREE_MODELS = frozenset({ModelName.RANDOM_FOREST, ModelName.HIST_GBM})
-BASELINES = frozenset({ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT})
 
 RANDOM_FOREST_PARAMS: dict[str, Any] = {
     "n_estimators": 40,
