@@ -64,8 +64,14 @@ class PeriodStats:
     n: np.ndarray
 
     def window(self, first: int, last: int) -> Moments:
-        """Sums over periods first..last inclusive (empty when last < first)."""
+        """Sums over periods first..last inclusive (empty when last < first).
+
+        Raises ValueError for a period outside the sums: a negative index would silently
+        read the cumulative sums from their end.
+        """
         a, b = first, max(last + 1, first)
+        if a < 0 or b >= len(self.n):
+            raise ValueError(f"periods {first}..{last} outside the sums' 0..{len(self.n) - 2}")
         return Moments(
             xtx=self.xtx[b] - self.xtx[a],
             xty=self.xty[b] - self.xty[a],

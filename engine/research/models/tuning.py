@@ -7,6 +7,11 @@ held out; the inner model is trained on periods [first, p - validation - gap], w
 by its mean squared error on the held-out periods, computed from their sums
 (y'y - 2 w'X'y + w'X'Xw ...), so tuning never touches the rows either. Only rows the
 outer model may train on are used: tuning cannot see the future of rebalance p.
+
+Too few periods: while a rebalance's window is shorter than ``validation + gap`` periods
+plus one to train on (or either part has too few rows), it is not tuned and keeps the
+fixed penalty. ``--validation-periods`` longer than the whole history therefore means
+every rebalance uses the fixed penalty; the walk-forward reports how many were tuned.
 """
 
 from __future__ import annotations
@@ -57,13 +62,17 @@ def tuned_alpha(
     warm: dict[int, np.ndarray] | None = None,
 ) -> float | None:
     """The penalty with the lowest held-out MSE at a rebalance training on [first, last];
-    None when the inner training or held-out part has fewer than ``min_rows`` rows.
+    None (keep the fixed penalty) when the window has no period left for inner training
+    before the held-out ones, or either part has fewer than ``min_rows`` rows.
 
     ``warm`` (grid position -> coefficients), if given, warm-starts each candidate from
     its solution at the previous rebalance and is updated in place; it saves work only.
     """
-    held = stats.window(last - split.validation + 1, last)
-    inner = stats.window(first, last - split.validation - split.gap)
+    held_first = last - split.validation + 1
+    inner_last = held_first - 1 - split.gap
+    if inner_last < first:
+        return None
+    held, inner = stats.window(held_first, last), stats.window(first, inner_last)
     if inner.n < min_rows or held.n < min_rows:
         return None
     grid = candidate_alphas(model, inner.n)
