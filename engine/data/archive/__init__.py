@@ -15,6 +15,8 @@ Line numbers in messages are 1-based with the header as line 1, so data row ``i`
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -130,14 +132,39 @@ def load_archive(
 
 
 def _archive_paths(data_path: Path) -> list[Path]:
-    """The three files in ``schema.ARCHIVE_FILES`` order; ArchiveError names any missing."""
+    """The three files in ``schema.ARCHIVE_FILES`` order; ArchiveError names any missing,
+    or what a path is when it is not a regular file (never opened: a FIFO would block)."""
     paths = [data_path / name for name in s.ARCHIVE_FILES]
+    for path in paths:
+        kind = _not_a_file(path)
+        if kind:
+            raise ArchiveError(f"{path.name} in {data_path} is {kind}, not a regular file")
     missing = [p.name for p in paths if not p.is_file()]
     if len(missing) == len(paths):
         raise ArchiveError(f"none of {', '.join(s.ARCHIVE_FILES)} found in {data_path}")
     if missing:
         raise ArchiveError(f"{', '.join(missing)} not found in {data_path}")
     return paths
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is if it exists and is not a regular file (after symbolic links)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else None
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror}") from None
+    return next((kind for is_kind, kind in _KINDS if is_kind(mode)), None)
 
 
 def _build(
