@@ -45,6 +45,11 @@ def data_group() -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the archive files already in the folder (never done without it).",
+)
+@click.option(
     "--signal",
     type=click.FloatRange(-0.5, 0.5),
     default=0.04,
@@ -52,18 +57,25 @@ def data_group() -> None:
     help="Planted rank IC of 12-1 momentum vs forward 21-day return; 0 = null data.",
 )
 @friendly
-def synth(out: Path | None, symbols: int, start: Any, end: Any, seed: int, signal: float) -> None:
+def synth(
+    out: Path | None, symbols: int, start: Any, end: Any, seed: int, signal: float, force: bool
+) -> None:
     """Write a deterministic synthetic archive in the exact Kaggle format, with a planted
-    momentum signal of known strength."""
+    momentum signal of known strength.
+
+    A folder that already holds any of the three archive files (real data, say) is never
+    written to without --force."""
     from engine.config import RunSpec
-    from engine.data.synth import SynthSpec, synthesize
+    from engine.data.synth import ArchiveExists, SynthSpec, synthesize
 
     folder = out or RunSpec.from_env().paths.data
     try:
         spec = SynthSpec(
             n_symbols=symbols, start=_as_date(start), end=_as_date(end), seed=seed, signal=signal
         )
-        paths = synthesize(folder, spec)
+        paths = synthesize(folder, spec, overwrite=force)
+    except ArchiveExists as exc:
+        raise EngineError(f"{exc} (give --out for another folder, or --force)") from exc
     except (ValueError, OSError) as exc:
         raise EngineError(str(exc)) from exc
     for path in paths.values():

@@ -36,7 +36,7 @@ def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
     """Generate the synthetic archive ``spec`` into ``folder`` unless already there."""
     if not all((folder / name).is_file() for name in ARCHIVE_FILES):
         log.info("generating the default synthetic archive into %s ...", folder)
-        synthesize(folder, spec)
+        synthesize(folder, spec, overwrite=True)  # the engine's own folder
     return folder
 
 
