@@ -114,7 +114,9 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
         data = model_data(columns, spec.features, walk, panel.calendar, features)
-    if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
+    if not (data.available < len(data.rebalances)).any():
+        raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
+    if not data.plan.active.any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
             f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
@@ -122,6 +124,20 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
     return Prepared(data, panel, example)
+
+
+def _no_label(horizon: int, days: int) -> str:
+    """Why no row of the model frame has a label: the horizon against the history."""
+    if horizon >= days:
+        return (
+            f"the label horizon ({horizon:,} trading days) is longer than the history "
+            f"({days:,} trading days)"
+        )
+    return (
+        f"the label horizon ({horizon:,} trading days) leaves no labelled row: the history has "
+        f"{days:,} trading days and a row needs {MIN_HISTORY_ROWS - 1} before it (its "
+        f"features) and {horizon:,} after it (its label)"
+    )
 
 
 def evaluate_model(
