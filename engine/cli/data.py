@@ -84,17 +84,25 @@ def synth(
 
 @data_group.command()
 @data_options
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse implausible prices (under a cent, one-day spikes that reverse, split-sized "
+    "gaps in Adj Close) instead of warning about them.",
+)
 @friendly
-def validate(**flags: Any) -> None:
-    """Validate the archive in DATA_PATH, build its Parquet cache, print its fingerprint."""
+def validate(strict: bool, **flags: Any) -> None:
+    """Validate the archive in DATA_PATH, build its Parquet cache, print its fingerprint.
+
+    Problems that are not errors (symbols without a companies row, implausible prices)
+    are warnings, each one line; --strict makes implausible prices an error."""
     from engine.data.archive import load_archive
 
     paths = spec_from(flags).paths
-    archive = load_archive(paths.data, paths.cache_dir)
-    for warning in archive.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    archive = load_archive(paths.data, paths.cache_dir, strict=strict)
     rows = archive.prices.select("symbol").collect().height
-    click.echo(f"ok: {rows} price rows; fingerprint {archive.fingerprint}")
+    warned = f", {len(archive.warnings)} warning(s)" if archive.warnings else ""
+    click.echo(f"ok: {rows} price rows{warned}; fingerprint {archive.fingerprint}")
 
 
 def _as_date(value: Any) -> date:

@@ -40,12 +40,14 @@ def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
     return folder
 
 
-def resolve_archive(paths: Paths) -> Archive:
+def resolve_archive(paths: Paths, *, strict: bool = False) -> Archive:
     """Load the real archive from ``paths.data``, or the synthetic default when none of
-    the three Kaggle files is there (loudly: a warning names it synthetic)."""
+    the three Kaggle files is there (loudly: a warning names it synthetic). ``strict``
+    refuses a real archive with implausible prices (``archive.quality``) instead of
+    warning."""
     cache = paths.cache_dir
     if archive_present(paths.data):
-        return load_archive(paths.data, cache, DataSource.REAL)
+        return load_archive(paths.data, cache, DataSource.REAL, strict=strict)
     spec = DEFAULT_SPEC
     folder = ensure_synthetic(synthetic_folder(paths, spec), spec)
     size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"
