@@ -7,14 +7,19 @@ CliRunner, in-process): the engine must do the right thing, or stop with one cle
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from engine import schema
 from tests.reliability_helpers import (
+    ENGINE,
     TINY_RUN,
     assert_one_error_line,
+    child_env,
     invoke,
     tiny_archive,
 )
@@ -102,3 +107,92 @@ def test_tuning_with_too_few_periods_runs_on_the_fixed_penalty_and_says_so(tmp_p
     assert "every rebalance used the fixed penalty" in outcome.stderr
     metrics = json.loads((out / "metrics_ridge.json").read_text())
     assert metrics["metrics"]["model_tuned_rebalances"] == 0
+
+
+# --- item 6: implausible prices: a warning, and no numpy warning anywhere -------------------------
+PRICE_COLUMNS = ["Adj Close", "Close", "High", "Low", "Open"]
+
+
+def implausible_archive(folder: Path, kind: str) -> tuple[Path, str]:
+    """The tiny archive with one implausible price (``floor``: an Adj Close of 1e-300 for
+    a day; ``spike``: x1000 for a day; ``split``: an unadjusted 4:1 split); returns the
+    folder and the finding's "SYMBOL DATE"."""
+    data = tiny_archive(folder)
+    path = data / schema.STOCKS_FILE
+    stocks = pl.read_csv(path, infer_schema_length=None)
+    listed = stocks.filter(pl.col("Adj Close").is_not_null())
+    symbol = listed["Symbol"].unique().sort()[1]
+    day = listed.filter(pl.col("Symbol") == symbol)["Date"][300]
+    this = (pl.col("Symbol") == symbol) & (pl.col("Date") == day)
+    before = (pl.col("Symbol") == symbol) & (pl.col("Date") < day)
+    if kind == "floor":
+        change = {"Adj Close": pl.when(this).then(1e-300).otherwise(pl.col("Adj Close"))}
+    elif kind == "spike":
+        change = {"Adj Close": pl.when(this).then(pl.col("Adj Close") * 1000)
+                  .otherwise(pl.col("Adj Close"))}  # fmt: skip
+    else:
+        change = {
+            c: pl.when(before).then(pl.col(c) * 4).otherwise(pl.col(c)) for c in PRICE_COLUMNS
+        }
+    stocks.with_columns(**change).write_csv(path)
+    return data, f"{symbol} {day}"
+
+
+KINDS = ("floor", "spike", "split")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_run_on_implausible_prices_warns_without_a_numpy_warning(tmp_path, kind):
+    """A real process under ``-W error::RuntimeWarning`` (and PYTHONWARNINGS, for any child
+    process): exit 0, the outputs and plots written, one line naming the price."""
+    data, where = implausible_archive(tmp_path / "data", kind)
+    out = tmp_path / "out"
+    args = [sys.executable, "-W", "error::RuntimeWarning", ENGINE, "run",
+            *[a for a in TINY_RUN if a != "--no-plots"],
+            "--data-path", str(data), "--output-path", str(out)]  # fmt: skip
+    env = child_env(PYTHONWARNINGS="error::RuntimeWarning")
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    lines = [x for x in done.stderr.splitlines() if "implausible price" in x]
+    assert len(lines) == 1, done.stderr
+    (line,) = lines
+    assert where in line
+    assert (out / "equity_ridge.png").is_file()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "flags",
+    [("--model", "all"), ("--tune",), ("--model", "lasso", "--tune"),
+     ("--weighting", "inverse_vol"), ("--weighting", "min_variance"),
+     ("--weighting", "mean_variance", "--sector-cap", "0.5"), ("--rebalance", "weekly")],
+    ids=["all", "tune", "lasso-tune", "inverse_vol", "min_variance", "mean_variance", "weekly"],
+)  # fmt: skip
+def test_every_model_and_weighting_on_implausible_prices_has_no_numpy_warning(
+    tmp_path_factory, kind, flags
+):
+    data, _ = implausible_archive(tmp_path_factory.mktemp("data"), kind)
+    outcome = invoke("-q", "run", *TINY_RUN, "--data-path", str(data), "--output-path",
+                     str(tmp_path_factory.mktemp("out")), *flags)  # fmt: skip
+    assert outcome.exception is None, repr(outcome.exception)
+    assert outcome.code == 0, outcome.stderr
+
+
+def test_strict_data_refuses_the_run_in_one_line(tmp_path):
+    """``engine data validate --strict``: the same archive is refused, in one line."""
+    data, where = implausible_archive(tmp_path / "data", "floor")
+    outcome = invoke("data", "validate", "--strict", "--data-path", str(data),
+                     "--output-path", str(tmp_path / "out"))  # fmt: skip
+    assert_one_error_line(outcome, "implausible price(s)", where)
+
+
+@pytest.mark.slow  # the solver gives up after its 100,000 sweeps (~10 s)
+def test_a_lasso_without_a_unique_solution_is_one_line(tmp_path):
+    """Four symbols do not determine 18 lasso coefficients at a tiny penalty: the solver
+    finds no exact optimum. One line naming the model and the way out, no traceback."""
+    data = tiny_archive(tmp_path / "data")
+    outcome = invoke("run", *TINY_RUN, "--data-path", str(data), "--output-path",
+                     str(tmp_path / "out"), "--model", "lasso", "--alpha", "1e-7")  # fmt: skip
+    assert_one_error_line(outcome, "lasso with alpha 1e-07 has no unique solution", "--alpha")

@@ -9,8 +9,8 @@ by its mean squared error on the held-out periods, computed from their sums
 outer model may train on are used: tuning cannot see the future of rebalance p.
 
 Too few periods: while a rebalance's window is shorter than ``validation + gap`` periods
-plus one to train on (or either part has too few rows), it is not tuned and keeps the
-fixed penalty. ``--validation-periods`` longer than the whole history therefore means
+plus one to train on (or either part has too few rows, or, for the lasso, the inner rows
+do not determine every coefficient), it is not tuned and keeps the fixed penalty. ``--validation-periods`` longer than the whole history therefore means
 every rebalance uses the fixed penalty; the walk-forward reports how many were tuned.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.research.models.linear import LinearFit, PeriodStats, fit_linear
+from engine.research.models.linear import LinearFit, Moments, PeriodStats, fit_linear
 from engine.schema import ModelName
 
 # Candidate penalties. Ridge's are per training row (alpha = g * n, sum-of-squares units),
@@ -51,6 +51,13 @@ def candidate_alphas(model: ModelName, n_rows: float) -> tuple[float, ...]:
     return ENET_GRID
 
 
+def _lasso_undetermined(inner: Moments, model: ModelName, l1_ratio: float) -> bool:
+    """True if a pure-l1 fit on ``inner`` is not unique (rank-deficient X'X, e.g. few
+    symbols): at the grid's small penalties it has no exact optimum to compare."""
+    pure_l1 = model is ModelName.LASSO or (model is ModelName.ELASTICNET and l1_ratio == 1)
+    return pure_l1 and np.linalg.matrix_rank(inner.centred()[0]) < len(inner.sx)
+
+
 def tuned_alpha(
     stats: PeriodStats,
     first: int,
@@ -73,16 +80,24 @@ def tuned_alpha(
     if inner_last < first:
         return None
     held, inner = stats.window(held_first, last), stats.window(first, inner_last)
-    if inner.n < min_rows or held.n < min_rows:
+    if inner.n < min_rows or held.n < min_rows or _lasso_undetermined(inner, model, l1_ratio):
         return None
     grid = candidate_alphas(model, inner.n)
     warm = {} if warm is None else warm
     errors = []
     for i, alpha in enumerate(grid):
-        fit: LinearFit = fit_linear(inner, model, alpha, l1_ratio, warm.get(i))
+        try:
+            fit: LinearFit = fit_linear(inner, model, alpha, l1_ratio, warm.get(i))
+        except ArithmeticError:  # no exact optimum at this penalty: not a candidate
+            errors.append(np.inf)
+            continue
         warm[i] = fit.coef
-        errors.append(held.sse(fit.coef, fit.intercept))
-    best = int(np.argmin(errors))
+        with np.errstate(over="ignore", invalid="ignore"):  # sums that overflowed: inf - inf
+            errors.append(held.sse(fit.coef, fit.intercept))
+    scored = np.asarray(errors)
+    if not np.isfinite(scored).any():  # labels beyond a float's range: nothing to compare
+        return None
+    best = int(np.argmin(np.where(np.isfinite(scored), scored, np.inf)))
     if model is ModelName.RIDGE:  # re-express per training row of the outer window
         return RIDGE_GRID_PER_ROW[best] * stats.window(first, last).n
     return grid[best]

@@ -100,7 +100,7 @@ def walk_forward_linear(
             )
             if chosen is not None:
                 alpha, tuned = chosen, tuned + 1
-        fit = fit_linear(moments, spec.model, alpha, spec.l1_ratio, start)
+        fit = _fit(moments, spec, alpha, start, plan.rebalances[p])
         start = fit.coef
         scores[rows] = fit.predict(X[rows].astype(np.float64, copy=False))
         fits[int(p)] = fit
@@ -109,6 +109,23 @@ def walk_forward_linear(
         info["tuned_rebalances"] = float(tuned)
         _report_tuning(spec, len(fits), tuned)
     return WalkForwardResult(scores, fits, info)
+
+
+def _fit(
+    moments: Moments, spec: LinearSpec, alpha: float, start: np.ndarray | None, day: Any
+) -> LinearFit:
+    """``fit_linear``; a solver that finds no exact optimum (a lasso whose training rows do
+    not determine every coefficient) is a one-line ``ModelError``, not a traceback."""
+    try:
+        return fit_linear(moments, spec.model, alpha, spec.l1_ratio, start)
+    except ArithmeticError:
+        from engine.research.models import ModelError  # the package imports this module
+
+        raise ModelError(
+            f"{spec.model.value} with alpha {alpha:g} has no unique solution at the rebalance "
+            f"of {day}: its training rows do not determine every coefficient (a larger "
+            "--alpha, more symbols or ridge would)"
+        ) from None
 
 
 def _report_tuning(spec: LinearSpec, fitted: int, tuned: int) -> None:
