@@ -110,43 +110,50 @@ def scan_findings(frames: Iterable[pl.DataFrame]) -> Findings:
 
 def _judged(block: pl.DataFrame, skip: int, final: bool) -> pl.DataFrame:
     """Implausible rows among ``block``'s rows ``skip`` .. (its last if ``final``, else
-    the one before): symbol, date, kind and the prices around."""
+    the one before): symbol, date, kind and the prices a message shows."""
     end = block.height if final else block.height - 1
     if end <= skip:
         return block.clear().select(s.SYMBOL, s.DATE)
-    flagged = block.select(s.SYMBOL, s.DATE, *_flags()).slice(skip, end - skip)
-    return flagged.filter(pl.col("kind").is_not_null())
+    rows = _moves(block).slice(skip, end - skip)
+    # Only a large move or a low price can be a finding: judge those rows alone.
+    smallest = math.log(min(SPIKE_FACTOR, min(SPLIT_RATIOS) * (1 - SPLIT_TOLERANCE)))
+    candidates = rows.filter((pl.col("move").abs() >= smallest) | (pl.col("lowest") < PRICE_FLOOR))
+    return candidates.with_columns(_kind()).filter(pl.col("kind").is_not_null())
 
 
-def _flags() -> list[pl.Expr]:
-    """The finding on each row (null if none) and the prices a message shows."""
-    price, symbol = pl.col(s.ADJ_CLOSE), pl.col(s.SYMBOL)
-    prev = pl.when(symbol == symbol.shift(1)).then(price.shift(1))
-    after = pl.when(symbol == symbol.shift(-1)).then(price.shift(-1))
-    move = (price / prev).log()  # one-day log move into this row; null on a first row
-    before, next_ = move.shift(1), move.shift(-1)  # null across symbols, as ``move`` is
+def _moves(block: pl.DataFrame) -> pl.DataFrame:
+    """Symbol, date, the prices around each row and the one-day log moves of Adj Close
+    into it (``move``, null on a symbol's first row), into the row before and after it."""
+    symbol, price = pl.col(s.SYMBOL), pl.col(s.ADJ_CLOSE)
+    rows = block.select(
+        s.SYMBOL, s.DATE, price.alias("price"),
+        pl.when(symbol == symbol.shift(1)).then(price.shift(1)).alias("prev"),
+        pl.when(symbol == symbol.shift(-1)).then(price.shift(-1)).alias("after"),
+        pl.min_horizontal(*_PRICES).alias("lowest"),
+    )  # fmt: skip
+    rows = rows.with_columns((pl.col("price") / pl.col("prev")).log().alias("move"))
+    return rows.with_columns(before=pl.col("move").shift(1), next=pl.col("move").shift(-1))
+
+
+def _kind() -> pl.Expr:
+    """The finding of a row of ``_moves`` (null if none)."""
+    move, before, next_ = pl.col("move"), pl.col("before"), pl.col("next")
     size = move.abs()
     spike = (size >= math.log(SPIKE_FACTOR)) & ((move + next_).abs() < size / 2)
     quiet = (before.abs() < size / 2).fill_null(True) & (next_.abs() < size / 2).fill_null(True)
-    floor = pl.min_horizontal(*_PRICES) < PRICE_FLOOR
-    kind = (
-        pl.when(floor).then(pl.lit("floor"))
+    return (
+        pl.when(pl.col("lowest") < PRICE_FLOOR).then(pl.lit("floor"))
         .when(spike).then(pl.lit("spike"))
-        .when(_split_sized(price / prev) & quiet).then(pl.lit("split"))
-    )  # fmt: skip
-    return [
-        kind.alias("kind"),
-        pl.min_horizontal(*_PRICES).alias("lowest"),
-        price.alias("price"),
-        prev.alias("prev"),
-        after.alias("after"),
-    ]
+        .when(_split_sized(size) & quiet).then(pl.lit("split"))
+    ).alias("kind")  # fmt: skip
 
 
-def _split_sized(ratio: pl.Expr) -> pl.Expr:
-    """True where ``ratio`` is within SPLIT_TOLERANCE of n or 1/n for a split ratio n."""
-    near = [((ratio / r) - 1).abs() <= SPLIT_TOLERANCE for n in SPLIT_RATIOS for r in (n, 1 / n)]
-    return pl.any_horizontal(near)
+def _split_sized(size: pl.Expr) -> pl.Expr:
+    """True where a one-day move of log size ``size`` (>= 0) is within SPLIT_TOLERANCE of
+    a split ratio n (up or down): the factor exp(size) rounded to n, and close to it."""
+    factor = size.exp()
+    n = factor.round()
+    return n.is_in([float(r) for r in SPLIT_RATIOS]) & ((factor / n - 1).abs() <= SPLIT_TOLERANCE)
 
 
 def _describe(row: Mapping[str, Any]) -> str:
