@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -17,6 +18,7 @@ import pytest
 from engine import schema
 from tests.reliability_helpers import (
     ENGINE,
+    TINY,
     TINY_RUN,
     assert_one_error_line,
     child_env,
@@ -196,3 +198,32 @@ def test_a_lasso_without_a_unique_solution_is_one_line(tmp_path):
     outcome = invoke("run", *TINY_RUN, "--data-path", str(data), "--output-path",
                      str(tmp_path / "out"), "--model", "lasso", "--alpha", "1e-7")  # fmt: skip
     assert_one_error_line(outcome, "lasso with alpha 1e-07 has no unique solution", "--alpha")
+
+
+# --- item 14: small universes and sector caps ---------------------------------------------------
+def test_a_one_symbol_run_has_no_hit_rate_and_says_the_universe_is_small(tmp_path):
+    data = tiny_archive(tmp_path / "data", replace(TINY, n_symbols=1))
+    out = tmp_path / "out"
+    outcome = invoke("run", *TINY_RUN, "--data-path", str(data), "--output-path", str(out))
+    assert outcome.code == 0, outcome.stderr
+    assert "hit rate n/a" in outcome.stdout and "0 periods" in outcome.stdout
+    metrics = json.loads((out / "metrics_ridge.json").read_text())["metrics"]
+    assert metrics["hit_rate"] is None and metrics["ic_periods"] == 0
+    assert metrics["excess_tstat_vs_universe"] is None  # the portfolio is its universe
+    (line,) = [x for x in outcome.stderr.splitlines() if "TOP_STOCKS" in x]
+    assert "universe is smaller than TOP_STOCKS (2)" in line and "as few as 1" in line
+
+
+def test_a_sector_cap_that_leaves_cash_says_how_much(tmp_path, small_archive):
+    outcome = invoke("run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+                     "--output-path", str(tmp_path / "out"), "--sector-cap", "0.1")  # fmt: skip
+    assert outcome.code == 0, outcome.stderr
+    (line,) = [x for x in outcome.stderr.splitlines() if "cash" in x]
+    assert "the sector cap (0.1) left cash on" in line and "of the portfolio (mean" in line
+
+
+def test_a_full_portfolio_has_neither_warning(tmp_path, small_archive):
+    outcome = invoke("run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+                     "--output-path", str(tmp_path / "out"), "--sector-cap", "0.5")  # fmt: skip
+    assert outcome.code == 0, outcome.stderr
+    assert "TOP_STOCKS" not in outcome.stderr and "cash" not in outcome.stderr

@@ -155,6 +155,8 @@ def evaluate_model(
         portfolio = ev.portfolio_spec(spec.portfolio, model, universe)
         lag = spec.backtest.execution_lag
         history = ev.holdings_history(predictions, portfolio, panel, lag)
+        for warning in ev.portfolio_warnings(predictions, history, portfolio):
+            log.warning("%s: %s", model.value, warning)
     with timer.stage("backtest"):
         equity, attribution = ev.run_backtest(history, panel, spec.backtest)
     with timer.stage("metrics"):

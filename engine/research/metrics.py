@@ -24,6 +24,8 @@ import polars as pl
 from engine.schema import DATE, SCORE
 
 TRADING_DAYS = 252
+_ROUNDING = 1e-12  # relative difference of two returns that is rounding, not a difference
+MIN_CROSS_SECTION = 3  # scored, labelled names a date needs to count in IC and hit rate
 EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
 _IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}  # inf / NaN, no warning
@@ -33,8 +35,8 @@ _IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}  # inf / NaN
 def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
     """Per-date Spearman rank correlation between score and label (date, ic, n).
 
-    Only dates with at least 3 scored, labelled rows count; a date whose scores are all
-    equal has no IC (NaN) and is dropped.
+    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count; a date
+    whose scores are all equal has no IC (NaN) and is dropped.
     """
     valid = predictions.filter(
         pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan() & pl.col(label).is_not_null()
@@ -42,7 +44,11 @@ def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
     return (
         valid.group_by(DATE)
         .agg(pl.corr(SCORE, label, method="spearman").alias("ic"), pl.len().alias("n"))
-        .filter((pl.col("n") >= 3) & pl.col("ic").is_not_nan() & pl.col("ic").is_not_null())
+        .filter(
+            (pl.col("n") >= MIN_CROSS_SECTION)
+            & pl.col("ic").is_not_nan()
+            & pl.col("ic").is_not_null()
+        )
         .sort(DATE)
     )
 
@@ -71,8 +77,10 @@ def ic_summary(ic: np.ndarray, overlap: float = 1.0) -> dict[str, float]:
 def hit_rate(predictions: pl.DataFrame, label: str) -> float:
     """Share of scored rows on the right side of their date's median: the score above
     the date's median score exactly when the label is above the date's median label.
-    0.5 is chance."""
+    0.5 is chance. Only dates with ``MIN_CROSS_SECTION`` scored, labelled rows count (with
+    one name a date's median is that name: always "right"); none gives NaN."""
     valid = predictions.filter(pl.col(SCORE).is_not_nan() & pl.col(label).is_not_null())
+    valid = valid.filter(pl.len().over(DATE) >= MIN_CROSS_SECTION)
     if valid.height == 0:
         return math.nan
     side = [(pl.col(c) > pl.col(c).median().over(DATE)) for c in (SCORE, label)]
@@ -221,10 +229,15 @@ def deflated_sharpe(returns: np.ndarray, trial_srs: np.ndarray) -> float:
 def relative(returns: np.ndarray, benchmark: np.ndarray, suffix: str) -> dict[str, float]:
     """Against one benchmark, on the days both exist: excess CAGR, CAPM alpha (annualised)
     and beta, tracking error, information ratio, and the t-stat and two-sided p-value of
-    the active return's Sharpe ratio. Keys end in ``suffix`` (e.g. ``_vs_index``)."""
+    the active return's Sharpe ratio. Keys end in ``suffix`` (e.g. ``_vs_index``).
+
+    A day's active return within rounding of 0 is 0: a portfolio that is its benchmark
+    (one symbol against its equal-weight universe) has no active risk, and no t-stat.
+    """
     both = ~(np.isnan(returns) | np.isnan(benchmark))
     r, b = returns[both], benchmark[both]
     active = r - b
+    active[np.abs(active) <= _ROUNDING * np.maximum(np.abs(r), np.abs(b))] = 0.0
     out = {"excess_cagr": cagr(r) - cagr(b), "days": float(both.sum())}
     if r.size > 2 and b.var() > 0:
         out["beta"] = float(np.cov(r, b, ddof=1)[0, 1] / b.var(ddof=1))
