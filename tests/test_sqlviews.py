@@ -266,9 +266,9 @@ def test_output_views_appear_with_their_files(archive: Archive, tmp_path: Path) 
     assert set(sources.outputs) == {"portfolio", "backtest", "latest_portfolio", "predictions"}
     con = sv.open_read_only(sv.ensure_database(tmp_path / "engine.duckdb", sources), sources)
     try:
-        models = sv.run_query(con, "select distinct model from portfolio order by 1")
-        backtest = sv.run_query(con, "select * from backtest where model = 'random_forest'")
-        predictions = sv.run_query(con, "select * from predictions")
+        models = sv.run_query(con, "select distinct model from portfolio order by 1").frame
+        backtest = sv.run_query(con, "select * from backtest where model = 'random_forest'").frame
+        predictions = sv.run_query(con, "select * from predictions").frame
     finally:
         con.close()
     assert models["model"].to_list() == ["random_forest", "ridge"]
@@ -304,9 +304,10 @@ def read_only(archive: Archive, sources: sv.Sources, tmp_path_factory: pytest.Te
 
 def test_read_only_connection_answers_queries(read_only) -> None:
     con, _ = read_only
-    frame = sv.run_query(con, "select symbol, count(*) as n from prices group by all order by 1")
-    assert frame.height == SPEC.n_symbols
-    assert sv.run_query(con, "describe features")["column_name"].to_list()[:2] == ["date", "symbol"]
+    result = sv.run_query(con, "select symbol, count(*) as n from prices group by all order by 1")
+    assert result.frame.height == SPEC.n_symbols and result.complete
+    described = sv.run_query(con, "describe features").frame
+    assert described["column_name"].to_list()[:2] == ["date", "symbol"]
 
 
 ESCAPES = {

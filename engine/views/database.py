@@ -17,6 +17,13 @@ the exact files the views read, extension auto-install/auto-load off, Python rep
 scans off, and the configuration locked. DuckDB's ``allowed_paths`` grants writes as well as
 reads (``COPY ... TO '<an allowed file>' (use_tmp_file false)`` would overwrite a cache file),
 so statements are also parsed by DuckDB and only a single SELECT is executed.
+
+Resources: every connection opened here has DuckDB's ``memory_limit`` and
+``max_temp_directory_size`` set from the memory available (``engine.io.memory.query_budget``),
+and an ad hoc query returns at most ``max_rows`` rows (``DEFAULT_MAX_ROWS``), fetched as
+Arrow batches of ``FETCH_ROWS`` under a ``LIMIT max_rows + 1`` DuckDB can stop at, and at
+most the memory budget of bytes: ``select * from range(10000000000)`` reads 10,001 rows,
+never the ten billion. Past any limit a query ends in one line.
 """
 
 from __future__ import annotations
@@ -35,10 +42,12 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
+from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
-from engine.views import sql_files
+from engine.views import DEFAULT_MAX_ROWS, sql_files
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +56,7 @@ BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was bu
 CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
 FEATURE_PANEL_VIEW = "feature_panel"
 KEY_VERSION = 1
+FETCH_ROWS = 8_192  # rows per Arrow batch fetched from DuckDB
 # Every connection: no extension is installed or loaded behind a query's back, and a query
 # cannot scan the caller's Python objects by naming them.
 _LOCKED_DOWN = {
@@ -85,6 +95,26 @@ OUTPUT_VIEWS = (
 
 class QueryError(ValueError):
     """An ad hoc query DuckDB refused or the engine does not run; one line."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The rows of an ad hoc query: at most ``max_rows``; ``complete`` is False when the
+    query had more (they were never fetched)."""
+
+    frame: pl.DataFrame
+    complete: bool
+
+
+def _config(budget: tuple[int, int] | None = None) -> dict[str, object]:
+    """DuckDB settings of every connection: locked down, and within ``budget`` (memory,
+    temporary disk; default ``memory.query_budget()``, nothing when unknown)."""
+    budget = budget or memory.query_budget()
+    if budget is None:
+        return dict(_LOCKED_DOWN)
+    ram, disk = budget
+    limits = {"memory_limit": f"{ram} bytes", "max_temp_directory_size": f"{disk} bytes"}
+    return {**_LOCKED_DOWN, **limits}
 
 
 @dataclass(frozen=True)
@@ -163,7 +193,7 @@ def _create_output_view(
 
 def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
     """An in-memory connection carrying every view (writable: for the engine's own use)."""
-    con = duckdb.connect(config=_LOCKED_DOWN)
+    con = duckdb.connect(config=_config())
     create_views(con, sources)
     return con
 
@@ -240,7 +270,7 @@ def ensure_database(path: Path, sources: Sources) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect(str(tmp), config=_LOCKED_DOWN) as con:
+        with duckdb.connect(str(tmp), config=_config()) as con:
             create_views(con, sources)
             con.execute(f"create table {BUILD_TABLE} (views_key varchar)")
             con.execute(f"insert into {BUILD_TABLE} values (?)", [key])
@@ -261,7 +291,7 @@ def _built_key(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        with duckdb.connect(str(path), read_only=True, config=_LOCKED_DOWN) as con:
+        with duckdb.connect(str(path), read_only=True, config=_config()) as con:
             return con.sql(f"select views_key from {BUILD_TABLE}").fetchall()[0][0]
     except (duckdb.Error, IndexError) as exc:
         log.info("rebuilding %s (%s)", path, _first_line(exc))
@@ -269,13 +299,16 @@ def _built_key(path: Path) -> str | None:
 
 
 # --- read-only ad hoc queries ---------------------------------------------------------------
-def open_read_only(database: Path, sources: Sources) -> duckdb.DuckDBPyConnection:
-    """``database`` opened read-only, able to open only the files its views read.
+def open_read_only(
+    database: Path, sources: Sources, budget: tuple[int, int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """``database`` opened read-only, able to open only the files its views read, within
+    ``budget`` (memory and temporary disk, bytes; default from the memory available).
 
     ``allowed_paths`` must be set before external access is switched off, and both before
     the configuration is locked; after that no statement can change any setting.
     """
-    con = duckdb.connect(str(database), read_only=True, config=_LOCKED_DOWN)
+    con = duckdb.connect(str(database), read_only=True, config=_config(budget))
     try:
         con.execute("set allowed_paths = ?", [sources.paths()])
         con.execute("set enable_external_access = false")
@@ -286,15 +319,36 @@ def open_read_only(database: Path, sources: Sources) -> duckdb.DuckDBPyConnectio
     return con
 
 
-def run_query(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
-    """The result of one SELECT (or FROM, DESCRIBE, SHOW, SUMMARIZE) statement.
+def run_query(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_bytes: int | None = None,
+) -> QueryResult:
+    """The first ``max_rows`` rows of one SELECT (or FROM, DESCRIBE, SHOW, SUMMARIZE)
+    statement, fetched in Arrow batches; DuckDB stops after ``max_rows + 1``.
 
     Raises
     ------
     QueryError
-        Not exactly one statement, not a SELECT, or any DuckDB error; the message is one
-        line and names a missing run-output view.
+        Not exactly one statement, not a SELECT, any DuckDB error (out of its memory or
+        temporary disk included), or a result of more than ``max_bytes`` (default: the
+        memory budget); the message is one line and names a missing run-output view.
     """
+    statement = _select(con, query)
+    budget = memory.query_budget()
+    max_bytes = max_bytes or (budget[0] if budget else None)
+    try:
+        reader = con.sql(statement).limit(max_rows + 1).to_arrow_reader(FETCH_ROWS)
+        batches = _fetch(reader, max_bytes)
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(exc) + _hint(con, exc)) from None
+    frame = pl.DataFrame(pa.Table.from_batches(batches, schema=reader.schema))
+    return QueryResult(frame.head(max_rows), complete=frame.height <= max_rows)
+
+
+def _select(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.Statement:
+    """The one SELECT statement of ``query``; QueryError otherwise."""
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
@@ -305,10 +359,41 @@ def run_query(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
     if statement.type != duckdb.StatementType.SELECT:
         kind = statement.type.name
         raise QueryError(f"only SELECT queries are allowed (this is a {kind} statement)")
+    return statement
+
+
+def _fetch(reader: pa.RecordBatchReader, max_bytes: int | None) -> list[pa.RecordBatch]:
+    """Every batch of ``reader``; QueryError once they hold more than ``max_bytes``."""
+    batches, held = [], 0
+    for batch in reader:
+        held += batch.nbytes
+        if max_bytes is not None and held > max_bytes:
+            rows = sum(b.num_rows for b in batches) + batch.num_rows
+            raise QueryError(
+                f"the result passes {memory.gigabytes(max_bytes)} of memory within its first "
+                f"{rows:,} rows: select fewer or narrower columns, or lower --max-rows"
+            )
+        batches.append(batch)
+    return batches
+
+
+def _hint(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> str:
+    """What to do about a DuckDB error: a missing output view, the engine's limits."""
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return _limits_hint(con)
+    return _missing_output_hint(exc)
+
+
+def _limits_hint(con: duckdb.DuckDBPyConnection) -> str:
+    settings = "current_setting('memory_limit'), current_setting('max_temp_directory_size')"
     try:
-        return con.sql(statement).pl()
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc) + _missing_output_hint(exc)) from None
+        ram, disk = con.sql(f"select {settings}").fetchall()[0]
+    except duckdb.Error:
+        return ""
+    return (
+        f" (engine sql gives DuckDB {ram} of memory and {disk} of temporary disk, from the "
+        "memory available: aggregate, filter or LIMIT the query)"
+    )
 
 
 def _missing_output_hint(exc: duckdb.Error) -> str:
