@@ -124,7 +124,11 @@ def implausible_archive(folder: Path, kind: str) -> tuple[Path, str]:
     stocks = pl.read_csv(path, infer_schema_length=None)
     listed = stocks.filter(pl.col("Adj Close").is_not_null())
     symbol = listed["Symbol"].unique().sort()[1]
-    day = listed.filter(pl.col("Symbol") == symbol)["Date"][300]
+    # A day of its history that moved little of itself: a split on it is split-sized.
+    own = listed.filter(pl.col("Symbol") == symbol).with_columns(
+        (pl.col("Adj Close") / pl.col("Adj Close").shift(1)).log().abs().alias("move")
+    )
+    day = own[250:350].sort("move")["Date"][0]
     this = (pl.col("Symbol") == symbol) & (pl.col("Date") == day)
     before = (pl.col("Symbol") == symbol) & (pl.col("Date") < day)
     if kind == "floor":

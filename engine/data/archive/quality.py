@@ -150,10 +150,11 @@ def _kind() -> pl.Expr:
 
 def _split_sized(size: pl.Expr) -> pl.Expr:
     """True where a one-day move of log size ``size`` (>= 0) is within SPLIT_TOLERANCE of
-    a split ratio n (up or down): the factor exp(size) rounded to n, and close to it."""
-    factor = size.exp()
-    n = factor.round()
-    return n.is_in([float(r) for r in SPLIT_RATIOS]) & ((factor / n - 1).abs() <= SPLIT_TOLERANCE)
+    a split ratio n, up or down alike: the factor exp(size) rounds to n, and
+    |size - log n| <= log(1 + SPLIT_TOLERANCE)."""
+    n = size.exp().round()
+    near = (size - n.log()).abs() <= math.log1p(SPLIT_TOLERANCE)
+    return n.is_in([float(r) for r in SPLIT_RATIOS]) & near
 
 
 def _describe(row: Mapping[str, Any]) -> str:
