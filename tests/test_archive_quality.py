@@ -152,5 +152,5 @@ def test_validate_warns_and_strict_refuses_in_one_line(tmp_path):
     lenient = invoke("data", "validate", *flags)
     assert lenient.code == 0, lenient.stderr
     assert "1 warning(s)" in lenient.stdout and "AAA 2020-01-17" in lenient.stderr
-    assert_one_error_line(invoke("data", "validate", "--strict", *flags),
-                          "implausible price(s)", "AAA 2020-01-17", "(strict validation)")  # fmt: skip
+    strict = invoke("data", "validate", "--strict", *flags)
+    assert_one_error_line(strict, "implausible price(s)", "AAA 2020-01-17", "(strict validation)")

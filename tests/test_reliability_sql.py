@@ -31,8 +31,8 @@ from engine.views.database import (
     Sources,
     ensure_database,
     open_read_only,
-    run_query,
 )
+from engine.views.query import run_query
 from tests.reliability_helpers import (
     TINY_RUN,
     assert_one_error_line,

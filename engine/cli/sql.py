@@ -139,9 +139,9 @@ def sql(
         Sources,
         ensure_database,
         open_read_only,
-        run_query,
         write_frame,
     )
+    from engine.views.query import run_query
 
     text = _query_text(query, query_file)
     fmt = _output_format(fmt, out)

@@ -19,11 +19,8 @@ reads (``COPY ... TO '<an allowed file>' (use_tmp_file false)`` would overwrite 
 so statements are also parsed by DuckDB and only a single SELECT is executed.
 
 Resources: every connection opened here has DuckDB's ``memory_limit`` and
-``max_temp_directory_size`` set from the memory available (``engine.io.memory.query_budget``),
-and an ad hoc query returns at most ``max_rows`` rows (``DEFAULT_MAX_ROWS``), fetched as
-Arrow batches of ``FETCH_ROWS`` under a ``LIMIT max_rows + 1`` DuckDB can stop at, and at
-most the memory budget of bytes: ``select * from range(10000000000)`` reads 10,001 rows,
-never the ten billion. Past any limit a query ends in one line.
+``max_temp_directory_size`` set from the memory available (``engine.io.memory.query_budget``);
+an ad hoc query (``query.run_query``) also returns a bounded number of rows and bytes.
 """
 
 from __future__ import annotations
@@ -42,12 +39,11 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pyarrow as pa
 
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
-from engine.views import DEFAULT_MAX_ROWS, sql_files
+from engine.views import sql_files
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +52,6 @@ BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was bu
 CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
 FEATURE_PANEL_VIEW = "feature_panel"
 KEY_VERSION = 1
-FETCH_ROWS = 8_192  # rows per Arrow batch fetched from DuckDB
 # Every connection: no extension is installed or loaded behind a query's back, and a query
 # cannot scan the caller's Python objects by naming them.
 _LOCKED_DOWN = {
@@ -95,15 +90,6 @@ OUTPUT_VIEWS = (
 
 class QueryError(ValueError):
     """An ad hoc query DuckDB refused or the engine does not run; one line."""
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    """The rows of an ad hoc query: at most ``max_rows``; ``complete`` is False when the
-    query had more (they were never fetched)."""
-
-    frame: pl.DataFrame
-    complete: bool
 
 
 def _config(budget: tuple[int, int] | None = None) -> dict[str, object]:
@@ -179,7 +165,7 @@ def create_views(con: duckdb.DuckDBPyConnection, sources: Sources) -> None:
             _create_output_view(con, view, sources.outputs[view.view], sql)
         except duckdb.Error as exc:
             con.execute(f"drop view if exists src_{view.view}")
-            log.warning("view %s left out: %s", view.view, _first_line(exc))
+            log.warning("view %s left out: %s", view.view, first_line(exc))
 
 
 def _create_output_view(
@@ -278,7 +264,7 @@ def ensure_database(path: Path, sources: Sources) -> Path:
         os.replace(tmp, path)
         fsync(path.parent)
     except (OSError, duckdb.IOException) as exc:
-        raise QueryError(f"cannot write {path}: {_first_line(exc)}") from None
+        raise QueryError(f"cannot write {path}: {first_line(exc)}") from None
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             with contextlib.suppress(OSError):
@@ -294,7 +280,7 @@ def _built_key(path: Path) -> str | None:
         with duckdb.connect(str(path), read_only=True, config=_config()) as con:
             return con.sql(f"select views_key from {BUILD_TABLE}").fetchall()[0][0]
     except (duckdb.Error, IndexError) as exc:
-        log.info("rebuilding %s (%s)", path, _first_line(exc))
+        log.info("rebuilding %s (%s)", path, first_line(exc))
         return None
 
 
@@ -319,96 +305,8 @@ def open_read_only(
     return con
 
 
-def run_query(
-    con: duckdb.DuckDBPyConnection,
-    query: str,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    max_bytes: int | None = None,
-) -> QueryResult:
-    """The first ``max_rows`` rows of one SELECT (or FROM, DESCRIBE, SHOW, SUMMARIZE)
-    statement, fetched in Arrow batches; DuckDB stops after ``max_rows + 1``.
-
-    Raises
-    ------
-    QueryError
-        Not exactly one statement, not a SELECT, any DuckDB error (out of its memory or
-        temporary disk included), or a result of more than ``max_bytes`` (default: the
-        memory budget); the message is one line and names a missing run-output view.
-    """
-    statement = _select(con, query)
-    budget = memory.query_budget()
-    max_bytes = max_bytes or (budget[0] if budget else None)
-    try:
-        reader = con.sql(statement).limit(max_rows + 1).to_arrow_reader(FETCH_ROWS)
-        batches = _fetch(reader, max_bytes)
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc) + _hint(con, exc)) from None
-    frame = pl.DataFrame(pa.Table.from_batches(batches, schema=reader.schema))
-    return QueryResult(frame.head(max_rows), complete=frame.height <= max_rows)
-
-
-def _select(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.Statement:
-    """The one SELECT statement of ``query``; QueryError otherwise."""
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from None
-    if len(statements) != 1:
-        raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-    (statement,) = statements
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = statement.type.name
-        raise QueryError(f"only SELECT queries are allowed (this is a {kind} statement)")
-    return statement
-
-
-def _fetch(reader: pa.RecordBatchReader, max_bytes: int | None) -> list[pa.RecordBatch]:
-    """Every batch of ``reader``; QueryError once they hold more than ``max_bytes``."""
-    batches, held = [], 0
-    for batch in reader:
-        held += batch.nbytes
-        if max_bytes is not None and held > max_bytes:
-            rows = sum(b.num_rows for b in batches) + batch.num_rows
-            raise QueryError(
-                f"the result passes {memory.gigabytes(max_bytes)} of memory within its first "
-                f"{rows:,} rows: select fewer or narrower columns, or lower --max-rows"
-            )
-        batches.append(batch)
-    return batches
-
-
-def _hint(con: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> str:
-    """What to do about a DuckDB error: a missing output view, the engine's limits."""
-    if isinstance(exc, duckdb.OutOfMemoryException):
-        return _limits_hint(con)
-    return _missing_output_hint(exc)
-
-
-def _limits_hint(con: duckdb.DuckDBPyConnection) -> str:
-    settings = "current_setting('memory_limit'), current_setting('max_temp_directory_size')"
-    try:
-        ram, disk = con.sql(f"select {settings}").fetchall()[0]
-    except duckdb.Error:
-        return ""
-    return (
-        f" (engine sql gives DuckDB {ram} of memory and {disk} of temporary disk, from the "
-        "memory available: aggregate, filter or LIMIT the query)"
-    )
-
-
-def _missing_output_hint(exc: duckdb.Error) -> str:
-    if not isinstance(exc, duckdb.CatalogException):
-        return ""
-    for view in OUTPUT_VIEWS:
-        if f"name {view.view} does not exist" in str(exc):
-            return (
-                f" (the {view.view} view appears once OUTPUT_PATH holds "
-                f"{view.prefix}_<model>{view.suffix}: run `engine run` first)"
-            )
-    return ""
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a DuckDB error's message (or its type's name)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -162,6 +162,7 @@ def _describe(row: Mapping[str, Any]) -> str:
     if row["kind"] == "floor":
         return f"{where} a price of {row['lowest']:.3g}"
     price, prev = row["price"], row["prev"]
+    moved = f"{where} Adj Close {price:.4g} after {prev:.4g}"
     if row["kind"] == "spike":
-        return f"{where} Adj Close {price:.4g} after {prev:.4g}, back to {row['after']:.4g} next day"
-    return f"{where} Adj Close {price:.4g} after {prev:.4g} (x{price / prev:.3g}, split-sized)"
+        return f"{moved}, back to {row['after']:.4g} next day"
+    return f"{moved} (x{price / prev:.3g}, split-sized)"

@@ -10,8 +10,9 @@ outer model may train on are used: tuning cannot see the future of rebalance p.
 
 Too few periods: while a rebalance's window is shorter than ``validation + gap`` periods
 plus one to train on (or either part has too few rows, or, for the lasso, the inner rows
-do not determine every coefficient), it is not tuned and keeps the fixed penalty. ``--validation-periods`` longer than the whole history therefore means
-every rebalance uses the fixed penalty; the walk-forward reports how many were tuned.
+do not determine every coefficient), it is not tuned and keeps the fixed penalty.
+``--validation-periods`` longer than the whole history therefore means every rebalance
+uses the fixed penalty; the walk-forward reports how many were tuned.
 """
 
 from __future__ import annotations
