@@ -117,9 +117,17 @@ PRICE_COLUMNS = ["Adj Close", "Close", "High", "Low", "Open"]
 
 def implausible_archive(folder: Path, kind: str) -> tuple[Path, str]:
     """The tiny archive with one implausible price (``floor``: an Adj Close of 1e-300 for
-    a day; ``spike``: x1000 for a day; ``split``: an unadjusted 4:1 split); returns the
-    folder and the finding's "SYMBOL DATE"."""
+    a day; ``spike``: x1000 for a day; ``split``: an unadjusted 4:1 split; ``index``: an
+    index level of 5e-324, the smallest float, on the first day); returns the folder and
+    the finding's "SYMBOL DATE"."""
     data = tiny_archive(folder)
+    if kind == "index":
+        first = pl.int_range(pl.len()) == 0
+        level = pl.when(first).then(5e-324).otherwise(pl.col("S&P500")).alias("S&P500")
+        pl.read_csv(data / schema.INDEX_FILE).with_columns(level).write_csv(
+            data / schema.INDEX_FILE
+        )
+        return data, ""
     path = data / schema.STOCKS_FILE
     stocks = pl.read_csv(path, infer_schema_length=None)
     listed = stocks.filter(pl.col("Adj Close").is_not_null())
@@ -168,7 +176,7 @@ def test_a_run_on_implausible_prices_warns_without_a_numpy_warning(tmp_path, kin
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "index"])
 @pytest.mark.parametrize(
     "flags",
     [("--model", "all"), ("--tune",), ("--model", "lasso", "--tune"),

@@ -60,9 +60,11 @@ class BacktestResult:
 
 def simple_returns(prices: np.ndarray) -> np.ndarray:
     """Day-over-day simple returns of a (days x symbols) price matrix; NaN where either
-    price is missing and on the first day."""
+    price is missing and on the first day; inf after a price so small (a denormal index
+    level: implausible) that the ratio leaves a float's range."""
     out = np.full(prices.shape, np.nan)
-    out[1:] = prices[1:] / prices[:-1] - 1.0
+    with np.errstate(over="ignore"):
+        out[1:] = prices[1:] / prices[:-1] - 1.0
     return out
 
 
