@@ -63,6 +63,10 @@ class Paths:
                                  flag="--cache-path")  # fmt: skip
     frame_cache: bool = setting(True, "Reuse the normalised model frame cached for this data "
                                 "and feature spec.", flag="--no-feature-cache")  # fmt: skip
+    strict_data: bool = setting(False, "Refuse an archive with implausible prices (under a "
+                                "cent, one-day moves by x2 that reverse, split-sized gaps in "
+                                "Adj Close) instead of warning.", env="STRICT_DATA",
+                                flag="--strict")  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("data", "output", "cache"):
@@ -120,7 +124,8 @@ class ModelSpec:
     l1_ratio: float = setting(0.5, "Elastic net L1 share, in [0, 1].")
     tune: bool = setting(False, "Choose the linear penalty at each rebalance by inner "
                          "time-ordered validation.")  # fmt: skip
-    validation_periods: int = setting(12, "Training periods held out by --tune.")
+    validation_periods: int = setting(12, "Training periods held out by --tune (a rebalance "
+                                      "with too few keeps the fixed penalty).")  # fmt: skip
     refit_every: int | None = setting(None, "Rebalances between tree-model refits [one year].")
     train_dates: int = setting(120, "Dates sampled per tree-model refit.")
     n_jobs: int = setting(1, "Threads for tree models; 2 on an idle 2-core machine.")

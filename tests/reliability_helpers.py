@@ -394,3 +394,59 @@ def first_output(out: Path, model: str) -> Trigger:
         any((out / n).exists() for n in names)
         or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
     )
+
+
+# --- memory of a real process -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    """How a process ended and the most memory it held (``peak``: bytes resident, its own
+    high-water mark; ``capped``: it was killed for passing the cap)."""
+
+    outcome: Outcome
+    peak: int
+    capped: bool
+
+
+def run_with_rss_cap(
+    args: Sequence[str], cap: int, env: dict[str, str] | None = None, timeout: float = 300
+) -> Measured:
+    """``engine <args>`` as a real process, killed as soon as it holds more than ``cap``
+    bytes resident (polled every 20 ms), so that a regression cannot take the shared
+    machine's memory. Its peak is its own high-water mark (``VmHWM``), read at each poll:
+    the kernel's ``ru_maxrss`` of a child is no use here, as it counts the memory of the
+    (large) test process the child was forked from. Output goes to files: nothing blocks
+    on a full pipe. Fails the test after ``timeout``."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([ENGINE, *args], stdout=out, stderr=err, text=True,
+                                env=env or child_env(), start_new_session=True)  # fmt: skip
+        capped, peak, deadline = False, 0, time.monotonic() + timeout
+        while True:
+            resident, high = _memory(proc.pid)
+            peak = max(peak, high)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            capped, hung = resident > cap, time.monotonic() > deadline
+            if capped or hung:
+                kill_group(proc)
+                _, status, _ = os.wait4(proc.pid, 0)
+                assert not hung, f"engine {' '.join(args)} hung for {timeout} s"
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(Outcome(proc.returncode, out.read(), err.read()), peak, capped)
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(resident, high-water mark) bytes of process ``pid`` (VmRSS, VmHWM); 0 once gone."""
+    found = {"VmRSS:": 0, "VmHWM:": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in found:
+                found[key] = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return found["VmRSS:"], found["VmHWM:"]

@@ -244,3 +244,35 @@ def test_linear_walk_forward_needs_finite_labels_only_where_known(prepared: Prep
     result = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
     assert np.isfinite(result.scores[~np.isnan(result.scores)]).all()
     assert dataclasses.asdict(spec)["alpha"] == 1.0
+
+
+@pytest.mark.parametrize("validation", [10, 200])
+def test_tuning_with_more_held_out_periods_than_history_is_point_in_time(
+    prepared: Prepared, validation: int
+):
+    """Issue 18, item 11: held-out periods reaching before the first period do not crash
+    (an IndexError) or index the sums from their end: such a rebalance keeps the fixed
+    penalty, and future labels still cannot move its scores."""
+    data, y = prepared.data, np.nan_to_num(prepared.data.y)
+    spec = LinearSpec(ModelName.LASSO, 1e-4, 1.0, InnerSplit(validation=validation, gap=2))
+    base = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
+    fixed = dataclasses.replace(spec, tuning=None)
+    untuned = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, fixed)
+    first = min(base.fits)
+    early = data.predict_at == first  # too few periods to tune: the fixed penalty
+    np.testing.assert_array_equal(base.scores[early], untuned.scores[early])
+    future = data.available > first
+    noisy = np.where(future, np.random.default_rng(1).normal(0, 1, len(y)), y)
+    moved = walk_forward_linear(data.X, noisy, data.available, data.predict_at, data.plan, spec)
+    np.testing.assert_array_equal(base.scores[early], moved.scores[early])
+    if validation == 200:  # no rebalance has that many periods: never tuned
+        np.testing.assert_array_equal(base.scores, untuned.scores)
+        assert base.info["tuned_rebalances"] == 0
+
+
+def test_period_window_refuses_periods_outside_the_sums(prepared: Prepared):
+    data, y = prepared.data, np.nan_to_num(prepared.data.y)
+    stats = period_stats(data.X, y, data.available, len(data.rebalances))
+    with pytest.raises(ValueError, match="outside"):
+        stats.window(-3, 2)
+    assert stats.window(4, 2).n == 0  # empty, not an error

@@ -128,7 +128,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        synthesize(tmp_path, replace(SMALL, seed=9))
+        synthesize(tmp_path, replace(SMALL, seed=9), overwrite=True)
     assert (tmp_path / schema.STOCKS_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(schema.ARCHIVE_FILES)
 

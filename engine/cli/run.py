@@ -15,7 +15,7 @@ from engine.schema import ModelName
 
 # Every setting of a run that a flag may change, in --help order.
 RUN_SETTINGS = (
-    "portfolio.top_stocks", *PATHS, "tracking.uri", "tracking.enabled", "paths.frame_cache",
+    "portfolio.top_stocks", *PATHS, "tracking.uri", "tracking.enabled", "paths.frame_cache", "paths.strict_data",
     "tracking.registered_model", "promotion.metrics", "promotion.thresholds",
     "features.horizon", "walk_forward.rebalance", "walk_forward.train_window",
     "walk_forward.rolling_periods", "walk_forward.min_train_periods",

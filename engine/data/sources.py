@@ -37,7 +37,7 @@ def ensure_synthetic(folder: Path, spec: SynthSpec) -> Path:
     """Generate the synthetic archive ``spec`` into ``folder`` unless already there."""
     if not all((folder / name).is_file() for name in ARCHIVE_FILES):
         log.info("generating the default synthetic archive into %s ...", folder)
-        synthesize(folder, spec)
+        synthesize(folder, spec, overwrite=True)  # the engine's own folder
     return folder
 
 
@@ -47,14 +47,15 @@ def resolve_archive(paths: Paths) -> Archive:
     The synthetic default is used only when DATA_PATH was not given and ``./archive``
     holds nothing (its README aside): loudly, a warning names it synthetic. A given
     DATA_PATH, or a ``./archive`` holding anything else, must hold the three Kaggle files;
-    if it does not, the error lists what it holds instead.
+    if it does not, the error lists what it holds instead. With ``paths.strict_data`` an
+    archive with implausible prices (``archive.quality``) is refused instead of warned of.
     """
     folder = paths.data_dir
     if paths.data is not None or not _holds_nothing(folder):
         missing = [name for name in ARCHIVE_FILES if not (folder / name).is_file()]
         if missing:
             raise ArchiveError(missing_files(folder, missing))
-        return load_archive(folder, paths.cache_dir, DataSource.REAL)
+        return load_archive(folder, paths.cache_dir, DataSource.REAL, strict=paths.strict_data)
     spec = DEFAULT_SPEC
     where = ensure_synthetic(synthetic_folder(paths, spec), spec)
     size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"

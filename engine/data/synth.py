@@ -43,6 +43,7 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ import numpy as np
 import polars as pl
 
 from engine import schema
+from engine.data.archive.spec import FIRST_YEAR, LAST_YEAR
 from engine.io.files import atomic_write
 
 K_SCALE = 0.00466
@@ -96,7 +98,9 @@ class SynthSpec:
     ----------
     n_symbols : number of symbols (>= 1).
     start, end : first and last calendar date; rows are the NYSE trading days in between,
-        inclusive (weekdays less the exchange's holidays and closures).
+        inclusive (weekdays less the exchange's holidays and closures). Both in the years
+        an archive may hold (``archive.spec.FIRST_YEAR``-``LAST_YEAR``), so that the
+        archive written passes validation.
     seed : seed of ``numpy.random.default_rng``.
     signal : target mean per-date Spearman IC of 12-1 momentum vs the forward 21-day return,
         in [-0.5, 0.5]; 0 gives a null dataset. Momentum needs 253 listed rows and the label 21
@@ -116,6 +120,12 @@ class SynthSpec:
             raise ValueError(f"n_symbols must be >= 1, got {self.n_symbols}")
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        for name, day in (("start", self.start), ("end", self.end)):
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise ValueError(
+                    f"{name} {day} is outside the years an archive may hold "
+                    f"({FIRST_YEAR}-{LAST_YEAR}): its validation would refuse the dates"
+                )
         if _business_days(self.start, self.end).size == 0:
             raise ValueError(f"no NYSE trading day between {self.start} and {self.end}")
         if not -0.5 <= self.signal <= 0.5:
@@ -377,9 +387,22 @@ def synth_frames(spec: SynthSpec = SynthSpec()) -> tuple[pl.DataFrame, pl.DataFr
     return stocks, companies, _index_frame(days, cols["Close"], shares)
 
 
-def synthesize(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dict[str, Path]:
-    """Write the three archive CSVs into ``out_dir`` (created if needed); return name -> path."""
+class ArchiveExists(FileExistsError):
+    """The folder already holds (part of) an archive; it is not overwritten (one line)."""
+
+
+def synthesize(
+    out_dir: Path, spec: SynthSpec = SynthSpec(), *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write the three archive CSVs into ``out_dir`` (created if needed); return name -> path.
+
+    Raises ``ArchiveExists``, writing nothing, if ``out_dir`` holds any of the three
+    files and ``overwrite`` is false: real data is never replaced by accident.
+    """
     out_dir = Path(out_dir)
+    present = [name for name in schema.ARCHIVE_FILES if os.path.lexists(out_dir / name)]
+    if present and not overwrite:
+        raise ArchiveExists(f"{out_dir} already holds {', '.join(present)}: not overwriting it")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in schema.ARCHIVE_FILES}
     for name, frame in zip(schema.ARCHIVE_FILES, synth_frames(spec), strict=True):

@@ -13,6 +13,7 @@ here is the archive's and the frame cache's.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from engine.pipeline.modeldata import ModelData, model_data, model_inputs
 from engine.research.backtest import Market
 from engine.research.models import ModelError
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_HISTORY_ROWS",
@@ -97,7 +100,9 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
         data = model_data(columns, spec.features, walk, panel.calendar, features)
-    if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
+    if not (data.available < len(data.rebalances)).any():
+        raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
+    if not data.plan.active.any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
             f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
@@ -105,6 +110,20 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
     return Prepared(data, panel, example)
+
+
+def _no_label(horizon: int, days: int) -> str:
+    """Why no row of the model frame has a label: the horizon against the history."""
+    if horizon >= days:
+        return (
+            f"the label horizon ({horizon:,} trading days) is longer than the history "
+            f"({days:,} trading days)"
+        )
+    return (
+        f"the label horizon ({horizon:,} trading days) leaves no labelled row: the history has "
+        f"{days:,} trading days and a row needs {MIN_HISTORY_ROWS - 1} before it (its "
+        f"features) and {horizon:,} after it (its label)"
+    )
 
 
 def evaluate_model(
@@ -122,6 +141,8 @@ def evaluate_model(
         portfolio = ev.portfolio_spec(spec.portfolio, model, universe)
         lag = spec.backtest.execution_lag
         history = ev.holdings_history(predictions, portfolio, panel, lag)
+        for warning in ev.portfolio_warnings(predictions, history, portfolio):
+            log.warning("%s: %s", model.value, warning)
     with timer.stage("backtest"):
         equity, attribution = ev.run_backtest(history, panel, spec.backtest)
     with timer.stage("metrics"):

@@ -30,6 +30,7 @@ from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Wei
 MOMENTUM_FEATURE = "mom_12_1"
 PERIODS_PER_YEAR = {Rebalance.WEEKLY: 52, Rebalance.MONTHLY: 12, Rebalance.QUARTERLY: 4}
 FORECASTING_MODELS = LINEAR_MODELS | TREE_MODELS  # scores in label units: R^2 is meaningful
+CASH_TOLERANCE = 1e-9  # weights summing to within this of 1 are fully invested
 
 
 def purge_gap_periods(data: ModelData, horizon: int, calendar: np.ndarray) -> int:
@@ -112,6 +113,32 @@ def holdings_history(
     return history.with_columns(pl.Series("trade_date", trade).cast(pl.Date)).select(
         DATE, "trade_date", SYMBOL, WEIGHT, SCORE
     )
+
+
+def portfolio_warnings(
+    predictions: pl.DataFrame, history: pl.DataFrame, spec: PortfolioSpec
+) -> list[str]:
+    """One line for each way the portfolio falls short of ``spec``: fewer names scored
+    than it should hold, and weights summing below 1 (cash, left by a sector cap)."""
+    out = []
+    rebalances = history[DATE].n_unique()
+    names = predictions.group_by(DATE).len()["len"]
+    short = int((names < spec.top_stocks).sum())
+    if short:
+        out.append(
+            f"the universe is smaller than TOP_STOCKS ({spec.top_stocks}): {short} of "
+            f"{names.len()} rebalances score fewer names (as few as {names.min()}), and the "
+            "portfolio holds all of them"
+        )
+    cash = 1.0 - history.group_by(DATE).agg(pl.col(WEIGHT).sum())[WEIGHT]
+    left = cash.filter(cash > CASH_TOLERANCE)
+    if left.len():
+        cause = f"the sector cap ({spec.sector_cap:g})" if spec.sector_cap else "the caps"
+        out.append(
+            f"{cause} left cash on {left.len()} of {rebalances} rebalances: up to "
+            f"{left.max():.0%} of the portfolio (mean {left.mean():.0%}) earns nothing"
+        )
+    return out
 
 
 def target_matrix(history: pl.DataFrame, market: bt.Market) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 ROLLING_IC_PERIODS = 12  # rebalance periods in the rolling-mean IC line
 _DPI = 100
+# A growth curve near a float's limit (returns of implausible prices: archive.quality
+# warns of them) overflows the log axis's margins in matplotlib: the figure is drawn all
+# the same, so its numpy warnings are off.
+_IEEE = {"over": "ignore", "invalid": "ignore"}
 
 
 def _figure(title: str) -> tuple[Any, Any]:
@@ -46,6 +50,7 @@ def _log_scale(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+@np.errstate(**_IEEE)
 def equity_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Growth of 1 (log scale): portfolio net and gross, the price index, the universe."""
     eq, model = result.equity, result.spec.model.name.value
@@ -106,6 +111,7 @@ def _bars(ax: Any, dates: np.ndarray, values: np.ndarray, width_days: float, **s
     ax.autoscale_view()
 
 
+@np.errstate(**_IEEE)
 def comparison_plot(results: Any, handle: IO[bytes]) -> None:
     """Net growth of 1 of every model, with the universe benchmark (log scale)."""
     fig, ax = _figure("every model: growth of 1, net of costs")

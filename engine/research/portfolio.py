@@ -97,21 +97,27 @@ def capped(raw: np.ndarray, groups: np.ndarray, cap: float, group_cap: float | N
 
 
 def ledoit_wolf_covariance(returns: np.ndarray) -> np.ndarray:
-    """Annualised Ledoit-Wolf covariance of daily returns (days x names); NaN counts as 0."""
+    """Annualised Ledoit-Wolf covariance of daily returns (days x names); NaN counts as 0.
+    Not finite where returns are beyond what a variance can hold (implausible prices)."""
     from sklearn.covariance import ledoit_wolf  # lazily: only the optimised schemes need it
 
-    cov, _ = ledoit_wolf(np.nan_to_num(returns))
+    clean = np.nan_to_num(returns)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(np.square(clean).sum()):  # a variance beyond a float's range
+            return np.full((clean.shape[1], clean.shape[1]), np.nan)
+        cov, _ = ledoit_wolf(clean)
     return cov * _TRADING_DAYS
 
 
 def inverse_vol_raw(returns: np.ndarray) -> np.ndarray:
     """1 / sd of each column's daily returns (NaN ignored); names with sd 0 or no data get
-    the median of the others."""
-    sd = (
-        np.nanstd(returns, axis=0, ddof=1)
-        if len(returns) > 1
-        else np.full(returns.shape[1], np.nan)
-    )
+    the median of the others, as do names whose sd overflows (implausible prices)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sd = (
+            np.nanstd(returns, axis=0, ddof=1)
+            if len(returns) > 1
+            else np.full(returns.shape[1], np.nan)
+        )
     ok = np.isfinite(sd) & (sd > 0)
     fill = np.median(sd[ok]) if ok.any() else 1.0
     return 1.0 / np.where(ok, sd, fill)
@@ -179,6 +185,8 @@ def date_weights(
     if spec.weighting is Weighting.INVERSE_VOL:
         return capped(inverse_vol_raw(history[-VOL_WINDOW:]), groups, cap, spec.sector_cap)
     cov = ledoit_wolf_covariance(history)
+    if not np.isfinite(cov).all():  # no covariance to optimise: the capped equal weights
+        return capped(np.ones(len(scores)), groups, cap, spec.sector_cap)
     mu = grinold_mu(z, cov) if spec.weighting is Weighting.MEAN_VARIANCE else None
     return optimised(cov, mu, groups, cap, spec.sector_cap, spec.risk_aversion)
 

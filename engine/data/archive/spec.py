@@ -18,7 +18,10 @@ PRICE_COLUMNS = ("Adj Close", "Close", "High", "Low", "Open")
 STOCK_NUMBERS = (*PRICE_COLUMNS, "Volume")
 PRICE_KEYS = ("Symbol", "Date")  # the prices table's order and primary key
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-]+$"  # e.g. BRK-B
-ISO_DATE = r"^(19|20|21)\d{2}-\d{2}-\d{2}$"  # YYYY-MM-DD, years 1900-2199
+FIRST_YEAR, LAST_YEAR = 1900, 2199  # the years a date may have: typos beyond are refused
+ISO_DATE = r"^(19|20|21)\d{2}-\d{2}-\d{2}$"  # YYYY-MM-DD, years FIRST_YEAR-LAST_YEAR
+# Accepted around a number (the CSV reader skips them in front; they are stripped behind).
+NUMBER_PADDING = " \t"
 TABLE_SCHEMAS = {
     "prices": s.PRICES_SCHEMA,
     "index": s.INDEX_SCHEMA,
