@@ -10,7 +10,8 @@ Daily log total returns ``r[i, t] = mu + beta_i f_t + s[sector(i), t] + e[i, t] 
 ``mu`` is the same for every symbol (no per-symbol -sigma^2/2 term); the market factor ``f``,
 the 11 sector factors ``s`` and the idiosyncratic ``e`` have mean zero, Student-t (df 5, unit
 variance) shocks and GARCH(1,1) variance. Annual vols: market 16 %, sectors 8 %, idiosyncratic
-log-uniform 15-60 %; betas uniform 0.5-1.6. Paths are simulated forward only (no bridges).
+log-uniform 15-60 %; betas uniform 0.5-1.6; a day's base log return is capped at +-0.5.
+Paths are simulated forward only (no bridges).
 ``Adj Close`` is the total-return price; dividends (0-4 %/yr, quarterly) make historic
 ``Close`` = ``Adj Close`` / cumulative factor exceed it, with equality on the last date. The
 index is the cap-weighted mean of ``Close`` (price) returns, from 1,100.
@@ -59,6 +60,9 @@ from engine.io.files import atomic_write
 
 K_SCALE = 0.00466
 MU = 0.0002  # daily log drift, identical for all symbols
+# A day's base log return is capped at this (a move of x1.65 or x0.61): fat tails stay, but
+# no day moves a symbol by a split-sized factor, which the archive check would flag.
+MAX_DAILY_LOG_RETURN = 0.5
 MOM_ROWS, MOM_SKIP = 252, 21
 _DF = 5
 _VOL = {"market": 0.16, "sector": 0.08, "idio": (0.15, 0.60)}  # annualised
@@ -230,7 +234,7 @@ def _returns(
     eps, h = _garch_shocks(rng, n_days, var, ab)
     r = MU + eps[:, :1] * beta + eps[:, 1 + sectors] + eps[:, 12:]
     sd = np.sqrt(h[:, :1] * beta**2 + h[:, 1 + sectors] + h[:, 12:])
-    return r, sd, idio
+    return np.clip(r, -MAX_DAILY_LOG_RETURN, MAX_DAILY_LOG_RETURN), sd, idio
 
 
 def _prices(
