@@ -167,7 +167,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict", "sql")
+COMMAND_MODULES = ("run", "data", "registry", "predict", "serve", "sql")
 
 
 def _register() -> None:
