@@ -304,7 +304,7 @@ def test_optimizer_environment_limits_and_network(compose: dict) -> None:
     assert "DATA_PATH" not in env  # a given DATA_PATH must hold the archive: ./archive is used
     assert optimizer["mem_limit"] == "2g" and optimizer["memswap_limit"] == "2g"
     assert "portfolio-mlflow-net" in optimizer["networks"]
-    assert compose["networks"]["portfolio-mlflow-net"]["name"] == "portfolio-mlflow-net"
+    assert defaults(compose["networks"]["portfolio-mlflow-net"]["name"]) == "portfolio-mlflow-net"
     archive = next(v for v in optimizer["volumes"] if isinstance(v, dict))
     assert archive["target"] == "/data/archive" and archive["read_only"] is True
     outputs = [v for v in optimizer["volumes"] if isinstance(v, str)]
