@@ -132,11 +132,11 @@ def kill_when(args: list[str], out: Path, trigger: Trigger, delay: float = 0.0) 
 
 def table_written_in(cache: Path) -> Trigger:
     """A table of a cache entry ``cache/<key>/`` is being (or has just been) written: its
-    temporary file or folder, or its Parquet or numpy file, appeared."""
+    temporary file or folder, or its Parquet or Arrow file, appeared."""
 
     def seen(_: Watch) -> bool:
         return any(
-            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".npy"})
+            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".arrow"})
             and p.parent.name != "frames"
             for p in cache.glob("*/*")
         )

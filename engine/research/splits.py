@@ -40,23 +40,38 @@ def rebalance_dates(calendar: np.ndarray, freq: Rebalance) -> np.ndarray:
 
 
 def available_period(label_end: np.ndarray, rebalances: np.ndarray) -> np.ndarray:
-    """Index of the first rebalance date >= ``label_end`` for each row.
+    """Index of the first rebalance date >= ``label_end`` for each row (int32).
 
-    Rows whose label is never known (``NaT``) get ``len(rebalances)``: never trained on.
+    ``label_end`` is datetime64[D], where ``NaT`` means never known, or integer days since
+    1970-01-01, where a day after the last rebalance (e.g. the int32 maximum) means never
+    known. Rows whose label is never known get ``len(rebalances)``: never trained on.
     """
-    ends = np.asarray(label_end, dtype="datetime64[D]")
-    period = np.searchsorted(rebalances, ends, side="left")
-    period[np.isnat(ends)] = len(rebalances)
+    ends, marks = _day_numbers(label_end, rebalances)
+    period = np.searchsorted(marks, ends, side="left").astype(np.int32)
+    if np.asarray(label_end).dtype.kind == "M":  # NaT, the smallest day number, got 0
+        period[np.isnat(label_end)] = len(rebalances)
     return period
 
 
 def prediction_period(dates: np.ndarray, rebalances: np.ndarray) -> np.ndarray:
-    """Index of the rebalance date equal to each row's date, or -1 if none."""
-    days = np.asarray(dates, dtype="datetime64[D]")
-    pos = np.searchsorted(rebalances, days, side="left")
-    pos_clipped = np.minimum(pos, len(rebalances) - 1)
-    hit = (pos < len(rebalances)) & (rebalances[pos_clipped] == days)
-    return np.where(hit, pos, -1)
+    """Index of the rebalance date equal to each row's date, or -1 if none (int32).
+
+    ``dates`` is datetime64[D] or integer days since 1970-01-01; ``rebalances`` any sorted
+    unique dates (the trading calendar gives each row's day index)."""
+    days, marks = _day_numbers(dates, rebalances)
+    pos = np.searchsorted(marks, days, side="left").astype(np.int32)
+    hit = marks[np.minimum(pos, len(marks) - 1)] == days if len(marks) else False
+    return np.where(hit, pos, np.int32(-1))
+
+
+def _day_numbers(dates: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``dates`` and the sorted ``marks`` (datetime64[D]) as day numbers of one integer
+    type: datetime64[D] dates as int64 (NaT is the smallest), integer dates as they are."""
+    dates = np.asarray(dates)
+    if dates.dtype.kind == "M":
+        dates = dates.astype("datetime64[D]").view(np.int64)
+    marks = np.asarray(marks, dtype="datetime64[D]").view(np.int64)
+    return dates, marks.astype(dates.dtype)
 
 
 @dataclass(frozen=True)

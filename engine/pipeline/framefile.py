@@ -1,0 +1,223 @@
+"""A model-frame file (Arrow IPC, written by ``store``) read by columns and by rows.
+
+The walk-forward keeps in memory only what it needs on every row (dates, labels, label
+ends) and reads the features by rows: per period for the linear sufficient statistics,
+per date for the scored rows and the trees' sampled dates. Reads go through the file
+(``pyarrow.OSFile``), not a memory map: pages of a mapped file that have been read count
+in the process's resident memory while it stays mapped, so one pass over the features
+would make the whole matrix resident.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+FORMAT_VERSION = 2
+BATCH_ROWS = 65_536  # rows of a record batch as written: the unit of a read
+CACHED_BATCHES = 4  # decoded feature batches kept for the next reads (sequential passes)
+KEY_COLUMNS = ("date", "symbol")
+LABEL_NEVER = np.iinfo(np.int32).max  # label end of a row whose label is never known
+
+
+class FrameFileError(ValueError):
+    """The file is not a complete model frame of the expected key."""
+
+
+@dataclass(frozen=True)
+class FrameFile:
+    """A complete model-frame file: its path, columns and size.
+
+    Attributes
+    ----------
+    path : the Arrow IPC file.
+    names : every column, in file order (date, symbol, features, label, label end).
+    features, label, label_end : column names.
+    rows : rows over all record batches.
+    batch_rows : rows of each record batch but the last (which has fewer).
+    """
+
+    path: Path
+    names: tuple[str, ...]
+    features: tuple[str, ...]
+    label: str
+    label_end: str
+    rows: int
+    batch_rows: int
+
+    @classmethod
+    def open(cls, path: Path, key: str) -> FrameFile:
+        """The file at ``path`` if it reads as a complete frame of ``key``; else raise
+        ``FrameFileError`` saying why (only the schema and the footer are read)."""
+        try:
+            with pa.OSFile(str(path)) as source:
+                reader = ipc.open_file(source)
+                meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
+                batches, names = reader.num_record_batches, tuple(reader.schema.names)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise FrameFileError(str(exc).splitlines()[0]) from None
+        if meta.get("format_version") != str(FORMAT_VERSION) or meta.get("key") != key:
+            raise FrameFileError("another format version or key")
+        try:
+            rows, batch_rows = int(meta["rows"]), int(meta["batch_rows"])
+        except (KeyError, ValueError):
+            raise FrameFileError("no row counts in its metadata") from None
+        if batches != -(-rows // batch_rows):
+            raise FrameFileError(f"{batches} record batches for {rows} rows")
+        label, end = meta["label"], meta["label_end"]
+        features = tuple(n for n in names if n not in (*KEY_COLUMNS, label, end))
+        return cls(Path(path), names, features, label, end, rows, batch_rows)
+
+    def key_columns(self) -> dict[str, np.ndarray]:
+        """The whole ``date``, ``label`` and ``label_end`` columns as ``key_arrays`` holds
+        them, read and converted one at a time."""
+        return {
+            "date": day_numbers(self.column("date")),
+            "label": label_values(self.column(self.label)),
+            "label_end": day_numbers(self.column(self.label_end)),
+        }
+
+    def column(self, name: str) -> pl.Series:
+        """One whole column, as stored (the symbol as text)."""
+        with pa.OSFile(str(self.path)) as source:
+            reader = ipc.open_file(source, options=self.read_options((name,)))
+            return _polars(reader.read_all()).to_series()
+
+    def X(self) -> FeatureRows:
+        """The float32 features, read by rows on demand."""
+        return FeatureRows(self)
+
+    def keys(self, rows: np.ndarray | slice = slice(None)) -> pl.DataFrame:
+        """date, symbol, label and label end of ``rows`` (label and end null where unknown)."""
+        return self.frame(rows, ("date", "symbol", self.label, self.label_end))
+
+    def frame(
+        self, rows: np.ndarray | slice = slice(None), names: tuple[str, ...] = ()
+    ) -> pl.DataFrame:
+        """The model frame (or its columns ``names``) of ``rows``, in that order."""
+        names = names or self.names
+        with pa.OSFile(str(self.path)) as source:
+            reader = ipc.open_file(source, options=self.read_options(names))
+            if isinstance(rows, slice) and rows == slice(None):
+                return _polars(reader.read_all())
+            rows = _indices(rows, self.rows)
+            parts = [reader.get_batch(b).take(pa.array(local)) for b, _, local in
+                     _by_batch(rows, self.batch_rows)]  # fmt: skip
+            table = pa.Table.from_batches(parts, schema=reader.schema)
+        back = np.argsort(_batch_order(rows, self.batch_rows), kind="stable")
+        return _polars(table.take(pa.array(back)))
+
+    def read_options(self, names: tuple[str, ...]) -> ipc.IpcReadOptions:
+        """Options of a reader of the columns ``names`` only."""
+        fields = [self.names.index(n) for n in names]
+        return ipc.IpcReadOptions(included_fields=fields, use_threads=False)
+
+
+class FeatureRows:
+    """The features of a frame file as a read-only (rows x features) float32 matrix with
+    numpy's row indexing: ``X[a:b]``, ``X[indices]`` (any order, repeats and negative
+    indices allowed) and ``X[mask]``. Each read decodes the record batches that hold the
+    rows; the last ``CACHED_BATCHES`` decoded batches are kept for the next reads."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, file: FrameFile) -> None:
+        self.file = file
+        self.shape = (file.rows, len(file.features))
+        self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.file.rows
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        rows = _indices(key, self.file.rows)
+        out = np.empty((len(rows), len(self.file.features)), np.float32)
+        if rows.size == 0:
+            return out
+        with pa.OSFile(str(self.file.path)) as source:
+            reader = ipc.open_file(source, options=self.file.read_options(self.file.features))
+            for batch, at, local in _by_batch(rows, self.file.batch_rows):
+                out[at] = self._decoded(reader, batch)[local]
+        return out
+
+    def _decoded(self, reader: ipc.RecordBatchFileReader, batch: int) -> np.ndarray:
+        """Record batch ``batch`` as a C-ordered (rows x features) matrix."""
+        if batch in self.cache:
+            self.cache.move_to_end(batch)
+            return self.cache[batch]
+        columns = reader.get_batch(batch).columns
+        matrix = np.column_stack([c.to_numpy(zero_copy_only=False) for c in columns])
+        self.cache[batch] = matrix
+        if len(self.cache) > CACHED_BATCHES:
+            self.cache.popitem(last=False)
+        return matrix
+
+
+def key_arrays(frame: pl.DataFrame, label: str, end: str) -> dict[str, np.ndarray]:
+    """The date, label and label end of a model frame as the walk-forward holds them:
+    int32 days, float64 with NaN for an unknown label, int32 days with ``LABEL_NEVER``
+    for an unknown end."""
+    return {
+        "date": day_numbers(frame["date"]),
+        "label": label_values(frame[label]),
+        "label_end": day_numbers(frame[end]),
+    }
+
+
+def day_numbers(dates: pl.Series) -> np.ndarray:
+    """int32 days since 1970-01-01 of ``dates``; ``LABEL_NEVER`` where null."""
+    return dates.to_physical().fill_null(LABEL_NEVER).to_numpy()
+
+
+def label_values(label: pl.Series) -> np.ndarray:
+    """float64 values of ``label``; NaN where null."""
+    return label.fill_null(np.nan).to_numpy()
+
+
+def _indices(key: slice | np.ndarray, length: int) -> np.ndarray:
+    """Row positions of ``key`` (a step-1 slice, an integer array or a boolean mask) in
+    ``length`` rows, as numpy indexes them; IndexError for anything else or out of range."""
+    if isinstance(key, slice):
+        start, stop, step = key.indices(length)
+        if step != 1:
+            raise IndexError("rows are read by contiguous slices only (step 1)")
+        return np.arange(start, max(start, stop))
+    index = np.asarray(key)
+    if index.dtype == bool:
+        if index.shape != (length,):
+            raise IndexError(f"a boolean mask of {length} rows is expected")
+        return np.flatnonzero(index)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        raise IndexError("rows are a slice or a 1-d integer or boolean array")
+    index = np.where(index < 0, index + length, index)
+    if index.size and (index.min() < 0 or index.max() >= length):
+        raise IndexError(f"row index out of range for {length} rows")
+    return index
+
+
+def _batch_order(rows: np.ndarray, batch_rows: int) -> np.ndarray:
+    """The order in which ``_by_batch`` yields ``rows``: by batch, stable."""
+    return np.argsort(rows // batch_rows, kind="stable")
+
+
+def _by_batch(rows: np.ndarray, batch_rows: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(record batch, positions in ``rows``, rows within the batch) of each record batch of
+    ``batch_rows`` rows that holds some of ``rows``, in batch order."""
+    batch = rows // batch_rows
+    order = _batch_order(rows, batch_rows)
+    cuts = np.flatnonzero(np.diff(batch[order])) + 1
+    return [(int(batch[part[0]]), part, rows[part] - int(batch[part[0]]) * batch_rows)
+            for part in np.split(order, cuts) if part.size]  # fmt: skip
+
+
+def _polars(table: pa.Table) -> pl.DataFrame:
+    """A frame-file table as a Polars frame, the symbol as text."""
+    frame = pl.from_arrow(table)
+    return frame.with_columns(pl.col("symbol").cast(pl.String)) if "symbol" in frame else frame
