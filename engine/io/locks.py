@@ -29,7 +29,7 @@ OUTPUT_LOCK = ".engine-output.lock"
 # Another run's write-and-track phase takes seconds (a slow tracking server: its request
 # timeouts and retries); a wait this long means something is stuck.
 OUTPUT_WAIT_S = 900.0
-# A build of a cache entry by another process: the 10x archive's model frame takes
+# A build of a cache entry by another process (a large archive's model frame) can take
 # minutes; a wait this long means that process is stuck.
 BUILD_WAIT_S = 3_600.0
 POLL_S = 0.05
