@@ -90,7 +90,7 @@ def sink_parquet(
             if frame.schema != schema:
                 raise ValueError(f"a frame's schema {frame.schema} is not {schema}")
             written += frame.height
-            yield frame.to_arrow().cast(arrow_schema)
+            yield frame.to_arrow()  # in ``schema``: the writer's Arrow schema
 
     target.seek(0)
     target.truncate()

@@ -2,15 +2,17 @@
 
 The walk-forward keeps in memory only what it needs on every row (dates, labels, label
 ends) and reads the features by rows: per period for the linear sufficient statistics,
-per date for the scored rows and the trees' sampled dates. Reads go through the file
-(``pyarrow.OSFile``), not a memory map: pages of a mapped file that have been read count
-in the process's resident memory while it stays mapped, so one pass over the features
-would make the whole matrix resident.
+per date for the scored rows and the trees' sampled dates. Each read maps the file
+(``pyarrow.memory_map``: the Arrow buffers are the file's pages, nothing is allocated to
+read them, and only the pages of the columns used are touched), copies out what it
+returns and lets the map go. Pages of a mapped file that
+have been read count in the process's resident memory while it stays mapped, so no array
+returned here refers to the map, except whole frames (``FrameFile.frame()``), which are
+all in memory anyway.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,6 @@ import pyarrow.ipc as ipc
 
 FORMAT_VERSION = 2
 BATCH_ROWS = 65_536  # rows of a record batch as written: the unit of a read
-CACHED_BATCHES = 4  # decoded feature batches kept for the next reads (sequential passes)
 KEY_COLUMNS = ("date", "symbol")
 LABEL_NEVER = np.iinfo(np.int32).max  # label end of a row whose label is never known
 
@@ -56,7 +57,7 @@ class FrameFile:
         """The file at ``path`` if it reads as a complete frame of ``key``; else raise
         ``FrameFileError`` saying why (only the schema and the footer are read)."""
         try:
-            with pa.OSFile(str(path)) as source:
+            with pa.memory_map(str(path)) as source:
                 reader = ipc.open_file(source)
                 meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
                 batches, names = reader.num_record_batches, tuple(reader.schema.names)
@@ -76,18 +77,24 @@ class FrameFile:
 
     def key_columns(self) -> dict[str, np.ndarray]:
         """The whole ``date``, ``label`` and ``label_end`` columns as ``key_arrays`` holds
-        them, read and converted one at a time."""
-        return {
-            "date": day_numbers(self.column("date")),
-            "label": label_values(self.column(self.label)),
-            "label_end": day_numbers(self.column(self.label_end)),
-        }
+        them, converted record batch by record batch into arrays of their own."""
+        names = ["date", self.label, self.label_end]
+        out = {"date": np.empty(self.rows, np.int32), "label": np.empty(self.rows),
+               "label_end": np.empty(self.rows, np.int32)}  # fmt: skip
+        with pa.memory_map(str(self.path)) as source:
+            reader = ipc.open_file(source)
+            for b in range(reader.num_record_batches):
+                batch = pl.from_arrow(reader.get_batch(b).select(names))
+                rows = slice(b * self.batch_rows, b * self.batch_rows + batch.height)
+                for name, values in key_arrays(batch, self.label, self.label_end).items():
+                    out[name][rows] = values
+        return out
 
     def column(self, name: str) -> pl.Series:
-        """One whole column, as stored (the symbol as text)."""
-        with pa.OSFile(str(self.path)) as source:
-            reader = ipc.open_file(source, options=self.read_options((name,)))
-            return _polars(reader.read_all()).to_series()
+        """One whole column, as stored (the symbol as text); its values may be the file's
+        mapped pages: copy what is kept."""
+        with pa.memory_map(str(self.path)) as source:
+            return _polars(ipc.open_file(source).read_all().select([name])).to_series()
 
     def X(self) -> FeatureRows:
         """The float32 features, read by rows on demand."""
@@ -101,29 +108,24 @@ class FrameFile:
         self, rows: np.ndarray | slice = slice(None), names: tuple[str, ...] = ()
     ) -> pl.DataFrame:
         """The model frame (or its columns ``names``) of ``rows``, in that order."""
-        names = names or self.names
-        with pa.OSFile(str(self.path)) as source:
-            reader = ipc.open_file(source, options=self.read_options(names))
+        names = list(names or self.names)
+        with pa.memory_map(str(self.path)) as source:
+            reader = ipc.open_file(source)
             if isinstance(rows, slice) and rows == slice(None):
-                return _polars(reader.read_all())
+                return _polars(reader.read_all().select(names))  # on the map: all read anyway
             rows = _indices(rows, self.rows)
-            parts = [reader.get_batch(b).take(pa.array(local)) for b, _, local in
-                     _by_batch(rows, self.batch_rows)]  # fmt: skip
-            table = pa.Table.from_batches(parts, schema=reader.schema)
-        back = np.argsort(_batch_order(rows, self.batch_rows), kind="stable")
-        return _polars(table.take(pa.array(back)))
-
-    def read_options(self, names: tuple[str, ...]) -> ipc.IpcReadOptions:
-        """Options of a reader of the columns ``names`` only."""
-        fields = [self.names.index(n) for n in names]
-        return ipc.IpcReadOptions(included_fields=fields, use_threads=False)
+            parts = [pl.from_arrow(reader.get_batch(b).select(names))[local]
+                     for b, _, local in _by_batch(rows, self.batch_rows)]  # fmt: skip
+            empty = pl.from_arrow(pa.Table.from_batches([], reader.schema).select(names))
+        frame = pl.concat([empty, *parts])
+        return _polars(frame[np.argsort(_batch_order(rows, self.batch_rows), kind="stable")])
 
 
 class FeatureRows:
     """The features of a frame file as a read-only (rows x features) float32 matrix with
     numpy's row indexing: ``X[a:b]``, ``X[indices]`` (any order, repeats and negative
-    indices allowed) and ``X[mask]``. Each read decodes the record batches that hold the
-    rows; the last ``CACHED_BATCHES`` decoded batches are kept for the next reads."""
+    indices allowed) and ``X[mask]``. Each read gathers the rows from the columns of the
+    record batches that hold them, touching only the pages of those rows."""
 
     dtype = np.dtype(np.float32)
     ndim = 2
@@ -131,7 +133,6 @@ class FeatureRows:
     def __init__(self, file: FrameFile) -> None:
         self.file = file
         self.shape = (file.rows, len(file.features))
-        self.cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return self.file.rows
@@ -141,23 +142,13 @@ class FeatureRows:
         out = np.empty((len(rows), len(self.file.features)), np.float32)
         if rows.size == 0:
             return out
-        with pa.OSFile(str(self.file.path)) as source:
-            reader = ipc.open_file(source, options=self.file.read_options(self.file.features))
+        features = list(self.file.features)
+        with pa.memory_map(str(self.file.path)) as source:
+            reader = ipc.open_file(source)
             for batch, at, local in _by_batch(rows, self.file.batch_rows):
-                out[at] = self._decoded(reader, batch)[local]
+                columns = pl.from_arrow(reader.get_batch(batch).select(features))
+                out[_as_slice(at)] = columns[_as_slice(local)].to_numpy()
         return out
-
-    def _decoded(self, reader: ipc.RecordBatchFileReader, batch: int) -> np.ndarray:
-        """Record batch ``batch`` as a C-ordered (rows x features) matrix."""
-        if batch in self.cache:
-            self.cache.move_to_end(batch)
-            return self.cache[batch]
-        columns = reader.get_batch(batch).columns
-        matrix = np.column_stack([c.to_numpy(zero_copy_only=False) for c in columns])
-        self.cache[batch] = matrix
-        if len(self.cache) > CACHED_BATCHES:
-            self.cache.popitem(last=False)
-        return matrix
 
 
 def key_arrays(frame: pl.DataFrame, label: str, end: str) -> dict[str, np.ndarray]:
@@ -217,7 +208,15 @@ def _by_batch(rows: np.ndarray, batch_rows: int) -> list[tuple[int, np.ndarray, 
             for part in np.split(order, cuts) if part.size]  # fmt: skip
 
 
-def _polars(table: pa.Table) -> pl.DataFrame:
+def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+    """``index`` as a slice when it is a run of consecutive integers (a view, not a gather)."""
+    first, last = int(index[0]), int(index[-1])
+    if last - first + 1 == len(index) and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
+        return slice(first, last + 1)
+    return index
+
+
+def _polars(table: pa.Table | pl.DataFrame) -> pl.DataFrame:
     """A frame-file table as a Polars frame, the symbol as text."""
-    frame = pl.from_arrow(table)
+    frame = pl.from_arrow(table) if isinstance(table, pa.Table) else table
     return frame.with_columns(pl.col("symbol").cast(pl.String)) if "symbol" in frame else frame

@@ -119,7 +119,7 @@ def write_frame(path: Path, chunks: Chunks, key: str) -> None:
                 "rows": str(chunks.rows), "batch_rows": str(batch_rows), "label": chunks.label,
                 "label_end": chunks.label_end}  # fmt: skip
     schema = schema.with_metadata(metadata)
-    tables = (frame.cast(dict(polars_schema)).to_arrow().cast(schema) for frame in chunks.frames)
+    tables = (frame.cast(dict(polars_schema)).to_arrow() for frame in chunks.frames)
     rows = 0
     with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema) as writer:
         for batch in regrouped(tables, batch_rows):

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.schema import Rebalance, TrainWindow
 
+SEARCH_ROWS = 1 << 20  # rows searched at once
 _PERIOD_UNIT = {Rebalance.WEEKLY: "W", Rebalance.MONTHLY: "M", Rebalance.QUARTERLY: "Q"}
 
 
@@ -47,9 +48,11 @@ def available_period(label_end: np.ndarray, rebalances: np.ndarray) -> np.ndarra
     known. Rows whose label is never known get ``len(rebalances)``: never trained on.
     """
     ends, marks = _day_numbers(label_end, rebalances)
-    period = np.searchsorted(marks, ends, side="left").astype(np.int32)
-    if np.asarray(label_end).dtype.kind == "M":  # NaT, the smallest day number, got 0
-        period[np.isnat(label_end)] = len(rebalances)
+    period = np.empty(len(ends), np.int32)
+    for rows in _chunks(len(ends)):
+        period[rows] = np.searchsorted(marks, ends[rows], side="left")
+    if ends.dtype.kind == "M":  # NaT sorts first: it got 0
+        period[np.isnat(ends)] = len(rebalances)
     return period
 
 
@@ -59,19 +62,29 @@ def prediction_period(dates: np.ndarray, rebalances: np.ndarray) -> np.ndarray:
     ``dates`` is datetime64[D] or integer days since 1970-01-01; ``rebalances`` any sorted
     unique dates (the trading calendar gives each row's day index)."""
     days, marks = _day_numbers(dates, rebalances)
-    pos = np.searchsorted(marks, days, side="left").astype(np.int32)
-    hit = marks[np.minimum(pos, len(marks) - 1)] == days if len(marks) else False
-    return np.where(hit, pos, np.int32(-1))
+    out = np.full(len(days), -1, np.int32)
+    if len(marks) == 0:
+        return out
+    for rows in _chunks(len(days)):
+        pos = np.searchsorted(marks, days[rows], side="left")
+        hit = marks[np.minimum(pos, len(marks) - 1)] == days[rows]
+        out[rows] = np.where(hit, pos, -1)
+    return out
 
 
 def _day_numbers(dates: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``dates`` and the sorted ``marks`` (datetime64[D]) as day numbers of one integer
-    type: datetime64[D] dates as int64 (NaT is the smallest), integer dates as they are."""
+    """``dates`` as they are (datetime64[D] or integer days) and the sorted ``marks`` in
+    the same type, so that a search compares without converting the rows."""
     dates = np.asarray(dates)
+    marks = np.asarray(marks, dtype="datetime64[D]")
     if dates.dtype.kind == "M":
-        dates = dates.astype("datetime64[D]").view(np.int64)
-    marks = np.asarray(marks, dtype="datetime64[D]").view(np.int64)
-    return dates, marks.astype(dates.dtype)
+        return dates.astype("datetime64[D]", copy=False), marks
+    return dates, marks.view(np.int64).astype(dates.dtype)
+
+
+def _chunks(rows: int) -> list[slice]:
+    """``rows`` in slices of ``SEARCH_ROWS``: the temporaries of a search stay that small."""
+    return [slice(start, start + SEARCH_ROWS) for start in range(0, rows, SEARCH_ROWS)]
 
 
 @dataclass(frozen=True)
