@@ -2,17 +2,19 @@
 
 The walk-forward keeps in memory only what it needs on every row (dates, labels, label
 ends) and reads the features by rows: per period for the linear sufficient statistics,
-per date for the scored rows and the trees' sampled dates. Each read maps the file
-(``pyarrow.memory_map``: the Arrow buffers are the file's pages, nothing is allocated to
-read them, and only the pages of the columns used are touched), copies out what it
-returns and lets the map go. Pages of a mapped file that
-have been read count in the process's resident memory while it stays mapped, so no array
-returned here refers to the map, except whole frames (``FrameFile.frame()``), which are
-all in memory anyway.
+per date for the scored rows and the trees' sampled dates.
+
+Each read maps the file (``pyarrow.memory_map``: the Arrow buffers are the file's pages,
+nothing is allocated to read them and only the pages of the rows and columns used are
+touched), copies out what it returns and lets the map go. Pages of a mapped file that
+have been read count in the process's resident memory while it stays mapped, so what a
+read returns does not refer to the map, but for whole columns (``FrameFile.column``,
+``FrameFile.frame()``), which are resident once read anyway.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 FORMAT_VERSION = 2
-BATCH_ROWS = 65_536  # rows of a record batch as written: the unit of a read
-KEY_COLUMNS = ("date", "symbol")
+BATCH_ROWS = 1 << 18  # rows of a record batch as written: the unit of a map's residency
+FEATURES = "features"  # the stored column of each row's features (a fixed-size list)
 LABEL_NEVER = np.iinfo(np.int32).max  # label end of a row whose label is never known
 
 
@@ -38,7 +40,8 @@ class FrameFile:
     Attributes
     ----------
     path : the Arrow IPC file.
-    names : every column, in file order (date, symbol, features, label, label end).
+    names : every column of the frame it holds (date, symbol, the features, label, label
+        end); the features are stored as one column, ``FEATURES``.
     features, label, label_end : column names.
     rows : rows over all record batches.
     batch_rows : rows of each record batch but the last (which has fewer).
@@ -60,19 +63,23 @@ class FrameFile:
             with pa.memory_map(str(path)) as source:
                 reader = ipc.open_file(source)
                 meta = {k.decode(): v.decode() for k, v in (reader.schema.metadata or {}).items()}
-                batches, names = reader.num_record_batches, tuple(reader.schema.names)
+                batches = reader.num_record_batches
         except (OSError, pa.ArrowInvalid) as exc:
             raise FrameFileError(str(exc).splitlines()[0]) from None
         if meta.get("format_version") != str(FORMAT_VERSION) or meta.get("key") != key:
             raise FrameFileError("another format version or key")
         try:
             rows, batch_rows = int(meta["rows"]), int(meta["batch_rows"])
+            features, label, end = (
+                tuple(json.loads(meta["features"])),
+                meta["label"],
+                meta["label_end"],
+            )
         except (KeyError, ValueError):
-            raise FrameFileError("no row counts in its metadata") from None
+            raise FrameFileError("its metadata lacks row counts or names") from None
         if batches != -(-rows // batch_rows):
             raise FrameFileError(f"{batches} record batches for {rows} rows")
-        label, end = meta["label"], meta["label_end"]
-        features = tuple(n for n in names if n not in (*KEY_COLUMNS, label, end))
+        names = ("date", "symbol", *features, label, end)
         return cls(Path(path), names, features, label, end, rows, batch_rows)
 
     def key_columns(self) -> dict[str, np.ndarray]:
@@ -81,20 +88,20 @@ class FrameFile:
         names = ["date", self.label, self.label_end]
         out = {"date": np.empty(self.rows, np.int32), "label": np.empty(self.rows),
                "label_end": np.empty(self.rows, np.int32)}  # fmt: skip
-        with pa.memory_map(str(self.path)) as source:
-            reader = ipc.open_file(source)
-            for b in range(reader.num_record_batches):
-                batch = pl.from_arrow(reader.get_batch(b).select(names))
+        for b in range(-(-self.rows // self.batch_rows)):
+            with pa.memory_map(str(self.path)) as source:  # one batch's pages at a time
+                batch = pl.from_arrow(ipc.open_file(source).get_batch(b).select(names))
                 rows = slice(b * self.batch_rows, b * self.batch_rows + batch.height)
                 for name, values in key_arrays(batch, self.label, self.label_end).items():
                     out[name][rows] = values
         return out
 
     def column(self, name: str) -> pl.Series:
-        """One whole column, as stored (the symbol as text); its values may be the file's
-        mapped pages: copy what is kept."""
+        """One whole column (the symbol as text); its values may be the file's mapped
+        pages: copy what is kept."""
         with pa.memory_map(str(self.path)) as source:
-            return _polars(ipc.open_file(source).read_all().select([name])).to_series()
+            table = ipc.open_file(source).read_all()
+            return self._frame(table.select(self._stored((name,))), (name,)).to_series()
 
     def X(self) -> FeatureRows:
         """The float32 features, read by rows on demand."""
@@ -108,24 +115,51 @@ class FrameFile:
         self, rows: np.ndarray | slice = slice(None), names: tuple[str, ...] = ()
     ) -> pl.DataFrame:
         """The model frame (or its columns ``names``) of ``rows``, in that order."""
-        names = list(names or self.names)
+        names = names or self.names
+        stored = self._stored(names)
         with pa.memory_map(str(self.path)) as source:
             reader = ipc.open_file(source)
             if isinstance(rows, slice) and rows == slice(None):
-                return _polars(reader.read_all().select(names))  # on the map: all read anyway
+                return self._frame(reader.read_all().select(stored), names)
             rows = _indices(rows, self.rows)
-            parts = [pl.from_arrow(reader.get_batch(b).select(names))[local]
+            parts = [pl.from_arrow(reader.get_batch(b).select(stored))[_as_slice(local)]
                      for b, _, local in _by_batch(rows, self.batch_rows)]  # fmt: skip
-            empty = pl.from_arrow(pa.Table.from_batches([], reader.schema).select(names))
+            empty = pl.from_arrow(pa.Table.from_batches([], reader.schema).select(stored))
         frame = pl.concat([empty, *parts])
-        return _polars(frame[np.argsort(_batch_order(rows, self.batch_rows), kind="stable")])
+        order = _batch_order(rows, self.batch_rows)
+        return self._frame(
+            frame if order is None else frame[np.argsort(order, kind="stable")], names
+        )
+
+    def _stored(self, names: tuple[str, ...]) -> list[str]:
+        """The stored columns that hold the frame's columns ``names``."""
+        wanted = set(names)
+        stored = ["date", "symbol", FEATURES, self.label, self.label_end]
+        return [c for c in stored if c in wanted or (c == FEATURES and wanted & set(self.features))]
+
+    def _frame(self, stored: pa.Table | pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
+        """Stored columns as the frame's columns ``names``: the symbol as text, the features
+        one column each."""
+        frame = pl.from_arrow(stored) if isinstance(stored, pa.Table) else stored
+        if "symbol" in frame.columns:
+            frame = frame.with_columns(pl.col("symbol").cast(pl.String))
+        if FEATURES in frame.columns:
+            fields = pl.col(FEATURES).arr.to_struct(fields=list(self.features))
+            frame = frame.with_columns(fields).unnest(FEATURES)
+        return frame.select(names)
 
 
 class FeatureRows:
     """The features of a frame file as a read-only (rows x features) float32 matrix with
     numpy's row indexing: ``X[a:b]``, ``X[indices]`` (any order, repeats and negative
-    indices allowed) and ``X[mask]``. Each read gathers the rows from the columns of the
-    record batches that hold them, touching only the pages of those rows."""
+    indices allowed) and ``X[mask]``. Each read copies the rows out of the record batches
+    that hold them (each row's features are contiguous in the file), touching only the
+    pages of those rows.
+
+    The file stays mapped while reads stay in the record batches of the previous read
+    (a pass over periods or dates reads each page once), and is mapped anew when a read
+    needs others: the resident pages are those of the batches last read.
+    """
 
     dtype = np.dtype(np.float32)
     ndim = 2
@@ -133,6 +167,7 @@ class FeatureRows:
     def __init__(self, file: FrameFile) -> None:
         self.file = file
         self.shape = (file.rows, len(file.features))
+        self._mapped: tuple[frozenset[int], ipc.RecordBatchFileReader] | None = None
 
     def __len__(self) -> int:
         return self.file.rows
@@ -140,15 +175,21 @@ class FeatureRows:
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
         rows = _indices(key, self.file.rows)
         out = np.empty((len(rows), len(self.file.features)), np.float32)
-        if rows.size == 0:
-            return out
-        features = list(self.file.features)
-        with pa.memory_map(str(self.file.path)) as source:
-            reader = ipc.open_file(source)
-            for batch, at, local in _by_batch(rows, self.file.batch_rows):
-                columns = pl.from_arrow(reader.get_batch(batch).select(features))
-                out[_as_slice(at)] = columns[_as_slice(local)].to_numpy()
+        parts = _by_batch(rows, self.file.batch_rows) if rows.size else []
+        reader = self._reader(frozenset(batch for batch, _, _ in parts))
+        for batch, at, local in parts:
+            stored = pl.from_arrow(reader.get_batch(batch).select([FEATURES]))
+            matrix = stored.to_series().to_numpy()  # (rows x features), a view of the map
+            out[_as_slice(at)] = matrix[_as_slice(local)]
         return out
+
+    def _reader(self, batches: frozenset[int]) -> ipc.RecordBatchFileReader:
+        """A reader on a map of the file: the current one if ``batches`` were all read
+        through it last time, else one on a new map (the old one's pages are let go)."""
+        if self._mapped is None or not batches <= self._mapped[0]:
+            self._mapped = None  # the old map goes once nothing refers to it
+            self._mapped = (batches, ipc.open_file(pa.memory_map(str(self.file.path))))
+        return self._mapped[1]
 
 
 def key_arrays(frame: pl.DataFrame, label: str, end: str) -> dict[str, np.ndarray]:
@@ -193,19 +234,26 @@ def _indices(key: slice | np.ndarray, length: int) -> np.ndarray:
     return index
 
 
-def _batch_order(rows: np.ndarray, batch_rows: int) -> np.ndarray:
-    """The order in which ``_by_batch`` yields ``rows``: by batch, stable."""
+def _batch_order(rows: np.ndarray, batch_rows: int) -> np.ndarray | None:
+    """The order in which ``_by_batch`` yields ``rows`` (by batch, stable); None when
+    that is their own order (rows in ascending order)."""
+    if rows.size < 2 or bool(np.all(rows[1:] >= rows[:-1])):
+        return None
     return np.argsort(rows // batch_rows, kind="stable")
 
 
 def _by_batch(rows: np.ndarray, batch_rows: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """(record batch, positions in ``rows``, rows within the batch) of each record batch of
     ``batch_rows`` rows that holds some of ``rows``, in batch order."""
-    batch = rows // batch_rows
     order = _batch_order(rows, batch_rows)
-    cuts = np.flatnonzero(np.diff(batch[order])) + 1
-    return [(int(batch[part[0]]), part, rows[part] - int(batch[part[0]]) * batch_rows)
-            for part in np.split(order, cuts) if part.size]  # fmt: skip
+    positions = np.arange(len(rows)) if order is None else order
+    batch = (rows if order is None else rows[order]) // batch_rows
+    runs = [run for run in np.split(positions, np.flatnonzero(np.diff(batch)) + 1) if run.size]
+    starts = [int(rows[run[0]]) // batch_rows * batch_rows for run in runs]
+    return [
+        (start // batch_rows, run, rows[run] - start)
+        for start, run in zip(starts, runs, strict=True)
+    ]
 
 
 def _as_slice(index: np.ndarray) -> np.ndarray | slice:
@@ -214,9 +262,3 @@ def _as_slice(index: np.ndarray) -> np.ndarray | slice:
     if last - first + 1 == len(index) and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
         return slice(first, last + 1)
     return index
-
-
-def _polars(table: pa.Table | pl.DataFrame) -> pl.DataFrame:
-    """A frame-file table as a Polars frame, the symbol as text."""
-    frame = pl.from_arrow(table) if isinstance(table, pa.Table) else table
-    return frame.with_columns(pl.col("symbol").cast(pl.String)) if "symbol" in frame else frame

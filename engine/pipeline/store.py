@@ -4,12 +4,14 @@ read by columns and by rows (``framefile``).
 Layout under ``cache_path/frames``::
 
     <key16>.lock     lock file serialising builds of one key (``engine.io.locks``)
-    <key16>.arrow    the frame: date, symbol, the features (float32), the label (float64)
-                     and its end date; rows sorted by (date, symbol), in record batches of
+    <key16>.arrow    the frame: date, symbol, ``features`` (each row's features, a
+                     fixed-size list of float32), the label (float64) and its end date;
+                     rows sorted by (date, symbol), in record batches of
                      ``framefile.BATCH_ROWS`` rows (the last one fewer)
 
-The file's metadata holds the format version, the key, the row count and the rows of a
-record batch. A build writes
+The features are one fixed-size-list column, so that a row's features are contiguous:
+the walk-forward reads the feature matrix by rows. The file's metadata holds the format
+version, the key, the row count, the rows of a record batch and the features' names. A build writes
 the file in a hidden temporary folder ``.<key16>.<random>.tmp`` (beside its spill files,
 for a big archive), fsyncs it and renames it into place: a crash leaves the old state or a
 temporary folder, which the next build of that key removes. A file that does not read as
@@ -18,6 +20,7 @@ a complete frame of its key (truncated, damaged, another format) is rebuilt.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -33,7 +36,7 @@ import pyarrow.ipc as ipc
 from engine.io import locks
 from engine.io.files import fsync, regrouped
 from engine.pipeline import framefile
-from engine.pipeline.framefile import FrameFile, FrameFileError
+from engine.pipeline.framefile import FEATURES, FrameFile, FrameFileError
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +63,20 @@ class Chunks:
     frames: Iterator[pl.DataFrame]
 
     def schema(self) -> pl.Schema:
-        """The frame's columns as stored (the symbol as an enum of ``symbols``)."""
+        """The frame's columns as stored: the symbol as an enum of ``symbols``, the
+        features as one array of float32."""
         return pl.Schema(
             {"date": pl.Date, "symbol": pl.Enum(self.symbols),
-             **dict.fromkeys(self.features, pl.Float32), self.label: pl.Float64,
+             FEATURES: pl.Array(pl.Float32, len(self.features)), self.label: pl.Float64,
              self.label_end: pl.Date}
         )  # fmt: skip
+
+    def stored(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """One of ``frames`` as stored (``schema``)."""
+        features = pl.concat_arr(self.features).alias(FEATURES)
+        return frame.select("date", "symbol", features, self.label, self.label_end).cast(
+            dict(self.schema())
+        )
 
 
 def open_frame(root: Path, key: str) -> FrameFile | None:
@@ -112,14 +123,13 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
 def write_frame(path: Path, chunks: Chunks, key: str) -> None:
     """Write ``chunks`` as the frame file ``path`` (fsynced), in record batches of
     ``framefile.BATCH_ROWS`` rows; refuse chunks whose rows do not add up to ``chunks.rows``."""
-    polars_schema = chunks.schema()
-    schema = pl.DataFrame(schema=polars_schema).to_arrow().schema
+    schema = pl.DataFrame(schema=chunks.schema()).to_arrow().schema
     batch_rows = framefile.BATCH_ROWS
     metadata = {"format_version": str(framefile.FORMAT_VERSION), "key": key,
                 "rows": str(chunks.rows), "batch_rows": str(batch_rows), "label": chunks.label,
-                "label_end": chunks.label_end}  # fmt: skip
+                "label_end": chunks.label_end, "features": json.dumps(chunks.features)}  # fmt: skip
     schema = schema.with_metadata(metadata)
-    tables = (frame.cast(dict(polars_schema)).to_arrow() for frame in chunks.frames)
+    tables = (chunks.stored(frame).to_arrow() for frame in chunks.frames)
     rows = 0
     with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema) as writer:
         for batch in regrouped(tables, batch_rows):
