@@ -14,7 +14,7 @@ from engine.pipeline import frame as frame_module
 from engine.pipeline.frame import frame_file, model_frame
 from engine.pipeline.framefile import LABEL_NEVER
 from engine.pipeline.market import symbol_batches
-from engine.pipeline.modeldata import model_inputs
+from engine.pipeline.modeldata import model_inputs, per_distinct_day
 from engine.research.splits import available_period, prediction_period, rebalance_dates
 from engine.schema import DATE, SYMBOL, Normalisation, Rebalance
 
@@ -109,3 +109,19 @@ def test_purge_periods_of_day_numbers_are_those_of_dates(seed: int):
     assert np.array_equal(prediction_period(days, calendar), np.searchsorted(calendar, dates))
     plain = [int(np.flatnonzero(rebalances == d)[0]) if d in rebalances else -1 for d in dates]
     assert np.array_equal(prediction_period(dates, rebalances), plain)
+
+
+def test_lookups_per_distinct_day_are_the_row_by_row_lookups():
+    rng = np.random.default_rng(5)
+    calendar = np.unique(rng.choice(np.arange(18_000, 18_400), 250, replace=False))
+    calendar = calendar.astype("datetime64[D]")
+    days = np.sort(rng.choice(calendar.astype(np.int64), 5_000)).astype(np.int32)
+    days = np.r_[days, 17_000, 19_000].astype(np.int32)  # days outside the calendar: -1
+    rebalances = rebalance_dates(calendar, Rebalance.WEEKLY)
+    for marks in (rebalances, calendar):
+        want = prediction_period(days, marks)
+        assert np.array_equal(per_distinct_day(prediction_period, days, marks), want)
+        shuffled = np.random.default_rng(1).permutation(days)  # not in order: row by row
+        got = per_distinct_day(prediction_period, shuffled, marks)
+        assert np.array_equal(got, prediction_period(shuffled, marks))
+    assert per_distinct_day(prediction_period, days[:0], calendar).shape == (0,)

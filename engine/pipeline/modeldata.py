@@ -132,14 +132,14 @@ def model_data(
         rebalances, walk.train_window, walk.min_train_periods, walk.rolling_periods,
         first_available=int(known.min()) if known.size else len(rebalances),
     )  # fmt: skip
-    predict_at = prediction_period(columns.days, rebalances)
+    predict_at = per_distinct_day(prediction_period, columns.days, rebalances)
     scored = np.flatnonzero(predict_at >= 0)
     return ModelData(
         X=columns.X,
         y=columns.y,
         available=available,
         predict_at=predict_at,
-        date_id=prediction_period(columns.days, calendar),
+        date_id=per_distinct_day(prediction_period, columns.days, calendar),
         scored=scored,
         keys=columns.keys(scored),
         rebalances=rebalances,
@@ -148,3 +148,15 @@ def model_data(
         label=label_name(features.horizon),
         horizon=features.horizon,
     )
+
+
+def per_distinct_day(
+    lookup: Callable[[np.ndarray, np.ndarray], np.ndarray], days: np.ndarray, marks: np.ndarray
+) -> np.ndarray:
+    """``lookup(days, marks)`` (a row-wise lookup of ``splits``) for ``days`` in ascending
+    order, as the model frame's rows are: looked up once per distinct day and repeated
+    over its rows. Days in any other order are looked up row by row."""
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    if days.size == 0 or np.any(days[starts[1:]] < days[starts[:-1]]):
+        return lookup(days, marks)
+    return np.repeat(lookup(days[starts], marks), np.diff(np.r_[starts, len(days)]))
