@@ -175,14 +175,14 @@ def _feature_task(name: str) -> Callable[[Context], Task]:
 
 def _model_frame(ctx: Context) -> Task:
     from engine.features import DEFAULT_FEATURES
-    from engine.pipeline.frame import frame_files
+    from engine.pipeline.frame import frame_file
 
     archive, settings = ctx.archive, ctx.settings.replace(**{"paths.cache": ctx.work / "frames"})
 
     def setup() -> None:  # no model frame in the cache: every round builds it
         shutil.rmtree(ctx.work / "frames", ignore_errors=True)
 
-    return Task(lambda: frame_files(archive, settings.features, settings.paths, DEFAULT_FEATURES),
+    return Task(lambda: frame_file(archive, settings.features, settings.paths, DEFAULT_FEATURES),
                 setup)  # fmt: skip
 
 

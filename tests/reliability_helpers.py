@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 from click.testing import CliRunner
 
 from engine.cli import main
@@ -217,18 +218,19 @@ def assert_no_partial_files(folder: Path) -> list[Path]:
 
 def assert_valid_cache(cache: Path) -> None:
     """Every table directory of the cache has a manifest matching its Parquet files, and
-    every model-frame directory one matching its numpy files; a directory without a
-    manifest holds no file a reader uses (it is rebuilt)."""
+    every model-frame file (``engine.pipeline.store``) reads whole with the rows its
+    metadata says; a directory without a manifest holds no file a reader uses (it is
+    rebuilt)."""
     for manifest in cache.rglob("manifest.json"):
         meta = json.loads(manifest.read_text())
         for name, table in meta.get("tables", {}).items():
             path = manifest.parent / f"{name}.parquet"
             assert path.stat().st_size == table["bytes"], path
             assert pl.read_parquet(path).height == table["rows"], path
-        for name, size in meta.get("bytes", {}).items():  # a model frame (engine.pipeline.store)
-            path = manifest.parent / f"{name}.npy"
-            assert path.stat().st_size == size, path
-            assert len(np.load(path, mmap_mode="r")) == meta["rows"], path
+    for path in cache.glob("frames/*.arrow"):
+        with pa.OSFile(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            assert reader.read_all().num_rows == int(reader.schema.metadata[b"rows"]), path
 
 
 def comparable_outputs(folder: Path, names: Sequence[str]) -> dict[str, bytes]:
@@ -367,11 +369,11 @@ def group_ends(proc_or_pid: int, timeout: float = 30) -> bool:
 
 def table_written_in(cache: Path) -> Trigger:
     """A table of a cache entry ``cache/<key>/`` is being (or has just been) written: its
-    temporary file or folder, or its Parquet or numpy file, appeared."""
+    temporary file or folder, or its Parquet or Arrow file, appeared."""
 
     def seen(_: Watch) -> bool:
         return any(
-            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".npy"})
+            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".arrow"})
             and p.parent.name != "frames"
             for p in cache.glob("*/*")
         )

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import schema
-from engine.data.archive import Archive, ArchiveError, archive_present, load_archive
+from engine.data.archive import Archive, ArchiveError, archive_present, load_archive, spec
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 N_DAYS = 30
@@ -107,9 +107,9 @@ def test_valid_archive_has_cache_schemas_and_drops_placeholders(archive_dir, tmp
     archive = load_archive(archive_dir, tmp_path / "cache")
     assert isinstance(archive, Archive)
     prices = archive.prices.collect()
-    assert prices.schema == schema.PRICES_SCHEMA
-    assert archive.index.collect_schema() == schema.INDEX_SCHEMA
-    assert archive.companies.schema == schema.COMPANIES_SCHEMA
+    assert prices.schema == spec.PRICES_SCHEMA
+    assert archive.index.collect_schema() == spec.INDEX_SCHEMA
+    assert archive.companies.schema == spec.COMPANIES_SCHEMA
     assert prices.height == 3 * N_DAYS - LEADING_EMPTY
     assert prices.filter(pl.col("symbol") == "CCC").height == N_DAYS - LEADING_EMPTY
     assert prices.null_count().sum_horizontal().item() == 0

@@ -18,7 +18,7 @@ from engine.features import DEFAULT_FEATURES
 from engine.pipeline import StageTimer, prepare, run
 from engine.pipeline import frame as frame_module
 from engine.pipeline.compare import COLUMNS, run_all
-from engine.pipeline.frame import cached_model_frame, frame_key, index_levels, model_frame
+from engine.pipeline.frame import cached_model_frame, frame_key, model_frame
 from engine.report import CAVEATS, metrics_document, write_comparison, write_outputs
 from engine.schema import ModelName, Weighting
 
@@ -194,15 +194,6 @@ def test_cli_run_all_prints_the_table_and_the_caveats(small_archive: Path, tmp_p
         f"metrics_{m.value}.json" for m in ModelName
     }
     assert not list(out.glob("*.png"))
-
-
-def test_index_levels_fill_gaps_inside_the_file_only():
-    calendar = np.arange(np.datetime64("2020-01-01"), np.datetime64("2020-01-08"))
-    days = [np.datetime64("2020-01-02"), np.datetime64("2020-01-03"), np.datetime64("2020-01-05")]
-    index = pl.DataFrame({"date": np.array(days), "sp500": [1.0, 2.0, 3.0]})
-    np.testing.assert_array_equal(
-        index_levels(index, calendar), [np.nan, 1.0, 2.0, 2.0, 3.0, np.nan, np.nan]
-    )
 
 
 def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):

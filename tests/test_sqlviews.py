@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.data.archive import Archive, load_archive
+from engine.data.archive.spec import COMPANIES_SCHEMA
 from engine.data.synth import SynthSpec, synthesize
 from engine.features import DEFAULT_FEATURES, feature_panel
-from engine.schema import COMPANIES_SCHEMA
 from engine.views import database as sv
 from engine.views.query import run_query
 from tests.panels import random_panel

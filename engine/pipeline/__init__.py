@@ -1,8 +1,9 @@
 """load -> features -> train -> portfolio -> backtest: the run, as functions of the
 previous stage's output and its own spec (``engine.config``).
 
-* ``frame``: the model boundary (features, labels, purge periods as arrays) and the
-  daily market panel; the normalised frame is memoised in the Parquet cache.
+* ``frame``: the model frame (normalised features and labels), memoised in the cache
+  (``store``, ``framefile``); ``modeldata``: it as the arrays of the walk-forward.
+* ``market``: the daily market panel (returns, sectors, benchmarks).
 * ``evaluate``: one model's walk-forward scores, weights, backtest and metrics.
 * ``compare``: every model on the same data, the comparison table and the
   multiple-testing adjustment.
@@ -25,7 +26,8 @@ from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
 from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
-from engine.pipeline.frame import MIN_HISTORY_ROWS, market, price_matrix
+from engine.pipeline.frame import MIN_HISTORY_ROWS
+from engine.pipeline.market import market
 from engine.pipeline.modeldata import ModelData, model_data, model_inputs
 from engine.research.backtest import Market
 from engine.research.models import ModelError
@@ -40,7 +42,6 @@ __all__ = [
     "StageTimer",
     "evaluate_model",
     "prepare",
-    "price_matrix",
     "run",
 ]
 

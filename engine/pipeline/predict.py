@@ -15,7 +15,9 @@ from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.pipeline import evaluate as ev
 from engine.pipeline import latest_holdings
-from engine.pipeline.frame import frame_files, market, model_frame
+from engine.pipeline.frame import frame_file, model_frame
+from engine.pipeline.framefile import day_numbers
+from engine.pipeline.market import market
 from engine.research.models import ModelError
 from engine.schema import DATE, PORTFOLIO_COLUMNS, SCORE, SYMBOL
 
@@ -50,15 +52,15 @@ def features_on(
 ) -> pl.DataFrame:
     """Normalised features (and keys) of every scoreable symbol on the last trading day
     on or before ``as_of``, read from the run's model frame (that day's rows only)."""
-    files = frame_files(archive, spec.features, spec.paths, names)
-    frame = model_frame(archive, spec.features, names) if files is None else None
-    days = files.column("date") if frame is None else frame[DATE].to_physical().to_numpy()
+    file = frame_file(archive, spec.features, spec.paths, names)
+    frame = model_frame(archive, spec.features, names) if file is None else None
+    days = day_numbers(file.column(DATE) if frame is None else frame[DATE])
     limit = (as_of - EPOCH).days
     if not (days <= limit).any():
         first = EPOCH + dt.timedelta(int(days.min())) if days.size else "never"
         raise ModelError(f"no scoreable day on or before {as_of} (first: {first})")
     rows = np.flatnonzero(days == int(days[days <= limit].max()))
-    return files.frame(rows) if frame is None else frame[rows]
+    return file.frame(rows) if frame is None else frame[rows]
 
 
 def predict(

@@ -65,10 +65,10 @@ class Archive:
 
     Attributes
     ----------
-    prices : daily prices, ``schema.PRICES_SCHEMA``, empty pre-listing rows dropped,
+    prices : daily prices, ``spec.PRICES_SCHEMA``, empty pre-listing rows dropped,
         sorted by (symbol, date).
-    index : S&P 500 price index level (no dividends), ``schema.INDEX_SCHEMA``, by date.
-    companies : one row per constituent, ``schema.COMPANIES_SCHEMA`` (snapshot columns
+    index : S&P 500 price index level (no dividends), ``spec.INDEX_SCHEMA``, by date.
+    companies : one row per constituent, ``spec.COMPANIES_SCHEMA`` (snapshot columns
         are as of the download date: never features).
     fingerprint : sha256 hex over the three files' names and contents.
     source : real Kaggle files or the synthetic archive.

@@ -23,7 +23,6 @@ from engine.research.models.linear import (
     fit_linear,
     period_stats,
     ridge_from_moments,
-    ridge_from_stats,
 )
 from engine.research.models.tuning import InnerSplit
 from engine.research.models.walkforward import (
@@ -64,7 +63,6 @@ __all__ = [
     "fit_linear",
     "period_stats",
     "ridge_from_moments",
-    "ridge_from_stats",
     "to_sklearn",
     "training_mask",
     "tree_factory",

@@ -3,8 +3,8 @@
 Rows are grouped by the period in which their label becomes known (see ``splits``);
 each period contributes its sums X'X, X'y, y'y, sum(X), sum(y) and n once. A training
 window is a contiguous run of periods, so its statistics are a difference of
-cumulative sums and each refit is a k x k problem (k ~ 18) instead of a pass over
-~1.5M rows.
+cumulative sums and each refit is a k x k problem (k features) instead of a pass over
+every training row.
 
 All three models use scikit-learn's conventions with ``fit_intercept=True``: X and y
 are centred on the training means, the penalty never touches the intercept, and
@@ -112,7 +112,7 @@ def period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: in
 
     ``X`` may be float32; each period's block is promoted to float64 before its products,
     so the sums are exact to float64 rounding of the stored values. BLAS runs on one
-    thread here: for ~10k x 18 blocks, OpenBLAS's thread hand-offs cost 4-6x the work.
+    thread here: on blocks this small, handing work to other threads costs more than it.
     A sum beyond a float's range (labels of implausible prices: ``archive.quality``) is
     inf, as IEEE arithmetic has it, without a numpy warning.
     """
@@ -185,13 +185,6 @@ def ridge_from_moments(m: Moments, alpha: float) -> LinearFit:
     gram, xy, mx, my = m.centred()
     coef = np.linalg.solve(gram + alpha * np.eye(len(mx)), xy)
     return LinearFit(coef, float(my - mx @ coef), ModelName.RIDGE, alpha, 0.0, int(m.n))
-
-
-def ridge_from_stats(
-    xtx: np.ndarray, xty: np.ndarray, sx: np.ndarray, sy: float, n: float, alpha: float
-) -> LinearFit:
-    """Ridge from raw sums (kept for callers that hold the sums separately)."""
-    return ridge_from_moments(Moments(xtx, xty, sx, sy, 0.0, n), alpha)
 
 
 def enet_from_moments(
@@ -289,7 +282,7 @@ def fit_linear(
 
 def to_sklearn_linear(fit: LinearFit) -> object:
     """The fitted scorer as the matching scikit-learn estimator (fitted attributes set)."""
-    from sklearn.linear_model import ElasticNet, Lasso, Ridge  # lazily: ~1-2 s cold
+    from sklearn.linear_model import ElasticNet, Lasso, Ridge  # lazily: a slow import
 
     if fit.model is ModelName.RIDGE:
         est = Ridge(alpha=fit.alpha)
