@@ -28,14 +28,14 @@ from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, feature_panel, label
 from engine.pipeline import store
 from engine.pipeline.framefile import FrameFile
 from engine.pipeline.market import symbol_batches
-from engine.research.crosssection import normalise
-from engine.schema import DATE, SECTOR, SYMBOL
+from engine.research.crosssection import normalise, rank_frame
+from engine.schema import DATE, SECTOR, SYMBOL, Normalisation
 
 log = logging.getLogger(__name__)
 
 # The version of the code that computes the model frame (features, normalisation, storage):
 # part of the frame's cache key, so bump it with any change that alters a cached frame.
-FRAME_VERSION = 3
+FRAME_VERSION = 4
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 
 
@@ -140,6 +140,9 @@ def _normalised(
     put in date order and normalised, so memory holds about one copy of the panel.
     """
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
+    if spec.normalisation is Normalisation.RANK and not spec.sector_neutral:
+        # the rank kernel's path: each column taken in date order as it is ranked
+        return rank_frame(panel, names, dtype=pl.Float32, consume=True, order=order)
     frame = panel.select(pl.col(c).gather(order) for c in keep if c not in names)
     if spec.sector_neutral:  # the sector is only needed to demean within it
         companies = archive.companies.select(SYMBOL, SECTOR)
