@@ -73,12 +73,6 @@ def assert_aborted_cleanly(out: Path, tmp: Path, watch: Watch, code: int, ended:
 
 def assert_no_temporary_files(out: Path) -> None:
     left = [p for p in out.rglob("*") if is_temporary(p)]
-    if left and all("cache" in p.relative_to(out).parts for p in left):
-        pytest.xfail(
-            f"an interrupted cache build left {left[0].name}: Polars' streaming sink reports "
-            "one SIGINT twice, the second in the cache's cleanup (engine/io/files.py, "
-            "engine/data/cache.py, engine/pipeline/store.py: rewritten on another branch)"
-        )
     assert left == [], f"temporary files left: {left}"
 
 

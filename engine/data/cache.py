@@ -36,7 +36,7 @@ from typing import IO, Any
 import polars as pl
 
 from engine.io import locks
-from engine.io.files import atomic_write, sink_parquet
+from engine.io.files import atomic_write, finish, sink_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +237,8 @@ def _write_tables(
     try:
         rows, tables, extra = _build_streamed(path, schemas[streamed], build)
     except BaseException:
-        if created:
-            with contextlib.suppress(OSError):
-                directory.rmdir()  # only if empty: as if the build never started
+        if created:  # only if empty: as if the build never started
+            finish(lambda: _remove_empty(directory))
         raise
     sizes = {streamed: {"rows": rows, "bytes": path.stat().st_size}}
     for name, frame in tables.items():
@@ -285,3 +284,8 @@ def _write_parquet(frame: pl.DataFrame, target: IO[bytes]) -> None:
     frame.write_parquet(
         target, compression=PARQUET_COMPRESSION, statistics=True, row_group_size=ROW_GROUP_SIZE
     )
+
+
+def _remove_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.rmdir()

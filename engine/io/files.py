@@ -29,30 +29,43 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through ``write(binary file object)``, atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = new_temporary(path)
+    tmp = temporary_name(path)  # named before it exists: any interrupt finds it cleaned
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
+        ) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        finish(lambda: tmp.unlink(missing_ok=True))
         raise
     fsync(path.parent)
     return path
 
 
-def new_temporary(path: Path) -> tuple[int, Path]:
-    """A new, empty hidden file ``.<name>.<random>.tmp`` beside ``path``, open for writing
-    (file descriptor, path); created with ``FILE_MODE`` less the umask, never over a file
-    that exists."""
+def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
+    """Run ``cleanup`` to the end even if Ctrl-C lands in it: a KeyboardInterrupt raised
+    while it runs (a second one, or the same SIGINT reported twice by a native library)
+    restarts it, up to ``attempts`` times. For the cleanup of a write that already failed,
+    which must not leave its temporary files behind."""
+    for _ in range(attempts):
+        try:
+            cleanup()
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name ``.<name>.<random>.tmp`` beside ``path`` that nothing has yet: a file
+    or folder is created under it after it is chosen, so the cleanup of an interrupted
+    write always knows it (``O_EXCL`` / ``mkdir`` refuse a name taken meanwhile)."""
     while True:
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), tmp
-        except FileExistsError:
-            continue
+        if not tmp.exists():
+            return tmp
 
 
 def fsync(path: Path) -> None:

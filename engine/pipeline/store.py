@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine.io import locks
-from engine.io.files import fsync, regrouped
+from engine.io.files import finish, fsync, regrouped, temporary_name
 from engine.pipeline import framefile
 from engine.pipeline.framefile import FEATURES, FrameFile, FrameFileError
 
@@ -104,9 +103,10 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
             return files, False
         for stale in root.glob(f".{key[:16]}.*.tmp"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=root))
         final = root / f"{key[:16]}{SUFFIX}"
+        building = temporary_name(root / key[:16])  # named first: an interrupt finds it
         try:
+            building.mkdir()
             spill = building / "spill"
             spill.mkdir()
             written = building / final.name
@@ -114,7 +114,7 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
             os.replace(written, final)
             fsync(root)
         finally:
-            shutil.rmtree(building, ignore_errors=True)
+            finish(lambda: shutil.rmtree(building, ignore_errors=True))
     files = FrameFile.open(final, key)
     log.info("cached {'model_frame': %d} in %s", files.rows, final)
     return files, True
