@@ -1,0 +1,51 @@
+"""The feature panel of a set computed by Spark over the archive's Parquet cache.
+
+The statement is the set's Spark SQL (``engine.features.spark_sql``); the views it reads,
+``prices`` and ``index``, are the cache's ``prices.parquet`` and ``index.parquet`` (on a
+cluster the cache folder must be on storage every executor reads). Rows come back to the
+driver as Arrow record batches, cast to the Polars panel's schema, for the one
+``features.parquet`` the command writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.features.panel import DEFAULT_HORIZONS, panel_outputs
+from engine.features.sets import FeatureSet
+from engine.features.spark_sql import spark_panel_sql
+
+VIEWS = ("prices", "index")  # <cache_dir>/<name>.parquet, registered under that name
+
+
+def register_cache(spark: Any, cache_dir: Path) -> None:
+    """Register the cache's tables as the temporary views the panel SQL reads."""
+    for name in VIEWS:
+        spark.read.parquet(str(Path(cache_dir) / f"{name}.parquet")).createOrReplaceTempView(name)
+
+
+def spark_panel(
+    spark: Any,
+    cache_dir: Path,
+    features: FeatureSet,
+    horizons: Sequence[int] = DEFAULT_HORIZONS,
+    min_history: int = 1,
+) -> Any:
+    """The panel of ``features`` as a lazy Spark DataFrame (columns and rows of
+    ``engine.features.panel.expression_panel``)."""
+    register_cache(spark, cache_dir)
+    return spark.sql(spark_panel_sql(panel_outputs(features, horizons), horizons, min_history))
+
+
+def panel_batches(frame: Any, schema: pl.Schema) -> Iterator[pl.DataFrame]:
+    """The rows of the Spark DataFrame ``frame`` on the driver, in its order, as Polars
+    frames cast to ``schema`` (Spark's row numbers are 32-bit; Polars' are 64)."""
+    table = frame.toArrow()
+    for batch in table.to_batches():
+        yield pl.from_arrow(batch).cast(dict(schema))  # type: ignore[arg-type]
+    if table.num_rows == 0:
+        yield pl.DataFrame(schema=schema)
