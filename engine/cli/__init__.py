@@ -31,11 +31,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.lifecycle.registry import RegistryError
     from engine.research.models import ModelError
     from engine.research.portfolio import PortfolioError
+    from engine.spark import SparkUnavailable
     from engine.views.database import QueryError
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
-        RegistryError, QueryError, InsufficientMemory,
+        RegistryError, QueryError, InsufficientMemory, SparkUnavailable,
     )  # fmt: skip
 
 

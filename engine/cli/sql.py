@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.cli import EngineError, choice, data_options, friendly, log, main, spec_from
+from engine.cli import (
+    EngineError,
+    choice,
+    data_options,
+    friendly,
+    log,
+    main,
+    spec_from,
+    spec_options,
+)
 from engine.schema import FeatureEngine
 from engine.views import DEFAULT_MAX_ROWS
 
@@ -28,7 +37,8 @@ TABLE_ROWS = 20  # rows a printed table shows: the first and last half
     type=choice(FeatureEngine),
     default=FeatureEngine.POLARS.value,
     show_default=True,
-    help="Compute with lazy Polars or with the DuckDB views in sql/ (identical to 1e-9).",
+    help="Compute with lazy Polars, the DuckDB views in sql/, or Spark (engine[spark], "
+    "--spark-master); identical to 1e-9.",
 )
 @click.option(
     "--features",
@@ -40,6 +50,7 @@ TABLE_ROWS = 20  # rows a printed table shows: the first and last half
     "[default: the full set]. Any window works with --engine polars.",
 )
 @data_options
+@spec_options("compute.spark_master", "compute.spark_conf")
 @friendly
 def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     """Write OUTPUT_PATH/features.parquet: date, symbol, adj_close, history_rows, every
@@ -57,7 +68,14 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
         feature_expr(name)
-    paths = spec_from(flags).paths
+    spec = spec_from(flags)
+    paths = spec.paths
+    on_spark = FeatureEngine(engine_name) is FeatureEngine.SPARK
+    if on_spark:  # before any data is read, like the names
+        from engine.spark.session import check_available
+
+        spark_set = core_subset(chosen)
+        check_available()
     archive = resolve_archive(paths)
     sources = Sources.find(archive.cache_dir, paths.output)
     # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
@@ -65,6 +83,10 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
         batches = frame.feature_batches(archive, chosen)
+    elif on_spark:
+        from engine.spark.panel import spark_feature_batches
+
+        batches = spark_feature_batches(spec.compute, archive, spark_set)
     else:
         batches = sqlviews.feature_batches(sources, columns)
     rows, width = write_batches(batches, paths.output / FEATURES_FILE)
@@ -74,6 +96,19 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
         f"{paths.output / FEATURES_FILE}: {rows} rows x {width} columns "
         f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
     )
+
+
+def core_subset(names: tuple[str, ...]) -> Any:
+    """The ``core`` factor set restricted to ``names`` (in their order)."""
+    from engine.features import FeatureError
+    from engine.features.sets import feature_set, make_set
+
+    core = {f.name: f for f in feature_set("core").factors}
+    unknown = [n for n in names if n not in core]
+    if unknown:
+        raise FeatureError(f"feature {unknown[0]!r} is not in the core set: --engine spark "
+                           f"computes {', '.join(core)}")  # fmt: skip
+    return make_set("core", [(n, core[n].expression, core[n].description) for n in names])
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
-from engine.features.panel import DEFAULT_HORIZONS, panel_outputs
+from engine.config import ComputeSpec
+from engine.data.archive import Archive
+from engine.features.panel import DEFAULT_HORIZONS, expression_panel, panel_outputs
 from engine.features.sets import FeatureSet
 from engine.features.spark_sql import spark_panel_sql
+from engine.spark.session import spark_session
 
 VIEWS = ("prices", "index")  # <cache_dir>/<name>.parquet, registered under that name
 
@@ -44,8 +48,23 @@ def spark_panel(
 def panel_batches(frame: Any, schema: pl.Schema) -> Iterator[pl.DataFrame]:
     """The rows of the Spark DataFrame ``frame`` on the driver, in its order, as Polars
     frames cast to ``schema`` (Spark's row numbers are 32-bit; Polars' are 64)."""
-    table = frame.toArrow()
+    return _cast_batches(frame.toArrow(), schema)
+
+
+def _cast_batches(table: pa.Table, schema: pl.Schema) -> Iterator[pl.DataFrame]:
     for batch in table.to_batches():
         yield pl.from_arrow(batch).cast(dict(schema))  # type: ignore[arg-type]
     if table.num_rows == 0:
         yield pl.DataFrame(schema=schema)
+
+
+def spark_feature_batches(
+    compute: ComputeSpec, archive: Archive, features: FeatureSet
+) -> Iterator[pl.DataFrame]:
+    """The panel of ``features`` over ``archive``'s cache, computed on a Spark session of
+    ``compute`` (stopped once the rows are on the driver), in batches with the schema of
+    the Polars panel."""
+    schema = expression_panel(archive.prices, archive.index, features).collect_schema()
+    with spark_session(compute) as spark:
+        table = spark_panel(spark, archive.cache_dir, features).toArrow()
+    yield from _cast_batches(table, schema)
