@@ -52,10 +52,17 @@ def settings(spec: ComputeSpec) -> dict[str, str]:
 
 @contextlib.contextmanager
 def spark_session(spec: ComputeSpec) -> Iterator[Any]:
-    """A SparkSession on ``spec.spark_master`` with ``settings(spec)``, stopped on exit."""
+    """A SparkSession on ``spec.spark_master`` with ``settings(spec)``, stopped on exit.
+
+    A session already active in this process (a notebook's, a test's) is used as it is
+    and left running: Spark has one context per process."""
     check_available()
     from pyspark.sql import SparkSession
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
     builder = SparkSession.builder.master(spec.spark_master).appName("engine")
     for key, value in settings(spec).items():
         builder = builder.config(key, value)
