@@ -28,6 +28,7 @@ DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.ansi.enabled": "false",  # SQL NULL, not an error, where DuckDB gives NULL
 }
+LOCAL_MODE = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
 INSTALL = "pip install 'engine[spark]' (PySpark, sqlglot)"
 JAVA = "a Java 17+ runtime (Debian: apt-get install default-jre-headless)"
 
@@ -45,9 +46,12 @@ def check_available() -> None:
 
 
 def settings(spec: ComputeSpec) -> dict[str, str]:
-    """The session's ``spark.*`` settings: the defaults, then the spec's ``key=value``s."""
+    """The session's ``spark.*`` settings: the defaults (in local mode also the driver on
+    the loopback address: nothing listens beyond this machine), then the spec's
+    ``key=value``s."""
     given = dict(item.split("=", 1) for item in spec.spark_conf)
-    return {**DEFAULTS, **given}
+    local = LOCAL_MODE if spec.spark_master.startswith("local") else {}
+    return {**DEFAULTS, **local, **given}
 
 
 @contextlib.contextmanager
