@@ -86,7 +86,7 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     elif on_spark:
         from engine.spark.panel import spark_feature_batches
 
-        batches = spark_feature_batches(spec.compute, archive, spark_set)
+        batches = spark_feature_batches(spec.compute, archive, spark_set, paths.output)
     else:
         batches = sqlviews.feature_batches(sources, columns)
     rows, width = write_batches(batches, paths.output / FEATURES_FILE)

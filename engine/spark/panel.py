@@ -3,12 +3,13 @@
 The statement is the set's Spark SQL (``engine.features.spark_sql``); the views it reads,
 ``prices`` and ``index``, are the cache's ``prices.parquet`` and ``index.parquet`` (on a
 cluster the cache folder must be on storage every executor reads). Rows come back to the
-driver as Arrow record batches, cast to the Polars panel's schema, for the one
+driver as Parquet parts that Spark writes, cast to the Polars panel's schema, for the one
 ``features.parquet`` the command writes.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,20 @@ def _cast_batches(table: pa.Table, schema: pl.Schema) -> Iterator[pl.DataFrame]:
 
 
 def spark_feature_batches(
-    compute: ComputeSpec, archive: Archive, features: FeatureSet
+    compute: ComputeSpec, archive: Archive, features: FeatureSet, scratch: Path
 ) -> Iterator[pl.DataFrame]:
     """The panel of ``features`` over ``archive``'s cache, computed on a Spark session of
-    ``compute`` (stopped once the rows are on the driver), in batches with the schema of
-    the Polars panel."""
+    ``compute`` and written by Spark as Parquet parts in a temporary folder under
+    ``scratch`` (on a cluster: storage the executors write and this machine reads), then
+    read back part by part, in order, with the schema of the Polars panel."""
     schema = expression_panel(archive.prices, archive.index, features).collect_schema()
-    with spark_session(compute) as spark:
-        table = spark_panel(spark, archive.cache_dir, features).toArrow()
-    yield from _cast_batches(table, schema)
+    Path(scratch).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".spark-") as tmp:
+        parts = Path(tmp) / "panel"
+        with spark_session(compute) as spark:
+            spark_panel(spark, archive.cache_dir, features).write.parquet(str(parts))
+        files = sorted(parts.glob("part-*.parquet"))  # the parts of a global sort, in order
+        for file in files:
+            yield pl.read_parquet(file).cast(dict(schema))  # type: ignore[arg-type]
+        if not files:
+            yield pl.DataFrame(schema=schema)
