@@ -36,8 +36,6 @@ HISTORY = "history_rows"  # rows of the symbol's history up to and including t
 ENGINE = "in-memory"
 
 
-
-
 def _lag(expr: pl.Expr, k: int) -> pl.Expr:
     """``expr`` k rows earlier in the same symbol; null for the symbol's first k rows."""
     return pl.when(pl.col(ROW) >= k).then(expr.shift(k))

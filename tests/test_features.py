@@ -28,7 +28,9 @@ def _naive(sym: pl.DataFrame, market: dict) -> dict[str, list[float | None]]:
     # the index's log return between the symbol's own consecutive rows ($index, Ref($index, 1)):
     # null where the index lacks either date
     levels = [market.get(d) for d in sym["date"].to_list()]
-    m = [None] + [math.log(x / y) if x and y else None for x, y in zip(levels[1:], levels)]
+    m = [None] + [
+        math.log(x / y) if x and y else None for x, y in zip(levels[1:], levels[:-1], strict=True)
+    ]
     n = len(a)
     ret = [None] + [math.log(a[i] / a[i - 1]) for i in range(1, n)]
     rng = [(hi[i] - lo[i]) / cl[i] for i in range(n)]
