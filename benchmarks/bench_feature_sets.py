@@ -4,7 +4,8 @@
 Engines: ``polars`` (the whole panel, lazy, collected in memory), ``polars-batches`` (by
 batches of whole symbols of ~500k rows, as the pipeline computes features; each batch is
 collected and dropped), ``duckdb`` (``panel_sql`` on views over the Parquet cache, fetched
-to Arrow), ``hand`` (``engine.features.feature_panel``, the hand-written 18; set ``core``)::
+to Arrow), ``hand`` (``tests.core_reference.feature_panel``, the hand-written 18 that ``core``
+replaced; set ``core``)::
 
     .venv/bin/engine data synth --out /tmp/bench_archive
     .venv/bin/python benchmarks/bench_feature_sets.py --archive /tmp/bench_archive \\
@@ -40,7 +41,7 @@ def build(cache_dir: Path, name: str, engine: str) -> int:
     prices = pl.scan_parquet(cache_dir / "prices.parquet")
     index = pl.scan_parquet(cache_dir / "index.parquet")
     if engine == "hand":
-        from engine.features import ENGINE, feature_panel
+        from tests.core_reference import ENGINE, feature_panel
 
         return feature_panel(prices, index).collect(engine=ENGINE).height
     if engine == "polars":

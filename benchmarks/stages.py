@@ -174,7 +174,7 @@ def _feature_task(name: str) -> Callable[[Context], Task]:
 
 
 def _model_frame(ctx: Context) -> Task:
-    from engine.features import DEFAULT_FEATURES
+    from engine.features.sets import feature_set
     from engine.pipeline.frame import frame_file
 
     archive, settings = ctx.archive, ctx.settings.replace(**{"paths.cache": ctx.work / "frames"})
@@ -182,22 +182,26 @@ def _model_frame(ctx: Context) -> Task:
     def setup() -> None:  # no model frame in the cache: every round builds it
         shutil.rmtree(ctx.work / "frames", ignore_errors=True)
 
-    return Task(lambda: frame_file(archive, settings.features, settings.paths, DEFAULT_FEATURES),
+    features = feature_set(settings.features.set)
+    return Task(lambda: frame_file(archive, settings.features, settings.paths, features),
                 setup)  # fmt: skip
 
 
 def _features_file(engine: str) -> Callable[[Context], Task]:
     def build(ctx: Context) -> Task:
-        from engine.features import DEFAULT_FEATURES, feature_panel
+        from engine.features.panel import expression_panel
+        from engine.features.sets import feature_set
         from engine.pipeline.frame import feature_batches
         from engine.views.database import Sources, write_batches
         from engine.views.database import feature_batches as duckdb_feature_batches
 
         archive, target = ctx.archive, ctx.work / f"features_{engine}.parquet"
+        features = feature_set(ctx.settings.features.set)
         if engine == "polars":
-            return Task(lambda: write_batches(feature_batches(archive, DEFAULT_FEATURES), target))
-        sources = Sources.find(archive.cache_dir)
-        columns = feature_panel(archive.prices, archive.index).collect_schema().names()
+            return Task(lambda: write_batches(feature_batches(archive, features), target))
+        sources = Sources.find(archive.cache_dir, features=features)
+        panel = expression_panel(archive.prices, archive.index, features)
+        columns = panel.collect_schema().names()
         return Task(lambda: write_batches(duckdb_feature_batches(sources, columns), target))
 
     return build

@@ -11,11 +11,12 @@ import polars as pl
 import pytest
 
 from engine.data.archive import load_archive
-from engine.features import DEFAULT_FEATURES, FeatureError, feature_panel
+from engine.features import FeatureError
 from engine.features.alpha158 import alpha158
 from engine.features.panel import expression_panel, panel_outputs
-from engine.features.sets import feature_set
+from engine.features.sets import DEFAULT_FEATURES, feature_set
 from engine.features.sql_compiler import panel_sql
+from tests.core_reference import feature_panel
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,8 @@ def _assert_equal(a: pl.DataFrame, b: pl.DataFrame, rtol: float, column_atol: fl
 
 def test_core_equals_the_hand_written_features(archive) -> None:
     """Same names, same values to 1e-12 relative, same nulls (e.g. volume_z_21d where the
-    window's std is 0, beta where the index variance is at or below VAR_FLOOR)."""
+    window's std is 0, beta where the index variance is at or below 1e-14) as the
+    hand-written features core replaced (tests/core_reference.py, the oracle)."""
     core = feature_set("core")
     assert core.names == DEFAULT_FEATURES
     new = expression_panel(archive.prices, archive.index, core).collect()

@@ -180,3 +180,31 @@ def test_spark_walk_forward_predictions_equal_single_machine(
     assert local.height > 100
     assert_frame_equal(distributed.drop("score"), local.drop("score"))
     assert distributed["score"].to_numpy() == pytest.approx(local["score"].to_numpy(), abs=1e-8)
+
+
+# --- scoring the champion through MLflow's Spark UDF -----------------------------------------
+@needs_spark
+@pytest.mark.slow
+def test_predict_through_the_spark_udf_equals_engine_predict(
+    spark, tiny_archive: Path, tmp_path: Path
+):
+    out = tmp_path / "store"
+    run = CliRunner().invoke(main, ["-q", "run", "--no-plots", "--data-path", str(tiny_archive),
+                                    "--output-path", str(out), "--promote-metric", "ic",
+                                    "--promote-threshold", "-1"])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    day = pl.read_csv(out / "holdings_ridge.csv", try_parse_dates=True)["date"].max()
+    written = {}
+    for engine in ("polars", "spark"):
+        result = CliRunner().invoke(main, ["-q", "predict", "--as-of", str(day), "--engine",
+                                           engine, "--data-path", str(tiny_archive),
+                                           "--output-path", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        path = out / f"predict_ridge_{day}.csv"
+        written[engine] = pl.read_csv(path).sort("symbol")
+        path.unlink()
+    assert written["spark"].height > 0
+    assert written["spark"].drop("score").equals(written["polars"].drop("score"))
+    assert written["spark"]["score"].to_list() == pytest.approx(
+        written["polars"]["score"].to_list(), rel=1e-12
+    )

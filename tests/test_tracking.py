@@ -16,7 +16,7 @@ import pytest
 
 from engine import views
 from engine.config import RunSpec
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import DEFAULT_FEATURES
 from engine.lifecycle.tracking import store
 from tests.mlflow_server import (
     VENV_BIN,

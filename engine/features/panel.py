@@ -1,5 +1,4 @@
-"""The feature panel of a set, lazily in Polars: the output contract of
-``engine.features.feature_panel`` with factors from expressions.
+"""The feature panel of a set, lazily in Polars: the engine's features and labels.
 
 Columns: date, symbol, adj_close, history_rows, the set's factors, then per horizon h the
 label ``fwd_ret_{h}d`` (itself an expression, ``Ref($close, -h) / $close - 1``) and
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from engine.features import FeatureError, label_name
+from engine.features import DEFAULT_LABEL_HORIZONS, FeatureError, label_name
 from engine.features.operators import Node
 from engine.features.parser import parse
 from engine.features.plan import Plan, build_plan
@@ -28,7 +27,7 @@ from engine.features.sets import FeatureSet
 from engine.schema import ADJ_CLOSE, CLOSE, DATE, HIGH, INDEX_LEVEL, LOW, OPEN, SYMBOL, VOLUME
 
 HISTORY = "history_rows"
-DEFAULT_HORIZONS = (5, 21, 63)
+DEFAULT_HORIZONS = DEFAULT_LABEL_HORIZONS
 
 
 def label_expression(horizon: int) -> str:

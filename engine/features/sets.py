@@ -15,6 +15,8 @@ fails at once, in one line naming the file and the factor.
 
 from __future__ import annotations
 
+import functools
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,14 @@ from engine.features.parser import parse
 RESERVED = ("date", "symbol", "adj_close", "history_rows", "close", "high", "low", "open", "volume")
 RESERVED_PREFIXES = ("fwd_ret_", "label_end_")
 BUILTIN = ("core", "alpha158")
+DEFAULT_SET = "core"
 
 _R = "Log($close / Ref($close, 1))"  # daily log return of the stock
 _M = "Log($index / Ref($index, 1))"  # daily log return of the index
-_VAR_M = f"If(Var({_M}, 63) > 1e-14, Var({_M}, 63), 0)"  # engine.features.VAR_FLOOR
+# A window whose index returns are all 0 (a flat index) has var(m) = 0; computed from
+# running sums it is rounding residue of either sign. var(m) at or below 1e-14 (squared
+# daily log returns: a daily std of 1e-7) counts as 0, and beta is then null.
+_VAR_M = f"If(Var({_M}, 63) > 1e-14, Var({_M}, 63), 0)"
 CORE = (
     ("ret_1d", _R, "daily log return of Adj Close"),
     *((f"vol_{w}d", f"Std({_R}, {w})", f"std of the last {w} daily log returns")
@@ -50,6 +56,7 @@ CORE = (
      f"Power(Greater(Var({_R}, 63) - Power(Cov({_R}, {_M}, 63), 2) / {_VAR_M}, 0), 0.5)",
      "std of the residual of the return on the index's, 63 rows"),
 )  # fmt: skip
+DEFAULT_FEATURES: tuple[str, ...] = tuple(name for name, _, _ in CORE)
 
 
 @dataclass(frozen=True)
@@ -91,11 +98,31 @@ def feature_set(spec: str | Path) -> FeatureSet:
     FeatureError
         Unknown set, unreadable or invalid file, bad name or expression; one line.
     """
-    if str(spec) == "core":
-        return make_set("core", CORE)
-    if str(spec) == "alpha158":
-        return make_set("alpha158", alpha158())
+    if str(spec) in BUILTIN:
+        return builtin_set(str(spec))
     return read_toml(Path(spec))
+
+
+@functools.cache
+def builtin_set(name: str) -> FeatureSet:
+    """The built-in set ``name`` ("core" or "alpha158"), parsed once per process."""
+    return make_set(name, CORE if name == "core" else alpha158())
+
+
+def core_factor(name: str) -> FeatureSet:
+    """A set of the one ``core`` factor ``name`` (e.g. the momentum baseline's mom_12_1)."""
+    return make_set(f"core:{name}", [entry for entry in CORE if entry[0] == name])
+
+
+def to_toml(features: FeatureSet) -> str:
+    """``features`` as a TOML file ``read_toml`` reads back: one table per factor with its
+    expression and description (JSON string escapes are valid TOML basic strings)."""
+    lines = [f"# feature set: {features.source}"]
+    for f in features.factors:
+        lines += ["", f"[{f.name}]", f"expression = {json.dumps(f.expression)}"]
+        if f.description:
+            lines.append(f"description = {json.dumps(f.description)}")
+    return "\n".join(lines) + "\n"
 
 
 def make_set(source: str, entries) -> FeatureSet:

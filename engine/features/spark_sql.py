@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from engine.features import FeatureError
 from engine.features import operators as op
 from engine.features import windows as win
+from engine.features.sets import FeatureSet
 from engine.features.sql_compiler import panel_sql
 
 # Operators whose DuckDB form Spark cannot run: a frame bounded by an expression (EMA),
@@ -54,6 +55,16 @@ def spark_panel_sql(
     FeatureError
         A factor uses an operator with no Spark form (one line naming both).
     """
+    _refuse(outputs)
+    return transpile(panel_sql(outputs, horizons, min_history))
+
+
+def refuse_unsupported(features: FeatureSet) -> None:
+    """Raise ``FeatureError`` (one line) if a factor of ``features`` has no Spark form."""
+    _refuse([(f.name, f.tree) for f in features.factors])
+
+
+def _refuse(outputs: Sequence[tuple[str, op.Node]]) -> None:
     refused = unsupported(outputs)
     if refused:
         name, operator = refused[0]
@@ -62,7 +73,6 @@ def spark_panel_sql(
             f"factor {name!r}: operator {operator} has no Spark SQL form yet{more}; "
             "use --engine polars or duckdb for this set"
         )
-    return transpile(panel_sql(outputs, horizons, min_history))
 
 
 def transpile(duckdb_sql: str) -> str:

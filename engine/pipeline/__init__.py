@@ -14,6 +14,7 @@ here is the archive's and the frame cache's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,18 @@ import polars as pl
 
 from engine.config import RunSpec
 from engine.data.archive import Archive
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import FeatureSet, builtin_set, feature_set
 from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
 from engine.pipeline.frame import MIN_HISTORY_ROWS
 from engine.pipeline.market import market
-from engine.pipeline.modeldata import ModelData, model_data, model_inputs
+from engine.pipeline.modeldata import (
+    MOMENTUM_FEATURE,
+    ModelData,
+    model_data,
+    model_inputs,
+    momentum_source,
+)
 from engine.research.backtest import Market
 from engine.research.models import ModelError, PeriodStats, period_stats
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
@@ -65,6 +72,7 @@ class RunResult:
     fitted_at : ISO date of the rebalance at which ``model`` was fitted: it was trained only
         on labels known by then ("" for baselines).
     input_example : a few normalised feature rows (for the model signature).
+    feature_set : the factors of ``features``: names, expressions, descriptions.
     """
 
     spec: RunSpec
@@ -82,6 +90,7 @@ class RunResult:
     timings: dict[str, float]
     attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
     fitted_at: str = ""
+    feature_set: FeatureSet | None = None
 
 
 @dataclass(frozen=True)
@@ -91,17 +100,22 @@ class Prepared:
     data: ModelData
     market: Market
     input_example: pl.DataFrame
+    features: FeatureSet
 
 
 def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
-    """Features, labels and purge periods as arrays, and the daily market panel."""
-    features, walk = DEFAULT_FEATURES, spec.walk_forward
+    """Features (of ``spec.features.set``), labels and purge periods as arrays, and the
+    daily market panel."""
+    features, walk = feature_set(spec.features.set), spec.walk_forward
     with timer.stage("features"):
         columns = model_inputs(archive, spec.features, spec.paths, features)
         if len(columns.y) == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(columns, spec.features, walk, panel.calendar, features)
+        data = model_data(columns, spec.features, walk, panel.calendar, features.names)
+        if not _has_core_momentum(features):
+            source = momentum_source(archive, spec.features, spec.paths, len(columns.y))
+            data = dataclasses.replace(data, momentum=source)
     if not (data.available < len(data.rebalances)).any():
         raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
     if not data.plan.active.any():
@@ -110,8 +124,15 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
             f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
         )
     # the model signature: doubles
-    example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
-    return Prepared(data, panel, example)
+    names = list(features.names)
+    example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=names, orient="row")
+    return Prepared(data, panel, example, features)
+
+
+def _has_core_momentum(features: FeatureSet) -> bool:
+    """Whether ``features`` holds the momentum baseline's factor as ``core`` defines it."""
+    core = {f.name: f.tree for f in builtin_set("core").factors}
+    return any(f.name == MOMENTUM_FEATURE and f.tree == core[f.name] for f in features.factors)
 
 
 def _no_label(horizon: int, days: int) -> str:
@@ -173,6 +194,7 @@ def evaluate_model(
         timings=dict(timer.seconds),
         fitted_at=str(data.rebalances[max(result.fits)]) if result.fits else "",
         attribution=attribution,
+        feature_set=prepared.features,
     )
 
 

@@ -20,6 +20,7 @@ from typing import IO
 
 import polars as pl
 
+from engine.features.sets import to_toml
 from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
@@ -49,6 +50,7 @@ def metrics_document(result: RunResult) -> dict:
         "metrics": {k: _json_safe(v) for k, v in sorted(result.metrics.items())},
         "settings": result.spec.as_params(),
         "features": list(result.features),
+        "feature_set": _feature_set(result),
         "period": {
             "start": str(eq["date"].min()) if eq.height else None,
             "end": str(eq["date"].max()) if eq.height else None,
@@ -66,6 +68,13 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
+def _feature_set(result: RunResult) -> dict | None:
+    """The set's source and each factor's expression (None for a result without them)."""
+    if result.feature_set is None:
+        return None
+    return {"source": result.feature_set.source, "expressions": result.feature_set.expressions}
+
+
 def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
     """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
     model = result.spec.model.name.value
@@ -79,6 +88,9 @@ def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[s
         "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
         "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
     }
+    if result.feature_set is not None:  # the factors, as a file --features reads back
+        factors = to_toml(result.feature_set).encode()
+        files["features"] = (f"features_{model}.toml", lambda f: f.write(factors))
     if plots:
         files |= {
             "plot_equity": (f"equity_{model}.png", lambda f: equity_plot(result, f)),
