@@ -208,3 +208,19 @@ def test_predict_through_the_spark_udf_equals_engine_predict(
     assert written["spark"]["score"].to_list() == pytest.approx(
         written["polars"]["score"].to_list(), rel=1e-12
     )
+
+
+@needs_spark
+@pytest.mark.slow
+def test_core_features_equal_polars_on_the_default_archive(spark, tmp_path: Path):
+    from engine.data.sources import resolve_archive
+    from engine.spark.panel import spark_feature_batches
+
+    archive = resolve_archive(Paths(output=tmp_path, cache=tmp_path / "cache"))
+    core = feature_set("core")
+    expected = _polars_panel(archive, core)
+    assert expected.height > 1_000_000
+    # written by Spark as Parquet parts (a 1.8M-row panel is too large to collect to a
+    # default driver)
+    got = pl.concat(spark_feature_batches(LOCAL, archive, core, tmp_path))
+    assert_frame_equal(got, expected, rel_tol=1e-9, abs_tol=1e-12)

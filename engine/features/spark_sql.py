@@ -26,7 +26,7 @@ from engine.features.sql_compiler import panel_sql
 # arg_max tie order (IdxMax/IdxMin), quantile_cont over a frame, and moments whose
 # estimators differ (Spark's skewness and kurtosis are the population ones).
 SPARK_UNSUPPORTED: tuple[type, ...] = (
-    win.EMA, win.Rank, win.Mad, win.ArgMax, win.Quantile, win.Skew, win.Kurt,
+    win.EMA, win.Rank, win.Mad, win.ArgMax, win.Quantile, win.Med, win.Skew, win.Kurt,
 )  # fmt: skip
 
 
