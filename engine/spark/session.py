@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,13 @@ DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.ansi.enabled": "false",  # SQL NULL, not an error, where DuckDB gives NULL
 }
-LOCAL_MODE = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+# Local mode: the driver on the loopback address, and Python workers (UDFs) in this very
+# interpreter, whose environment has the engine's packages.
+LOCAL_MODE = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.pyspark.python": sys.executable,
+}
 INSTALL = "pip install 'engine[spark]' (PySpark, sqlglot)"
 JAVA = "a Java 17+ runtime (Debian: apt-get install default-jre-headless)"
 
