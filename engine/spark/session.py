@@ -74,6 +74,8 @@ def spark_session(spec: ComputeSpec) -> Iterator[Any]:
     if active is not None:
         yield active
         return
+    if spec.spark_master.startswith("local"):  # the workers' interpreter: PySpark reads it
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # from the environment only
     builder = SparkSession.builder.master(spec.spark_master).appName("engine")
     for key, value in settings(spec).items():
         builder = builder.config(key, value)
