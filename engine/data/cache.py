@@ -230,21 +230,33 @@ def _write_tables(
 ) -> dict[str, Any]:
     """Build and write every table then the manifest, each atomically; return the manifest.
 
-    ``build`` runs inside the atomic write of table ``streamed``: if it fails, that file
-    is never renamed into place and no other table is written.
+    A build that fails anywhere (an invalid archive, a full disk, an interrupt) leaves
+    no table of its own behind, and no folder if it made it.
     """
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST_FILE).unlink(missing_ok=True)  # invalid until fully rewritten
     for stale in directory.glob("*.tmp"):
         stale.unlink(missing_ok=True)
-    path = directory / f"{streamed}.parquet"
     try:
-        rows, tables, extra = _build_streamed(path, schemas[streamed], build)
+        return _write_entry(directory, fingerprint, schemas, build, streamed)
     except BaseException:
-        if created:  # only if empty: as if the build never started
-            finish(lambda: _remove_empty(directory))
+        finish(lambda: _discard(directory, schemas, created))
         raise
+
+
+def _write_entry(
+    directory: Path,
+    fingerprint: str,
+    schemas: Mapping[str, pl.Schema],
+    build: Builder,
+    streamed: str,
+) -> dict[str, Any]:
+    """``_write_tables`` once the folder is ready. ``build`` runs inside the atomic write
+    of table ``streamed``: if it fails, that file is never renamed into place and no
+    other table is written."""
+    path = directory / f"{streamed}.parquet"
+    rows, tables, extra = _build_streamed(path, schemas[streamed], build)
     sizes = {streamed: {"rows": rows, "bytes": path.stat().st_size}}
     for name, frame in tables.items():
         path = directory / f"{name}.parquet"
@@ -291,6 +303,10 @@ def _write_parquet(frame: pl.DataFrame, target: IO[bytes]) -> None:
     )
 
 
-def _remove_empty(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+def _discard(directory: Path, names: Iterable[str], created: bool) -> None:
+    """Remove the tables and manifest of a failed build, and ``directory`` if ``created``."""
+    for name in [*(f"{n}.parquet" for n in names), MANIFEST_FILE]:
+        (directory / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine.io import locks
-from engine.io.files import finish, fsync, regrouped, temporary_name
+from engine.io.files import disk_full, finish, fsync, regrouped, temporary_name
 from engine.pipeline import framefile
 from engine.pipeline.framefile import FEATURES, FrameFile, FrameFileError
 
@@ -113,6 +113,11 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
             write_frame(written, build(spill), key)
             os.replace(written, final)
             fsync(root)
+        except Exception as exc:  # a full disk, as Polars or pyarrow word it: named
+            full = disk_full(exc, final)
+            if full is not None:
+                raise full from exc
+            raise
         finally:
             finish(lambda: shutil.rmtree(building, ignore_errors=True))
     files = FrameFile.open(final, key)
