@@ -71,12 +71,10 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _os_message(exc: OSError) -> str:
-    """One line for an operating-system error: what it is and the file; a full disk
-    names the folder it was writing (the engine names the file: ``io.files.disk_full``)."""
+    """One line for an operating-system error: what it is and the file (a full disk
+    names the file it was writing, whoever reported it: ``io.files.disk_full``)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
-        path = Path(exc.filename)
-        return (f"the disk is full ({exc.strerror}) writing {path.name} in {path.parent}: "
-                "free some space there")  # fmt: skip
+        return f"the disk is full ({exc.strerror}) writing {exc.filename}: free some space there"
     where = f": {exc.filename}" if exc.filename else ""
     return f"{exc.strerror or exc}{where}"
 
