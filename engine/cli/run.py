@@ -88,13 +88,16 @@ def _run_all(
     archive: Any, spec: Any, plots: bool, hold: contextlib.ExitStack
 ) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline.compare import run_all
-    from engine.report import comparison_summary, write_comparison, write_outputs
+    from engine.report import comparison_files, comparison_summary, output_files, publish_outputs
 
     output = spec.paths.output
     comparison = run_all(archive, spec)
+    groups = [output_files(r, plots) for r in comparison.results]
+    groups.append(comparison_files(comparison.table, comparison.results, plots))
+    models = tuple(r.spec.model.name for r in comparison.results)
     hold.enter_context(output_lock(output))
-    shared = write_comparison(comparison.table, comparison.results, output, plots)
-    files = [{**write_outputs(r, output, plots), **shared} for r in comparison.results]
+    *published, shared = publish_outputs(output, groups, models)  # one result set
+    files = [{**model_files, **shared} for model_files in published]
     click.echo(
         f"every model on {archive.source.value} data (fingerprint {archive.fingerprint[:12]})"
     )

@@ -1,7 +1,11 @@
 """Run outputs on disk and the printed summary.
 
-Every file is written atomically (temporary file in the same folder, fsync, rename),
-so a reader or a crash never sees a half-written file under its final name.
+Every output goes through ``publish_outputs``: the files of one run are published as one
+result set (``engine.io.resultset``), so a reader or a crash never sees a half-written
+file under its final name, nor files of two runs side by side. A run of model ``m``
+replaces every file of ``m`` (those it does not write, such as plots under
+``--no-plots``, disappear) and the comparison files, which would otherwise compare an
+``m`` that is no longer there; other models' files stay.
 
 Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
 rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
@@ -20,10 +24,10 @@ from typing import IO
 
 import polars as pl
 
-from engine.io.files import atomic_write
+from engine.io import resultset
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
-from engine.schema import PORTFOLIO_COLUMNS
+from engine.schema import PORTFOLIO_COLUMNS, ModelName
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -66,26 +70,81 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
-def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
-    """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
-    model = result.spec.model.name.value
+Files = dict[str, tuple[str, Callable[[IO[bytes]], object]]]  # key -> (file name, writer)
+# Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
+MODEL_FILES = {
+    "portfolio": ("portfolio", ".csv"),
+    "holdings": ("holdings", ".csv"),
+    "equity": ("equity", ".csv"),
+    "ic": ("ic", ".csv"),
+    "attribution": ("attribution", ".csv"),
+    "metrics": ("metrics", ".json"),
+    "plot_equity": ("equity", ".png"),
+    "plot_drawdown": ("drawdown", ".png"),
+    "plot_rolling_ic": ("rolling_ic", ".png"),
+}
+COMPARISON_FILES = ("comparison.csv", "equity_all.png")
+
+
+def model_file(key: str, model: ModelName | str) -> str:
+    """The file name of output ``key`` (one of ``MODEL_FILES``) of ``model``."""
+    prefix, suffix = MODEL_FILES[key]
+    return f"{prefix}_{ModelName(model).value}{suffix}"
+
+
+def output_files(result: RunResult, plots: bool = True) -> Files:
+    """The model's CSVs, metrics JSON and (``plots``) PNGs: key -> (file name, writer)."""
+    model = result.spec.model.name
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
     document = json.dumps(metrics_document(result), indent=2).encode()
-    files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
-        "portfolio": (f"portfolio_{model}.csv", portfolio.write_csv),
-        "holdings": (f"holdings_{model}.csv", result.history.write_csv),
-        "equity": (f"equity_{model}.csv", result.equity.write_csv),
-        "ic": (f"ic_{model}.csv", result.ic.write_csv),
-        "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
-        "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
+    writers: dict[str, Callable[[IO[bytes]], object]] = {
+        "portfolio": portfolio.write_csv,
+        "holdings": result.history.write_csv,
+        "equity": result.equity.write_csv,
+        "ic": result.ic.write_csv,
+        "attribution": result.attribution.write_csv,
+        "metrics": lambda f: f.write(document),
     }
     if plots:
-        files |= {
-            "plot_equity": (f"equity_{model}.png", lambda f: equity_plot(result, f)),
-            "plot_drawdown": (f"drawdown_{model}.png", lambda f: drawdown_plot(result, f)),
-            "plot_rolling_ic": (f"rolling_ic_{model}.png", lambda f: rolling_ic_plot(result, f)),
+        writers |= {
+            "plot_equity": lambda f: equity_plot(result, f),
+            "plot_drawdown": lambda f: drawdown_plot(result, f),
+            "plot_rolling_ic": lambda f: rolling_ic_plot(result, f),
         }
-    return {key: atomic_write(folder / name, fn) for key, (name, fn) in files.items()}
+    return {key: (model_file(key, model), write) for key, write in writers.items()}
+
+
+def comparison_files(
+    table: pl.DataFrame, results: list[RunResult] | tuple[RunResult, ...], plots: bool = True
+) -> Files:
+    """``comparison.csv`` and (``plots``) ``equity_all.png``: key -> (file name, writer)."""
+    files: Files = {"comparison": (COMPARISON_FILES[0], table.write_csv)}
+    if plots:
+        files["plot_comparison"] = (COMPARISON_FILES[1], lambda f: comparison_plot(results, f))
+    return files
+
+
+def publish_outputs(
+    folder: Path, groups: list[Files], replaces: tuple[ModelName, ...] = ()
+) -> list[dict[str, Path]]:
+    """Publish every file of ``groups`` in ``folder`` as one result set, retiring the
+    files of the models ``replaces`` (and, if any, the comparison) that it does not
+    write; return each group's key -> path in the published set. The caller holds the
+    folder's output lock."""
+    writers = {name: write for group in groups for name, write in group.values()}
+    if len(writers) != sum(len(group) for group in groups):
+        raise ValueError("two outputs of one run have the same file name")
+    retired = {model_file(key, m) for key in MODEL_FILES for m in replaces}
+    retired |= set(COMPARISON_FILES) if replaces else set()
+    published = resultset.publish(folder, writers, retired.__contains__)
+    return [{key: published[name] for key, (name, _) in group.items()} for group in groups]
+
+
+def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
+    """Publish the model's files (``output_files``) as a result set replacing the
+    model's; return key -> path. The caller holds the folder's output lock."""
+    model = result.spec.model.name
+    return publish_outputs(folder, [output_files(result, plots)], (model,))[0]
 
 
 def write_comparison(
@@ -94,13 +153,8 @@ def write_comparison(
     folder: Path,
     plots: bool = True,
 ) -> dict[str, Path]:
-    """``comparison.csv`` and (``plots``) ``equity_all.png``."""
-    out = {"comparison": atomic_write(folder / "comparison.csv", table.write_csv)}
-    if plots:
-        out["plot_comparison"] = atomic_write(
-            folder / "equity_all.png", lambda f: comparison_plot(results, f)
-        )
-    return out
+    """Publish ``comparison.csv`` and (``plots``) ``equity_all.png``; key -> path."""
+    return publish_outputs(folder, [comparison_files(table, results, plots)])[0]
 
 
 def _pct(value: float) -> str:
