@@ -84,7 +84,7 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
         row of ``factors``; NaN where unknown.
     factors : one Float64 column per factor (no date column), aligned with ``excess``.
     """
-    import statsmodels.api as sm  # ~0.5 s to import: only when attributing
+    from statsmodels.regression.linear_model import OLS  # imports scipy.stats, pandas
 
     names = factors.columns
     x = factors.to_numpy().astype(np.float64)
@@ -93,8 +93,8 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
     if keep.sum() < max(MIN_DAYS, len(names) + 2):
         return empty_fit(names)
     lags = newey_west_lags(int(keep.sum()))
-    design = sm.add_constant(x[keep], has_constant="add")
-    fit = sm.OLS(y[keep], design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
+    design = np.column_stack([np.ones(keep.sum()), x[keep]])
+    fit = OLS(y[keep], design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
     scale = np.r_[TRADING_DAYS, np.ones(len(names))]
     contribution = np.r_[fit.params[0], fit.params[1:] * x[keep].mean(axis=0)] * TRADING_DAYS
     table = pl.DataFrame({"term": [ALPHA, *names], "coef": fit.params * scale,

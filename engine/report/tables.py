@@ -1,0 +1,235 @@
+"""The research report's data: every table the HTML report shows, computed once from a
+run's results and written beside the other outputs, so that the page can be rebuilt
+from the files alone (``report.html.render_report``) without recomputing.
+
+Files, per model ``m``:
+
+* ``report_m.parquet``: one row per trading day of the live period (see ``DAILY``);
+* ``report_m.json``: the small tables (``TABLES``) as lists of records, the factor
+  regression's scalars and the factors' descriptions.
+
+The HTML also reads the run's ``metrics_m.json``, ``portfolio_m.csv`` and
+``attribution_m.csv`` (and ``comparison.csv`` for the comparison page).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from engine.io.files import atomic_write
+from engine.pipeline import RunResult
+from engine.pipeline.modeldata import ModelData
+from engine.research import signal, tearsheet
+from engine.research.attribution import FactorFit, factor_attribution
+from engine.research.backtest import Market
+from engine.research.factors import STYLE_FACTORS, FactorSpec, factor_labels, factor_returns
+from engine.schema import DATE, SYMBOL
+
+FORMAT_VERSION = 1
+DAILY = (
+    "date", "net", "gross", "index", "universe", "excess", "equity_net", "equity_gross",
+    "equity_index", "equity_universe", "drawdown_net", "drawdown_index", "drawdown_universe",
+    "sharpe_net", "sharpe_universe", "beta_index", "beta_universe", "volatility_net",
+    "turnover", "factor_<name>", "contrib_<term>_cum", "excess_cum",
+)  # fmt: skip
+TABLES = (
+    "monthly", "yearly", "worst_drawdowns", "ic", "ic_decay", "quintiles",
+    "quintile_spread", "trades", "factor_fit",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    """The report's data for one model.
+
+    Attributes
+    ----------
+    model : the model's name (the files' suffix).
+    daily : the daily series (``DAILY``; ``<name>`` ranges over the factors, ``<term>``
+        over ``alpha`` and the factors: cumulative arithmetic contributions to the excess).
+    tables : name -> frame, one per name of ``TABLES``.
+    fit : the factor regression's scalars: r2, days, lags, excess_mean.
+    factors : factor name -> how a reader calls it.
+    """
+
+    model: str
+    daily: pl.DataFrame
+    tables: dict[str, pl.DataFrame]
+    fit: dict[str, float]
+    factors: dict[str, str]
+
+
+def rebalance_features(data: ModelData, names: tuple[str, ...]) -> pl.DataFrame:
+    """date, symbol and the normalised ``names`` features of every row dated on a
+    rebalance (the model frame's values, as the models see them)."""
+    index = [data.features.index(n) for n in names]
+    values = np.asarray(data.X[data.scored], dtype=np.float64)[:, index]
+    return data.keys.select(DATE, SYMBOL).with_columns(
+        pl.Series(n, values[:, i]) for i, n in enumerate(names)
+    )
+
+
+def run_factors(
+    data: ModelData, market: Market, execution_lag: int,
+    specs: tuple[FactorSpec, ...] = STYLE_FACTORS,
+) -> pl.DataFrame:  # fmt: skip
+    """Daily factor returns of a run (shared by every model of it): ``factor_returns`` of
+    the rebalance-date features on the run's schedule and lag."""
+    features = rebalance_features(data, tuple(dict.fromkeys(s.feature for s in specs)))
+    return factor_returns(features, market, execution_lag, specs)
+
+
+def attribution_metrics(fit: FactorFit) -> dict[str, float]:
+    """Flat metrics of the factor regression (for metrics JSON, the summary and MLflow):
+    factor_alpha (annualised), factor_alpha_tstat, factor_r2, factor_<name>_loading,
+    factor_<name>_tstat."""
+    out = {"factor_r2": fit.r2, "factor_days": float(fit.days)}
+    for row in fit.table.iter_rows(named=True):
+        if row["term"] == "alpha":
+            out |= {"factor_alpha": row["coef"], "factor_alpha_tstat": row["tstat"]}
+        else:
+            out |= {f"factor_{row['term']}_loading": row["coef"],
+                    f"factor_{row['term']}_tstat": row["tstat"]}  # fmt: skip
+    return out
+
+
+def _index_equity(eq: pl.DataFrame) -> pl.Series:
+    """Growth of the price index from its first day, starting from the net curve's level
+    the day before (1 when the index covers the whole live period)."""
+    index, net = eq["index"].to_numpy(), eq["equity_net"].to_numpy()
+    out = np.full(len(index), np.nan)
+    known = np.flatnonzero(np.isfinite(index))
+    if known.size:
+        first = int(known[0])
+        base = net[first - 1] if first else 1.0
+        out[first:] = np.cumprod(1 + np.nan_to_num(index[first:])) * base
+    return pl.Series("equity_index", out)
+
+
+def _contributions(excess: np.ndarray, factors: pl.DataFrame, fit: FactorFit) -> list[pl.Series]:
+    """Cumulative arithmetic contribution of each factor (loading x return) and of the
+    rest (alpha + residual) to the excess, over the regression's days."""
+    x = factors.to_numpy()
+    days = np.isfinite(excess) & np.isfinite(x).all(axis=1)
+    coef = dict(zip(fit.table["term"], fit.table["coef"], strict=True))
+    parts = {n: np.where(days, coef[n] * x[:, i], 0.0) for i, n in enumerate(factors.columns)}
+    parts["alpha"] = np.where(days, excess, 0.0) - sum(parts.values())
+    out = [pl.Series(f"contrib_{n}_cum", np.cumsum(v)) for n, v in parts.items()]
+    return [*out, pl.Series("excess_cum", np.cumsum(np.where(days, excess, 0.0)))]
+
+
+def daily_table(result: RunResult, factors: pl.DataFrame, fit: FactorFit) -> pl.DataFrame:
+    """The daily series of ``DAILY`` over the live period."""
+    eq = result.equity
+    live = eq.select(DATE).join(factors, on=DATE, how="left").drop(DATE).fill_null(np.nan)
+    excess = (eq["net"] - eq["universe"]).to_numpy()
+    dd = tearsheet.drawdowns(eq)
+    frame = eq.select(DATE, "net", "gross", "index", "universe").with_columns(
+        pl.Series("excess", excess),
+        *(eq[c] for c in ("equity_net", "equity_gross")),
+        _index_equity(eq),
+        eq["equity_universe"],
+        *(dd[c].alias(f"drawdown_{c}") for c in ("net", "index", "universe")),
+    )
+    rolling = tearsheet.rolling_risk(eq).drop(DATE)
+    named = live.rename({c: f"factor_{c}" for c in live.columns})
+    return pl.concat([frame, rolling, eq.select("turnover"), named], how="horizontal").with_columns(_contributions(excess, live, fit))  # fmt: skip
+
+
+def report_tables(
+    result: RunResult, market: Market, factors: pl.DataFrame,
+    labels: dict[str, str] | None = None,
+) -> ReportTables:  # fmt: skip
+    """Every table of the report of one model's run.
+
+    Parameters
+    ----------
+    result : the model's run.
+    market : the run's daily panel (for the forward returns of the IC decay).
+    factors : the run's daily factor returns (``run_factors``): date + one column each.
+    labels : factor name -> description (default: the style factors').
+    """
+    eq = result.equity
+    live = eq.select(DATE).join(factors, on=DATE, how="left").drop(DATE).fill_null(np.nan)
+    fit = factor_attribution((eq["net"] - eq["universe"]).to_numpy(), live)
+    forward = signal.forward_returns(result.predictions, market)
+    tables = {
+        "monthly": tearsheet.monthly_returns(eq),
+        "yearly": tearsheet.yearly_returns(eq),
+        "worst_drawdowns": tearsheet.worst_drawdowns(eq),
+        "ic": signal.ic_table(result.ic),
+        "ic_decay": signal.ic_decay(forward, market.calendar),
+        "quintiles": signal.quintile_returns(forward),
+        "quintile_spread": signal.quintile_spread(forward, market.calendar),
+        "trades": tearsheet.trading_costs(eq),
+        "factor_fit": fit.table,
+    }
+    return ReportTables(
+        model=result.settings.model.value,
+        daily=daily_table(result, factors, fit),
+        tables=tables,
+        fit=fit.stats(),
+        factors=labels if labels is not None else factor_labels(),
+    )
+
+
+# --- files ------------------------------------------------------------------------------
+def report_files(folder: Path, model: str) -> dict[str, Path]:
+    """The report data files of ``model`` in ``folder``: key -> path."""
+    return {"report_daily": folder / f"report_{model}.parquet",
+            "report_tables": folder / f"report_{model}.json"}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: dates as ISO strings, NaN and infinities as null."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _columns(frame: pl.DataFrame) -> dict[str, Any]:
+    """A frame as {"columns": names, "rows": lists of JSON values}."""
+    rows = [[_plain(v) for v in row] for row in frame.iter_rows()]
+    return {"columns": frame.columns, "rows": rows}
+
+
+def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
+    """Write ``report_<model>.parquet`` and ``report_<model>.json``; return key -> path."""
+    files = report_files(Path(folder), tables.model)
+    document = {
+        "format_version": FORMAT_VERSION, "model": tables.model,
+        "fit": {k: _plain(v) for k, v in tables.fit.items()}, "factors": tables.factors,
+        "tables": {name: _columns(frame) for name, frame in tables.tables.items()},
+    }  # fmt: skip
+    body = json.dumps(document, indent=1).encode()
+    atomic_write(files["report_daily"], tables.daily.write_parquet)
+    atomic_write(files["report_tables"], lambda f: f.write(body))
+    return files
+
+
+def read_report_tables(folder: Path, model: str) -> ReportTables:
+    """The report data of ``model`` as ``write_report_tables`` wrote it (dates of the small
+    tables come back as ISO strings, missing values as null)."""
+    files = report_files(Path(folder), model)
+    document = json.loads(files["report_tables"].read_text())
+    tables = {
+        name: pl.DataFrame(t["rows"], schema=t["columns"], orient="row", infer_schema_length=None)
+        for name, t in document["tables"].items()
+    }
+    return ReportTables(
+        model=document["model"],
+        daily=pl.read_parquet(files["report_daily"]),
+        tables=tables,
+        fit=document["fit"],
+        factors=document["factors"],
+    )
