@@ -81,8 +81,12 @@ def test_planted_skill_shows_as_alpha_beside_the_factor_exposures(panel):
     _, _, factors = panel
     rng = np.random.default_rng(5)
     f = factors.to_dict(as_series=False)
-    excess = (0.3 * np.array(f["momentum"]) - 0.2 * np.array(f["low_vol"]) + 0.0004
-              + rng.normal(0, 0.003, factors.height))  # fmt: skip
+    excess = (
+        0.3 * np.array(f["momentum"])
+        - 0.2 * np.array(f["low_vol"])
+        + 0.0004
+        + rng.normal(0, 0.003, factors.height)
+    )
     fit = regress(excess, factors)
     assert fit.term(ALPHA)["coef"] == pytest.approx(0.0004 * 252, abs=0.03)
     assert fit.term(ALPHA)["tstat"] > 3

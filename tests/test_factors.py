@@ -25,10 +25,13 @@ LOW_VOL = STYLE_FACTORS[1]
 
 def one_date(values: list[float | None]) -> pl.DataFrame:
     return pl.DataFrame(
-        {"date": [date(2020, 1, 31)] * len(values),
-         "symbol": [f"S{i}" for i in range(len(values))], "x": values},
+        {
+            "date": [date(2020, 1, 31)] * len(values),
+            "symbol": [f"S{i}" for i in range(len(values))],
+            "x": values,
+        },
         schema={"date": pl.Date, "symbol": pl.String, "x": pl.Float64},
-    )  # fmt: skip
+    )
 
 
 def test_top_quintile_is_long_and_bottom_short_equally_weighted():
@@ -76,9 +79,12 @@ def tiny_features(*extra: tuple[str, float]) -> pl.DataFrame:
     """Rank A first and E last on day 0 (percentiles 0.9 .. 0.1: one name in each leg)."""
     rows = [*zip("ABCDE", (2.0, 1.0, 0.0, -1.0, -2.0), strict=True), *extra]
     return pl.DataFrame(
-        {"date": [date(2020, 1, 30)] * len(rows), "symbol": [r[0] for r in rows],
-         "x": [r[1] for r in rows]},
-    )  # fmt: skip
+        {
+            "date": [date(2020, 1, 30)] * len(rows),
+            "symbol": [r[0] for r in rows],
+            "x": [r[1] for r in rows],
+        },
+    )
 
 
 def test_a_factor_trades_after_the_lag_and_earns_from_the_next_day():
@@ -119,8 +125,9 @@ def test_features_after_a_date_do_not_move_the_factor_before_it():
     features = rebalance_features(market)
     cut = features["date"].unique().sort()[10]
     later = pl.col("date") > cut
-    scrambled = features.with_columns(pl.when(later).then(-pl.col("mom_12_1"))
-                                      .otherwise(pl.col("mom_12_1")).alias("mom_12_1"))  # fmt: skip
+    scrambled = features.with_columns(
+        pl.when(later).then(-pl.col("mom_12_1")).otherwise(pl.col("mom_12_1")).alias("mom_12_1")
+    )
     a = factor_returns(features, market, 1, STYLE_FACTORS[:1])["momentum"].to_numpy()
     b = factor_returns(scrambled, market, 1, STYLE_FACTORS[:1])["momentum"].to_numpy()
     upto = int(np.searchsorted(market.calendar, np.datetime64(cut))) + 1 + 1  # trade day + 1

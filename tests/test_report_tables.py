@@ -101,8 +101,13 @@ def test_attribution_metrics_are_flat_and_named(run):
 
     fit = FactorFit(tables.tables["factor_fit"], tables.fit["r2"], 1, 1, 0.0)
     flat = attribution_metrics(fit)
-    assert {"factor_alpha", "factor_alpha_tstat", "factor_r2", "factor_momentum_loading",
-            "factor_market_tstat"} <= set(flat)  # fmt: skip
+    assert {
+        "factor_alpha",
+        "factor_alpha_tstat",
+        "factor_r2",
+        "factor_momentum_loading",
+        "factor_market_tstat",
+    } <= set(flat)
     assert flat["factor_alpha"] == tables.tables["factor_fit"]["coef"][0]
 
 

@@ -23,17 +23,26 @@ def two_name_market() -> Market:
     """Four days; A: +10 %, +10 %, -50 % on days 1-3; B: 0, missing, +1 %."""
     returns = np.array([[np.nan, np.nan], [0.1, 0.0], [0.1, np.nan], [-0.5, 0.01]])
     return Market(
-        calendar=np.array(["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-06"],
-                          dtype="datetime64[D]"),
-        symbols=np.array(["A", "B"], dtype=object), returns=returns,
-        sector_code=np.zeros(2, dtype=int), sector_names=("X",),
-        index=np.full(4, np.nan), universe=np.full(4, np.nan),
-    )  # fmt: skip
+        calendar=np.array(
+            ["2020-01-01", "2020-01-02", "2020-01-03", "2020-01-06"], dtype="datetime64[D]"
+        ),
+        symbols=np.array(["A", "B"], dtype=object),
+        returns=returns,
+        sector_code=np.zeros(2, dtype=int),
+        sector_names=("X",),
+        index=np.full(4, np.nan),
+        universe=np.full(4, np.nan),
+    )
 
 
 def test_forward_returns_compound_from_the_close_of_the_date():
-    scores = pl.DataFrame({"date": [date(2020, 1, 1)] * 2 + [date(2020, 1, 2), date(2020, 1, 9)],
-                           "symbol": ["A", "B", "A", "A"], "score": [1.0, 0.0, 1.0, 1.0]})  # fmt: skip
+    scores = pl.DataFrame(
+        {
+            "date": [date(2020, 1, 1)] * 2 + [date(2020, 1, 2), date(2020, 1, 9)],
+            "symbol": ["A", "B", "A", "A"],
+            "score": [1.0, 0.0, 1.0, 1.0],
+        }
+    )
     out = forward_returns(scores, two_name_market(), horizons=(1, 2, 3))
     a0, b0, a1, off = out.rows(named=True)
     assert a0["fwd_1"] == pytest.approx(0.1) and a0["fwd_2"] == pytest.approx(0.21)
@@ -44,8 +53,9 @@ def test_forward_returns_compound_from_the_close_of_the_date():
 
 
 def test_ic_table_rolls_and_accumulates():
-    ic = pl.DataFrame({"date": [date(2020, m, 28) for m in (3, 1, 2)], "ic": [0.3, 0.1, -0.1],
-                       "n": [5, 5, 5]})  # fmt: skip
+    ic = pl.DataFrame(
+        {"date": [date(2020, m, 28) for m in (3, 1, 2)], "ic": [0.3, 0.1, -0.1], "n": [5, 5, 5]}
+    )
     out = ic_table(ic, window=2)
     np.testing.assert_allclose(out["ic_cum"].to_numpy(), [0.1, 0.0, 0.3])
     assert out["ic_rolling"][0] is None and out["ic_rolling"][2] == pytest.approx(0.1)
@@ -59,10 +69,13 @@ def planted():
     dates = market.calendar[10:-70:21]
     day = np.searchsorted(market.calendar, dates)
     ahead = np.stack([market.returns[d + 1 : d + 6].sum(axis=0) for d in day])
-    scores = pl.DataFrame({
-        "date": np.repeat(dates, 50), "symbol": np.tile(market.symbols, len(dates)).tolist(),
-        "score": ahead.ravel(),
-    }).with_columns(pl.col("date").cast(pl.Date))  # fmt: skip
+    scores = pl.DataFrame(
+        {
+            "date": np.repeat(dates, 50),
+            "symbol": np.tile(market.symbols, len(dates)).tolist(),
+            "score": ahead.ravel(),
+        }
+    ).with_columns(pl.col("date").cast(pl.Date))
     return market, forward_returns(scores, market)
 
 
@@ -91,8 +104,9 @@ def test_quintiles_are_ordered_and_the_spread_is_top_minus_bottom(planted):
 
 def test_constant_scores_have_no_ic_and_no_spread():
     market = synthetic_market(n_symbols=10, n_days=200)
-    scores = pl.DataFrame({"date": [date(2012, 3, 1)] * 10, "symbol": market.symbols.tolist(),
-                           "score": [0.0] * 10})  # fmt: skip
+    scores = pl.DataFrame(
+        {"date": [date(2012, 3, 1)] * 10, "symbol": market.symbols.tolist(), "score": [0.0] * 10}
+    )
     forward = forward_returns(scores, market)
     assert ic_decay(forward, market.calendar)["periods"].to_list() == [0, 0, 0, 0]
     assert quintile_returns(forward)["quintile"].unique().to_list() == [3]

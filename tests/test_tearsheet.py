@@ -41,9 +41,13 @@ def test_monthly_returns_compound_within_each_month():
 def test_yearly_returns_with_excess_turnover_and_cost_drag():
     days = [date(2020, 1, 2), date(2020, 6, 1), date(2021, 1, 4)]
     frame = equity(
-        days, [0.10, 0.10, 0.0], gross=[0.11, 0.10, 0.0], index=[NAN, 0.05, 0.01],
-        universe=[0.0, 0.0, 0.02], turnover=[1.0, 0.5, 0.0],
-    )  # fmt: skip
+        days,
+        [0.10, 0.10, 0.0],
+        gross=[0.11, 0.10, 0.0],
+        index=[NAN, 0.05, 0.01],
+        universe=[0.0, 0.0, 0.02],
+        turnover=[1.0, 0.5, 0.0],
+    )
     y2020 = yearly_returns(frame).row(0, named=True)
     assert y2020["net"] == pytest.approx(0.21)
     assert y2020["gross"] == pytest.approx(1.11 * 1.10 - 1)
@@ -93,7 +97,9 @@ def test_rolling_sharpe_and_beta_over_a_trailing_window():
 
 def test_rolling_beta_needs_a_full_window_of_the_index():
     days = [date(2020, 1, 1) + timedelta(days=i) for i in range(6)]
-    frame = equity(days, [0.01, 0.02, 0.0, -0.01, 0.03, 0.01], index=[NAN, 0.01, 0.02, 0.0, 0.01, 0.02])  # fmt: skip
+    frame = equity(
+        days, [0.01, 0.02, 0.0, -0.01, 0.03, 0.01], index=[NAN, 0.01, 0.02, 0.0, 0.01, 0.02]
+    )
     out = rolling_risk(frame, window=5)
     assert out["beta_index"][4] is None and out["beta_index"][5] is not None
 

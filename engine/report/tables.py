@@ -35,15 +35,40 @@ from engine.schema import DATE, SYMBOL
 
 FORMAT_VERSION = 1
 DAILY = (
-    "date", "net", "gross", "index", "universe", "excess", "equity_net", "equity_gross",
-    "equity_index", "equity_universe", "drawdown_net", "drawdown_index", "drawdown_universe",
-    "sharpe_net", "sharpe_universe", "beta_index", "beta_universe", "volatility_net",
-    "turnover", "factor_<name>", "contrib_<term>_cum", "excess_cum",
-)  # fmt: skip
+    "date",
+    "net",
+    "gross",
+    "index",
+    "universe",
+    "excess",
+    "equity_net",
+    "equity_gross",
+    "equity_index",
+    "equity_universe",
+    "drawdown_net",
+    "drawdown_index",
+    "drawdown_universe",
+    "sharpe_net",
+    "sharpe_universe",
+    "beta_index",
+    "beta_universe",
+    "volatility_net",
+    "turnover",
+    "factor_<name>",
+    "contrib_<term>_cum",
+    "excess_cum",
+)
 TABLES = (
-    "monthly", "yearly", "worst_drawdowns", "ic", "ic_decay", "quintiles",
-    "quintile_spread", "trades", "factor_fit",
-)  # fmt: skip
+    "monthly",
+    "yearly",
+    "worst_drawdowns",
+    "ic",
+    "ic_decay",
+    "quintiles",
+    "quintile_spread",
+    "trades",
+    "factor_fit",
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,8 @@ class ReportTables:
     tables : name -> frame, one per name of ``TABLES``.
     fit : the factor regression's scalars: r2, days, lags, excess_mean.
     factors : factor name -> how a reader calls it.
+    meta : latest_rebalance (ISO date of the latest holdings), horizons (of the signal
+        tables).
     """
 
     model: str
@@ -65,6 +92,7 @@ class ReportTables:
     tables: dict[str, pl.DataFrame]
     fit: dict[str, float]
     factors: dict[str, str]
+    meta: dict[str, Any]
 
 
 def rebalance_features(data: ModelData, names: tuple[str, ...]) -> pl.DataFrame:
@@ -78,9 +106,11 @@ def rebalance_features(data: ModelData, names: tuple[str, ...]) -> pl.DataFrame:
 
 
 def run_factors(
-    data: ModelData, market: Market, execution_lag: int,
+    data: ModelData,
+    market: Market,
+    execution_lag: int,
     specs: tuple[FactorSpec, ...] = STYLE_FACTORS,
-) -> pl.DataFrame:  # fmt: skip
+) -> pl.DataFrame:
     """Daily factor returns of a run (shared by every model of it): ``factor_returns`` of
     the rebalance-date features on the run's schedule and lag."""
     features = rebalance_features(data, tuple(dict.fromkeys(s.feature for s in specs)))
@@ -96,8 +126,10 @@ def attribution_metrics(fit: FactorFit) -> dict[str, float]:
         if row["term"] == "alpha":
             out |= {"factor_alpha": row["coef"], "factor_alpha_tstat": row["tstat"]}
         else:
-            out |= {f"factor_{row['term']}_loading": row["coef"],
-                    f"factor_{row['term']}_tstat": row["tstat"]}  # fmt: skip
+            out |= {
+                f"factor_{row['term']}_loading": row["coef"],
+                f"factor_{row['term']}_tstat": row["tstat"],
+            }
     return out
 
 
@@ -141,13 +173,17 @@ def daily_table(result: RunResult, factors: pl.DataFrame, fit: FactorFit) -> pl.
     )
     rolling = tearsheet.rolling_risk(eq).drop(DATE)
     named = live.rename({c: f"factor_{c}" for c in live.columns})
-    return pl.concat([frame, rolling, eq.select("turnover"), named], how="horizontal").with_columns(_contributions(excess, live, fit))  # fmt: skip
+    return pl.concat([frame, rolling, eq.select("turnover"), named], how="horizontal").with_columns(
+        _contributions(excess, live, fit)
+    )
 
 
 def report_tables(
-    result: RunResult, market: Market, factors: pl.DataFrame,
+    result: RunResult,
+    market: Market,
+    factors: pl.DataFrame,
     labels: dict[str, str] | None = None,
-) -> ReportTables:  # fmt: skip
+) -> ReportTables:
     """Every table of the report of one model's run.
 
     Parameters
@@ -178,14 +214,20 @@ def report_tables(
         tables=tables,
         fit=fit.stats(),
         factors=labels if labels is not None else factor_labels(),
+        meta={
+            "latest_rebalance": _plain(result.holdings[DATE].max()),
+            "horizons": list(signal.HORIZONS),
+        },
     )
 
 
 # --- files ------------------------------------------------------------------------------
 def report_files(folder: Path, model: str) -> dict[str, Path]:
     """The report data files of ``model`` in ``folder``: key -> path."""
-    return {"report_daily": folder / f"report_{model}.parquet",
-            "report_tables": folder / f"report_{model}.json"}  # fmt: skip
+    return {
+        "report_daily": folder / f"report_{model}.parquet",
+        "report_tables": folder / f"report_{model}.json",
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -207,10 +249,13 @@ def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
     """Write ``report_<model>.parquet`` and ``report_<model>.json``; return key -> path."""
     files = report_files(Path(folder), tables.model)
     document = {
-        "format_version": FORMAT_VERSION, "model": tables.model,
-        "fit": {k: _plain(v) for k, v in tables.fit.items()}, "factors": tables.factors,
+        "format_version": FORMAT_VERSION,
+        "model": tables.model,
+        "fit": {k: _plain(v) for k, v in tables.fit.items()},
+        "factors": tables.factors,
+        "meta": tables.meta,
         "tables": {name: _columns(frame) for name, frame in tables.tables.items()},
-    }  # fmt: skip
+    }
     body = json.dumps(document, indent=1).encode()
     atomic_write(files["report_daily"], tables.daily.write_parquet)
     atomic_write(files["report_tables"], lambda f: f.write(body))
@@ -232,4 +277,5 @@ def read_report_tables(folder: Path, model: str) -> ReportTables:
         tables=tables,
         fit=document["fit"],
         factors=document["factors"],
+        meta=document["meta"],
     )

@@ -63,15 +63,20 @@ class FactorFit:
 
     def stats(self) -> dict[str, float]:
         """The fit's scalars: r2, days, lags, excess_mean."""
-        return {"r2": self.r2, "days": float(self.days), "lags": float(self.lags),
-                "excess_mean": self.excess_mean}  # fmt: skip
+        return {
+            "r2": self.r2,
+            "days": float(self.days),
+            "lags": float(self.lags),
+            "excess_mean": self.excess_mean,
+        }
 
 
 def empty_fit(names: list[str]) -> FactorFit:
     """A fit of NaNs (too few days to regress)."""
     nan = [math.nan] * (len(names) + 1)
-    table = pl.DataFrame({"term": [ALPHA, *names], "coef": nan, "tstat": nan, "pvalue": nan,
-                          "contribution": nan})  # fmt: skip
+    table = pl.DataFrame(
+        {"term": [ALPHA, *names], "coef": nan, "tstat": nan, "pvalue": nan, "contribution": nan}
+    )
     return FactorFit(table, math.nan, 0, 0, math.nan)
 
 
@@ -97,8 +102,15 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
     fit = OLS(y[keep], design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
     scale = np.r_[TRADING_DAYS, np.ones(len(names))]
     contribution = np.r_[fit.params[0], fit.params[1:] * x[keep].mean(axis=0)] * TRADING_DAYS
-    table = pl.DataFrame({"term": [ALPHA, *names], "coef": fit.params * scale,
-                          "tstat": fit.tvalues, "pvalue": fit.pvalues,
-                          "contribution": contribution})  # fmt: skip
-    return FactorFit(table, float(fit.rsquared), int(keep.sum()), lags,
-                     float(y[keep].mean() * TRADING_DAYS))  # fmt: skip
+    table = pl.DataFrame(
+        {
+            "term": [ALPHA, *names],
+            "coef": fit.params * scale,
+            "tstat": fit.tvalues,
+            "pvalue": fit.pvalues,
+            "contribution": contribution,
+        }
+    )
+    return FactorFit(
+        table, float(fit.rsquared), int(keep.sum()), lags, float(y[keep].mean() * TRADING_DAYS)
+    )

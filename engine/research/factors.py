@@ -82,10 +82,13 @@ def quintile_weights(features: pl.DataFrame, spec: FactorSpec) -> pl.DataFrame:
     valid = pl.col(spec.feature).is_not_null() & pl.col(spec.feature).is_not_nan()
     pct = (pl.col(spec.feature).rank("average") - 0.5) / pl.len()
     side = (
-        pl.when(pl.col("pct") >= 1 - 1 / QUANTILES).then(1)
-        .when(pl.col("pct") < 1 / QUANTILES).then(-1)
-        .otherwise(0) * spec.direction
-    )  # fmt: skip
+        pl.when(pl.col("pct") >= 1 - 1 / QUANTILES)
+        .then(1)
+        .when(pl.col("pct") < 1 / QUANTILES)
+        .then(-1)
+        .otherwise(0)
+        * spec.direction
+    )
     legs = (
         features.filter(valid)
         .with_columns(pct.over(DATE).alias("pct"))

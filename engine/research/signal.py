@@ -49,7 +49,9 @@ def forward_returns(
     Rows whose date or symbol is not in the market get NaN.
     """
     returns = market.returns
-    log_growth = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)])  # fmt: skip
+    log_growth = np.vstack(
+        [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
+    )
     seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.isfinite(returns), axis=0)])
     calendar = market.calendar.astype("datetime64[D]")
     day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
@@ -74,7 +76,9 @@ def _spacing(dates: pl.Series, calendar: np.ndarray) -> float:
     return float(np.median(np.diff(days))) if days.size > 1 else 1.0
 
 
-def ic_decay(forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int] = HORIZONS) -> pl.DataFrame:  # fmt: skip
+def ic_decay(
+    forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int] = HORIZONS
+) -> pl.DataFrame:
     """horizon, ic_mean, ic_tstat, ic_tstat_overlap_adj, periods: the mean per-date rank
     IC of the score against each horizon's forward return (``forward_returns``)."""
     spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
@@ -82,11 +86,23 @@ def ic_decay(forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int
     for h in horizons:
         series = mt.rank_ic_series(forward.with_columns(pl.col(fwd(h)).fill_nan(None)), fwd(h))
         s = mt.ic_summary(series["ic"].to_numpy(), overlap=h / spacing)
-        rows.append({"horizon": h, **{k: s[k] for k in ("ic_mean", "ic_tstat", "ic_tstat_overlap_adj")},
-                     "periods": int(s["ic_periods"])})  # fmt: skip
-    return pl.DataFrame(rows, schema={"horizon": pl.Int64, "ic_mean": pl.Float64,
-                        "ic_tstat": pl.Float64, "ic_tstat_overlap_adj": pl.Float64,
-                        "periods": pl.Int64})  # fmt: skip
+        rows.append(
+            {
+                "horizon": h,
+                **{k: s[k] for k in ("ic_mean", "ic_tstat", "ic_tstat_overlap_adj")},
+                "periods": int(s["ic_periods"]),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "horizon": pl.Int64,
+            "ic_mean": pl.Float64,
+            "ic_tstat": pl.Float64,
+            "ic_tstat_overlap_adj": pl.Float64,
+            "periods": pl.Int64,
+        },
+    )
 
 
 def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
@@ -115,7 +131,11 @@ def quintile_returns(forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS) 
         .with_columns(pl.lit(h, pl.Int64).alias("horizon"))
         for h in horizons
     ]
-    return pl.concat(frames).select("horizon", "quintile", "mean_excess", "periods").sort("horizon", "quintile")  # fmt: skip
+    return (
+        pl.concat(frames)
+        .select("horizon", "quintile", "mean_excess", "periods")
+        .sort("horizon", "quintile")
+    )
 
 
 def quintile_spread(
@@ -128,11 +148,28 @@ def quintile_spread(
     for h in horizons:
         wide = _quintile_excess(forward, h).pivot(on="quintile", index=DATE, values="excess")
         top, bottom = str(QUINTILES), "1"
-        spread = (wide[top] - wide[bottom]).drop_nulls().to_numpy() if {top, bottom} <= set(wide.columns) else np.array([])  # fmt: skip
+        spread = (
+            (wide[top] - wide[bottom]).drop_nulls().to_numpy()
+            if {top, bottom} <= set(wide.columns)
+            else np.array([])
+        )
         s = mt.ic_summary(spread, overlap=h / spacing)  # the same mean / t arithmetic
-        rows.append({"horizon": h, "spread_mean": s["ic_mean"], "spread_tstat": s["ic_tstat"],
-                     "spread_tstat_overlap_adj": s["ic_tstat_overlap_adj"],
-                     "periods": int(s["ic_periods"])})  # fmt: skip
-    return pl.DataFrame(rows, schema={"horizon": pl.Int64, "spread_mean": pl.Float64,
-                        "spread_tstat": pl.Float64, "spread_tstat_overlap_adj": pl.Float64,
-                        "periods": pl.Int64})  # fmt: skip
+        rows.append(
+            {
+                "horizon": h,
+                "spread_mean": s["ic_mean"],
+                "spread_tstat": s["ic_tstat"],
+                "spread_tstat_overlap_adj": s["ic_tstat_overlap_adj"],
+                "periods": int(s["ic_periods"]),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "horizon": pl.Int64,
+            "spread_mean": pl.Float64,
+            "spread_tstat": pl.Float64,
+            "spread_tstat_overlap_adj": pl.Float64,
+            "periods": pl.Int64,
+        },
+    )

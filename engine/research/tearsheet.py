@@ -53,11 +53,14 @@ def yearly_returns(equity: pl.DataFrame) -> pl.DataFrame:
         pl.len().alias("days"),
     )
     return yearly.sort("year").select(
-        "year", *RETURN_COLUMNS,
+        "year",
+        *RETURN_COLUMNS,
         (pl.col("net") - pl.col("index")).alias("excess_vs_index"),
         (pl.col("net") - pl.col("universe")).alias("excess_vs_universe"),
-        "turnover", (pl.col("gross") - pl.col("net")).alias("cost_drag"), "days",
-    )  # fmt: skip
+        "turnover",
+        (pl.col("gross") - pl.col("net")).alias("cost_drag"),
+        "days",
+    )
 
 
 def _drawdown(returns: np.ndarray) -> np.ndarray:
@@ -88,14 +91,24 @@ def worst_drawdowns(equity: pl.DataFrame, top: int = 5) -> pl.DataFrame:
     for start, end in zip(starts, ends, strict=True):
         trough = start + int(np.argmin(dd[start : end + 1]))
         recovered = end + 1 < len(dd)
-        rows.append({
-            "peak": dates[start - 1] if start else dates[start], "trough": dates[trough],
-            "recovery": dates[end + 1] if recovered else None, "depth": float(dd[trough]),
-            "days_to_trough": trough - start + 1,
-            "days_to_recover": end + 1 - trough if recovered else None,
-        })  # fmt: skip
-    schema = {"peak": pl.Date, "trough": pl.Date, "recovery": pl.Date, "depth": pl.Float64,
-              "days_to_trough": pl.Int64, "days_to_recover": pl.Int64}  # fmt: skip
+        rows.append(
+            {
+                "peak": dates[start - 1] if start else dates[start],
+                "trough": dates[trough],
+                "recovery": dates[end + 1] if recovered else None,
+                "depth": float(dd[trough]),
+                "days_to_trough": trough - start + 1,
+                "days_to_recover": end + 1 - trough if recovered else None,
+            }
+        )
+    schema = {
+        "peak": pl.Date,
+        "trough": pl.Date,
+        "recovery": pl.Date,
+        "depth": pl.Float64,
+        "days_to_trough": pl.Int64,
+        "days_to_recover": pl.Int64,
+    }
     return pl.DataFrame(rows, schema=schema).sort("depth").head(top)
 
 

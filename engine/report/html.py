@@ -1,0 +1,294 @@
+"""The self-contained HTML research report, rendered from a run's output files alone.
+
+``render_report(folder, model)`` reads ``metrics_<model>.json``, ``portfolio_<model>.csv``,
+``attribution_<model>.csv`` and the report data (``report_<model>.json`` and
+``.parquet``, see ``report.tables``) and writes ``report_<model>.html``;
+``render_comparison(folder)`` adds ``report_comparison.html`` from ``comparison.csv``
+and each model's files. Nothing is recomputed: an old run's report can be rebuilt.
+
+The page is one file that opens from disk with no network: the stylesheet and
+plotly.js are inlined once, each chart is a Plotly ``<div>`` with its data, and the
+page is a Jinja2 template shipped in ``engine/report/templates``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.io.files import atomic_write
+from engine.pipeline import RunResult
+from engine.report import charts
+from engine.report.tables import (
+    read_report_tables,
+    report_files,
+    report_tables,
+    write_report_tables,
+)
+from engine.report.verdict import verdict
+from engine.research.backtest import Market
+
+
+class ReportError(ValueError):
+    """A report cannot be rendered from the output folder (a file is missing); one line."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section of the page: its anchor, its title and one sentence on how to read it."""
+
+    id: str
+    title: str
+    how: str
+
+
+SECTIONS = (
+    Section(
+        "verdict",
+        "Verdict",
+        "Read this first: whether the scores forecast returns out of sample, and whether the portfolio's excess return is more than its factor tilts.",
+    ),
+    Section(
+        "caveats",
+        "Caveats",
+        "What the data cannot tell you: every figure below carries these biases.",
+    ),
+    Section(
+        "equity",
+        "Growth of 1",
+        "The portfolio against the S&P 500 price index and the equal-weight universe on a log scale, where equal slopes mean equal growth rates.",
+    ),
+    Section(
+        "drawdowns",
+        "Drawdowns",
+        "How far each curve stood below its previous peak; the table lists the portfolio's deepest falls and how long they took to recover.",
+    ),
+    Section(
+        "monthly",
+        "Monthly returns",
+        "Each cell is the portfolio's net return in that month; a run of red rows is a losing regime, not bad luck in one month.",
+    ),
+    Section(
+        "yearly",
+        "Calendar years",
+        "Year by year against both benchmarks; excess over the universe is the figure that survivorship flatters least.",
+    ),
+    Section(
+        "rolling",
+        "Rolling Sharpe ratio and beta",
+        "Trailing 12-month Sharpe ratio and beta; a beta above 1 to the universe means part of the excess is leverage to the market.",
+    ),
+    Section(
+        "ic",
+        "Prediction quality: IC",
+        "Rank correlation between each rebalance's scores and the following returns; the cumulative IC climbs steadily only if the skill is persistent.",
+    ),
+    Section(
+        "ic-decay",
+        "IC decay and quintile spread",
+        "How the forecast holds over 1 to 63 trading days; t-stats allow for overlapping horizons, and |t| below 2 is no evidence.",
+    ),
+    Section(
+        "quintiles",
+        "Returns by score quintile",
+        "Mean forward return of each fifth of the universe ranked by score, minus the universe's; a skilled score rises from Q1 to Q5.",
+    ),
+    Section(
+        "costs",
+        "Turnover and costs",
+        "One-way turnover traded at each rebalance and the costs paid so far, as a share of the book.",
+    ),
+    Section(
+        "factors",
+        "Factor attribution",
+        "The daily excess over the universe regressed on factor portfolios built the same way; what the loadings explain is tilt, and only the alpha is left for skill.",
+    ),
+    Section(
+        "sectors",
+        "Sector attribution",
+        "Brinson-Fachler against the equal-weight universe, gross: allocation is the reward for sector weights, selection for the names picked within sectors.",
+    ),
+    Section(
+        "holdings",
+        "Latest holdings",
+        "The portfolio held from the last rebalance, largest weight first.",
+    ),
+)
+COMPARISON_SECTIONS = (
+    Section(
+        "verdict",
+        "Verdict by model",
+        "One line per model; the deflated Sharpe ratio allows for the number of models tried.",
+    ),
+    Section(
+        "caveats",
+        "Caveats",
+        "What the data cannot tell you: every figure below carries these biases.",
+    ),
+    Section(
+        "equity",
+        "Growth of 1, every model",
+        "Net growth of every model against the equal-weight universe on a log scale.",
+    ),
+    Section("table", "Comparison table", "The run's comparison table, one row per model."),
+)
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise ReportError(f"{path.name} not found in {path.parent}: run `engine run` first")
+    return path
+
+
+def _finite(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _pct(value: Any, digits: int = 1, sign: bool = True) -> str:
+    v = _finite(value)
+    return "n/a" if v is None else f"{v:{'+' if sign else ''}.{digits}%}"
+
+
+def _num(value: Any, spec: str = "+.2f") -> str:
+    v = _finite(value)
+    return "n/a" if v is None else format(v, spec)
+
+
+def _tone(value: Any) -> str:
+    v = _finite(value)
+    return "" if v is None or v == 0 else "pos" if v > 0 else "neg"
+
+
+def _environment():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("engine.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters |= {"pct": _pct, "num": _num, "tone": _tone}
+    return env
+
+
+def _assets() -> dict[str, str]:
+    from plotly.offline import get_plotlyjs
+
+    css = resources.files("engine.report").joinpath("templates", "report.css").read_text()
+    return {"css": css, "plotly_js": get_plotlyjs()}
+
+
+def _charts(report: Any, attribution: pl.DataFrame) -> dict[str, str]:
+    """Section chart id -> HTML of the chart."""
+    t = report.tables
+    figures = {
+        "equity": charts.equity_chart(report.daily),
+        "drawdowns": charts.drawdown_chart(report.daily),
+        "monthly": charts.monthly_heatmap(t["monthly"]),
+        "yearly": charts.yearly_chart(t["yearly"]),
+        "rolling": charts.rolling_chart(report.daily),
+        "ic": charts.ic_chart(t["ic"]),
+        "ic-decay": charts.ic_decay_chart(t["ic_decay"]),
+        "quintiles": charts.quintile_chart(t["quintiles"]),
+        "costs": charts.costs_chart(t["trades"]),
+        "factors": charts.factor_chart(report.daily),
+        "sectors": charts.sector_chart(attribution),
+    }
+    return {key: charts.chart_html(fig, f"chart-{key}") for key, fig in figures.items()}
+
+
+def report_context(folder: Path, model: str) -> dict[str, Any]:
+    """Everything the page shows, read from the output files of ``model`` in ``folder``."""
+    folder = Path(folder)
+    for path in report_files(folder, model).values():
+        _need(path)
+    document = json.loads(_need(folder / f"metrics_{model}.json").read_text())
+    report = read_report_tables(folder, model)
+    attribution = pl.read_csv(_need(folder / f"attribution_{model}.csv"))
+    holdings = pl.read_csv(_need(folder / f"portfolio_{model}.csv"))
+    fit_rows = report.tables["factor_fit"].to_dicts()
+    spread = {r["horizon"]: r for r in report.tables["quintile_spread"].drop("periods").to_dicts()}
+    decay_rows = [r | spread.get(r["horizon"], {}) for r in report.tables["ic_decay"].to_dicts()]
+    return {
+        "model": model,
+        "doc": document,
+        "m": document["metrics"],
+        "report": report,
+        "verdict": verdict(document["metrics"], fit_rows, report.fit),
+        "sections": {s.id: s for s in SECTIONS},
+        "order": SECTIONS,
+        "charts": _charts(report, attribution),
+        "fit_rows": fit_rows,
+        "attribution": attribution.to_dicts(),
+        "holdings": holdings.to_dicts(),
+        "tables": {k: v.to_dicts() for k, v in report.tables.items()},
+        "decay_rows": decay_rows,
+    }
+
+
+def render_report(folder: Path, model: str) -> Path:
+    """Write ``report_<model>.html`` in ``folder`` from the run's output files; return it."""
+    html = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(**report_context(folder, model), **_assets())
+    )
+    return atomic_write(Path(folder) / f"report_{model}.html", lambda f: f.write(html.encode()))
+
+
+def comparison_context(folder: Path, models: list[str] | None = None) -> dict[str, Any]:
+    """The comparison page's content: ``comparison.csv`` and each model's report files."""
+    folder = Path(folder)
+    table = pl.read_csv(_need(folder / "comparison.csv"))
+    models = models or table["model"].to_list()
+    rows, curves = [], {}
+    for model in models:
+        document = json.loads(_need(folder / f"metrics_{model}.json").read_text())
+        report = read_report_tables(folder, model)
+        fit_rows = report.tables["factor_fit"].to_dicts()
+        alpha = next(r for r in fit_rows if r["term"] == "alpha")
+        rows.append(
+            {
+                "model": model,
+                "m": document["metrics"],
+                "alpha": alpha,
+                "fit": report.fit,
+                "verdict": verdict(document["metrics"], fit_rows, report.fit),
+            }
+        )
+        curves[model] = report.daily
+    figure = charts.comparison_chart(curves)
+    return {
+        "rows": rows,
+        "doc": document,
+        "table": table.to_dicts(),
+        "columns": table.columns,
+        "sections": {s.id: s for s in COMPARISON_SECTIONS},
+        "order": COMPARISON_SECTIONS,
+        "charts": {"equity": charts.chart_html(figure, "chart-equity")},
+    }
+
+
+def render_comparison(folder: Path, models: list[str] | None = None) -> Path:
+    """Write ``report_comparison.html`` (every model of ``comparison.csv`` by default)."""
+    html = (
+        _environment()
+        .get_template("comparison.html.j2")
+        .render(**comparison_context(folder, models), **_assets())
+    )
+    return atomic_write(Path(folder) / "report_comparison.html", lambda f: f.write(html.encode()))
+
+
+def write_report(
+    result: RunResult, market: Market, factors: pl.DataFrame, folder: Path
+) -> dict[str, Path]:
+    """Compute one model's report data, write it to ``folder``, and render the page from
+    the files (the run's other outputs must be written first); return key -> path."""
+    files = write_report_tables(report_tables(result, market, factors), folder)
+    return files | {"report_html": render_report(folder, result.settings.model.value)}
