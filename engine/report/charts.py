@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 if TYPE_CHECKING:
@@ -141,13 +142,16 @@ def monthly_heatmap(monthly: pl.DataFrame) -> go.Figure:
     months = [c for c in monthly.columns if c != "year"]
     z = (monthly.select(months).cast(pl.Float64) * 100).to_numpy()
     years = [str(y) for y in monthly["year"].to_list()]
+    known = np.abs(z[np.isfinite(z)])
+    bound = float(np.percentile(known, 95)) if known.size else 1.0  # one outlier: still colours
     fig = _figure("Monthly net returns, %", height=max(220, 26 * len(years) + 90))
     fig.add_trace(
         _go().Heatmap(
             z=z,
             x=months,
             y=years,
-            zmid=0,
+            zmin=-bound,
+            zmax=bound,
             colorscale="RdYlGn",
             texttemplate="%{z:.1f}",
             hovertemplate="%{y} %{x}: %{z:.2f}%<extra></extra>",
@@ -244,6 +248,8 @@ def _empty(fig: go.Figure, text: str) -> go.Figure:
 def ic_decay_chart(decay: pl.DataFrame) -> go.Figure:
     """Mean rank IC against the forward return over each horizon, with its t-stat."""
     fig = _figure("IC decay: mean rank IC by forward horizon", "mean rank IC")
+    if decay["ic_mean"].cast(pl.Float64).fill_nan(None).null_count() == decay.height:
+        return _empty(fig, "no IC: the scores do not rank the names")
     x = [f"{h} d" for h in decay["horizon"].to_list()]
     t = decay["ic_tstat_overlap_adj"].cast(pl.Float64).to_list()
     fig.add_trace(
@@ -263,6 +269,8 @@ def ic_decay_chart(decay: pl.DataFrame) -> go.Figure:
 def quintile_chart(quintiles: pl.DataFrame) -> go.Figure:
     """Mean forward return of each score quintile minus the universe's, per horizon."""
     fig = _figure("Forward return by score quintile, minus the universe, %", "% over the horizon")
+    if quintiles.height == 0:
+        return _empty(fig, "no quintiles: the scores do not rank the names")
     palette = ("#b8cbe8", "#7ea3d6", "#3f73c0", "#1f4e9c")
     for i, h in enumerate(quintiles["horizon"].unique().sort().to_list()):
         part = quintiles.filter(pl.col("horizon") == h)

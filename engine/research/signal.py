@@ -107,9 +107,12 @@ def ic_decay(
 
 def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
     """date, quintile, excess: per date, the mean h-day forward return of each score
-    quintile minus the date's mean (over names with a score and a forward return)."""
+    quintile minus the date's mean (over names with a score and a forward return; dates
+    whose scores are all equal are left out)."""
     ret = pl.col(fwd(h)).fill_nan(None)
-    valid = forward.filter(ret.is_not_null() & pl.col(SCORE).is_not_nan())
+    valid = forward.filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
+        pl.col(SCORE).n_unique().over(DATE) > 1  # equal scores rank nothing
+    )
     pct = (pl.col(SCORE).rank("average") - 0.5) / pl.len()
     return (
         valid.with_columns(
