@@ -31,7 +31,7 @@ from engine.report.tables import (
     report_tables,
     write_report_tables,
 )
-from engine.report.verdict import verdict
+from engine.report.verdict import SIGNIFICANT_T, verdict
 from engine.research.backtest import Market
 
 
@@ -165,6 +165,12 @@ def _tone(value: Any) -> str:
     return "" if v is None or v == 0 else "pos" if v > 0 else "neg"
 
 
+def _t_tone(t: Any) -> str:
+    """The colour of a t-stat: only a significant one (|t| >= 2) gets one."""
+    v = _finite(t)
+    return "" if v is None or abs(v) < SIGNIFICANT_T else _tone(v)
+
+
 def _environment():
     import jinja2
 
@@ -173,7 +179,7 @@ def _environment():
         autoescape=jinja2.select_autoescape(["html", "j2"]),
         undefined=jinja2.StrictUndefined,
     )
-    env.filters |= {"pct": _pct, "num": _num, "tone": _tone}
+    env.filters |= {"pct": _pct, "num": _num, "tone": _tone, "t_tone": _t_tone}
     return env
 
 
