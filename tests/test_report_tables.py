@@ -22,6 +22,7 @@ from engine.report.tables import (
     run_factors,
     write_report_tables,
 )
+from engine.research.factors import STYLE_FACTORS, feature_factor
 from engine.schema import ModelName
 
 
@@ -97,18 +98,27 @@ def test_the_momentum_baseline_loads_on_the_momentum_factor(run):
 def test_attribution_metrics_are_flat_and_named(run):
     _, prepared, factors, results = run
     tables = report_tables(results[ModelName.RIDGE], prepared.market, factors)
-    from engine.research.attribution import FactorFit
-
-    fit = FactorFit(tables.tables["factor_fit"], tables.fit["r2"], 1, 1, 0.0)
-    flat = attribution_metrics(fit)
+    flat = attribution_metrics(tables)
     assert {
         "factor_alpha",
         "factor_alpha_tstat",
         "factor_r2",
         "factor_momentum_loading",
         "factor_market_tstat",
+        "factor_reversal_loading",
     } <= set(flat)
     assert flat["factor_alpha"] == tables.tables["factor_fit"]["coef"][0]
+    assert all(isinstance(v, float) for v in flat.values())
+
+
+def test_any_feature_can_be_a_factor(run):
+    settings, prepared, _, results = run
+    specs = (*STYLE_FACTORS, feature_factor("beta_63d"))
+    factors = run_factors(prepared.data, prepared.market, settings.execution_lag, specs)
+    tables = report_tables(results[ModelName.RIDGE], prepared.market, factors)
+    assert tables.tables["factor_fit"]["term"].to_list()[-1] == "beta_63d"
+    assert tables.factors["beta_63d"] == "beta_63d, top minus bottom quintile"
+    assert "factor_beta_63d" in tables.daily.columns
 
 
 def test_equal_weight_has_no_ic_but_a_report(run, tmp_path: Path):

@@ -28,9 +28,16 @@ from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.pipeline.modeldata import ModelData
 from engine.research import signal, tearsheet
-from engine.research.attribution import FactorFit, factor_attribution
+from engine.research.attribution import ALPHA, FactorFit, factor_attribution
 from engine.research.backtest import Market
-from engine.research.factors import STYLE_FACTORS, FactorSpec, factor_labels, factor_returns
+from engine.research.factors import (
+    MARKET,
+    STYLE_FACTORS,
+    FactorSpec,
+    factor_labels,
+    factor_returns,
+    feature_factor,
+)
 from engine.schema import DATE, SYMBOL
 
 FORMAT_VERSION = 1
@@ -117,20 +124,27 @@ def run_factors(
     return factor_returns(features, market, execution_lag, specs)
 
 
-def attribution_metrics(fit: FactorFit) -> dict[str, float]:
-    """Flat metrics of the factor regression (for metrics JSON, the summary and MLflow):
-    factor_alpha (annualised), factor_alpha_tstat, factor_r2, factor_<name>_loading,
-    factor_<name>_tstat."""
-    out = {"factor_r2": fit.r2, "factor_days": float(fit.days)}
-    for row in fit.table.iter_rows(named=True):
-        if row["term"] == "alpha":
+def attribution_metrics(tables: ReportTables) -> dict[str, float]:
+    """Flat metrics of the factor regression (for the metrics JSON, the printed summary
+    and MLflow): factor_alpha (annualised), factor_alpha_tstat, factor_r2, factor_days,
+    and factor_<name>_loading and factor_<name>_tstat of each factor."""
+    out = {"factor_r2": tables.fit["r2"], "factor_days": tables.fit["days"]}
+    for row in tables.tables["factor_fit"].iter_rows(named=True):
+        if row["term"] == ALPHA:
             out |= {"factor_alpha": row["coef"], "factor_alpha_tstat": row["tstat"]}
         else:
             out |= {
                 f"factor_{row['term']}_loading": row["coef"],
                 f"factor_{row['term']}_tstat": row["tstat"],
             }
-    return out
+    return {k: math.nan if v is None else float(v) for k, v in out.items()}
+
+
+def default_labels(factors: pl.DataFrame) -> dict[str, str]:
+    """Description of each factor column: the style factors' own, else a feature's."""
+    known = factor_labels()
+    names = [c for c in factors.columns if c not in (DATE, MARKET)]
+    return {MARKET: known[MARKET]} | {n: known.get(n, feature_factor(n).label) for n in names}
 
 
 def _index_equity(eq: pl.DataFrame) -> pl.Series:
@@ -191,7 +205,8 @@ def report_tables(
     result : the model's run.
     market : the run's daily panel (for the forward returns of the IC decay).
     factors : the run's daily factor returns (``run_factors``): date + one column each.
-    labels : factor name -> description (default: the style factors').
+    labels : factor name -> description (default: the style factors' own, and "<feature>,
+        top minus bottom quintile" for any other column).
     """
     eq = result.equity
     live = eq.select(DATE).join(factors, on=DATE, how="left").drop(DATE).fill_null(np.nan)
@@ -213,7 +228,7 @@ def report_tables(
         daily=daily_table(result, factors, fit),
         tables=tables,
         fit=fit.stats(),
-        factors=labels if labels is not None else factor_labels(),
+        factors=labels if labels is not None else default_labels(factors),
         meta={
             "latest_rebalance": _plain(result.holdings[DATE].max()),
             "horizons": list(signal.HORIZONS),
