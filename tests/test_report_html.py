@@ -19,14 +19,8 @@ from engine.data.archive import load_archive
 from engine.pipeline import StageTimer, evaluate_model, prepare
 from engine.pipeline.compare import comparison_table, deflate
 from engine.report import write_comparison, write_outputs
-from engine.report.html import (
-    COMPARISON_SECTIONS,
-    SECTIONS,
-    ReportError,
-    render_comparison,
-    render_report,
-    write_report,
-)
+from engine.report.html import ReportError, render_comparison, render_report, write_report
+from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
 from engine.report.tables import run_factors
 from engine.schema import ModelName
 
