@@ -46,7 +46,7 @@ RUN /opt/uv/bin/uv sync --locked --no-dev --no-editable --extra postgres --extra
     && site="$(/opt/venv/bin/python -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
     && find "${site}" -depth -type d -name tests -exec rm -rf {} + \
     && /opt/venv/bin/python -I -c 'import engine.views as v; assert v.sql_files(), "no SQL views"' \
-    && /opt/venv/bin/python -I -W ignore -c 'import engine.lifecycle.tracking, engine.pipeline, mlflow.server.auth, psycopg' \
+    && /opt/venv/bin/python -I -W ignore -c 'import engine.lifecycle.tracking.record, engine.lifecycle.tracking.worker, engine.pipeline, mlflow.server.auth, psycopg' \
     && /opt/venv/bin/engine --version
 
 # Container helpers: the MLflow server launcher and an HTTP health probe (stdlib only).
@@ -61,8 +61,10 @@ LABEL org.opencontainers.image.title="sp500-engine" \
       org.opencontainers.image.description="A fast, honest S&P 500 portfolio engine, with MLflow tracking" \
       org.opencontainers.image.licenses="MIT"
 
-# DATA_PATH: the Kaggle archive, mounted read-only (with no CSVs there, the engine
-# generates its synthetic default under OUTPUT_PATH/cache). OUTPUT_PATH: a volume.
+# The working folder is /data, so the engine's default archive folder ./archive is
+# /data/archive, where the Kaggle archive is mounted read-only: with no CSVs there the
+# engine generates its synthetic default under OUTPUT_PATH/cache (a DATA_PATH given
+# explicitly must hold the archive). OUTPUT_PATH: a volume.
 # The root filesystem may be read-only (compose: read_only, with a tmpfs on /tmp), so
 # scratch space goes to /tmp: matplotlib's cache, and polars' out-of-core spill files
 # (by default under /var/tmp, where they fail; a full synthetic run spills ~40 MB).
@@ -74,7 +76,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     POLARS_OOC_SPILL_DIR=/tmp/polars-spill \
     MLFLOW_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=1 \
-    DATA_PATH=/data/archive \
     OUTPUT_PATH=/data/output
 
 # The unprivileged user `optimizer` (uid/gid 10001, no login shell), and the folders it may
@@ -90,7 +91,7 @@ COPY --from=builder /opt/venv /opt/venv
 
 # User `optimizer`, by number: Kubernetes' runAsNonRoot can only verify a numeric user.
 USER 10001:10001
-WORKDIR /data/output
+WORKDIR /data
 VOLUME ["/data/output"]
 
 # Cheap and meaningful: the entry point imports and every command registers.

@@ -106,7 +106,7 @@ def make_task(name: str, cache_dir: Path) -> Task:
 def panel_by_date(prices: Path, index: Path, load: bool = True):
     """The feature panel sorted by (date, symbol), as the pipeline normalises it.
 
-    Computed once per archive in a child process (``engine bench`` does it while preparing,
+    Computed once per archive in a child process (``python -m benchmarks`` does it while preparing,
     untimed) and kept beside the cache as Parquet: computed here, the feature stage's freed
     memory (which the allocator keeps) would stay in this process and count in the
     normalisation's peak.

@@ -33,28 +33,38 @@ if str(ROOT) not in sys.path:
 ENGINE = [str(ROOT / ".venv" / "bin" / "engine")]
 
 
+def default_archive(output: Path) -> Path:
+    """The folder of the embedded default synthetic archive under ``output``'s cache,
+    generated once."""
+    from engine.config import Paths
+    from engine.data.sources import DEFAULT_SPEC, ensure_synthetic, synthetic_folder
+
+    return ensure_synthetic(synthetic_folder(Paths(output=output), DEFAULT_SPEC), DEFAULT_SPEC)
+
+
 def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:
     """Median seconds of each model's whole walk-forward on the default archive."""
-    from engine.config import Settings
+    from engine.config import Paths, RunSpec, TrackingSpec
     from engine.data.sources import resolve_archive
     from engine.pipeline import StageTimer, prepare
     from engine.pipeline import evaluate as ev
     from engine.schema import ModelName
 
-    settings = Settings(data_path=Path("/nonexistent"), output_path=output, tracking=False)
-    archive = resolve_archive(settings)
+    paths = Paths(data=default_archive(output), output=output)
+    settings = RunSpec(paths=paths, tracking=TrackingSpec(enabled=False))
+    archive = resolve_archive(settings.paths)
     prepared = prepare(archive, settings, StageTimer())
     calendar = prepared.market.calendar
     out = {}
     for model in ModelName:
-        config = settings.replace(model=model)
+        config = settings.with_model(model).model
         runs = 1 if model in {ModelName.RANDOM_FOREST, ModelName.HIST_GBM} else repeat
         if runs > 1:
-            ev.score(prepared.data, config, model, calendar)  # warm-up
+            ev.score(prepared.data, config, settings.walk_forward.rebalance, calendar)  # warm-up
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            ev.score(prepared.data, config, model, calendar)
+            ev.score(prepared.data, config, settings.walk_forward.rebalance, calendar)
             times.append(time.perf_counter() - start)
         out[model.value] = statistics.median(times)
     return out
@@ -79,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cli", action="store_true", help="also time engine run commands")
     opts = parser.parse_args()
-    base = ["--data-path", "/nonexistent", "--output-path", str(opts.output)]
+    base = ["--data-path", str(default_archive(opts.output)), "--output-path", str(opts.output)]
     if opts.cli:
         cli_run(["--no-tracking", *base])  # warm the caches
     for model, seconds in walk_forward_times(opts.output, opts.repeat).items():

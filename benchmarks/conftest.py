@@ -3,7 +3,7 @@ whose ``testpaths`` is ``tests``).
 
 The data is the default synthetic archive (503 symbols, 2010-2024, 1.89M price rows), built
 once under ``BENCH_WORK`` (default ``.benchmarks/work`` in the checkout, git-ignored, shared
-with ``engine bench``) or taken from ``BENCH_ARCHIVE``; its Parquet cache goes to
+with ``python -m benchmarks``) or taken from ``BENCH_ARCHIVE``; its Parquet cache goes to
 ``BENCH_CACHE`` (default ``BENCH_WORK/cache``). ``bench_features.py`` reads the same two
 variables, so every suite here measures the same data. Files named ``bench_*.py`` are
 collected as test modules.

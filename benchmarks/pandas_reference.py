@@ -25,8 +25,8 @@ def inputs(archive: Any, settings: Any, data: Any) -> tuple[pd.DataFrame, pd.Dat
     engine scores (its active rebalances)."""
     from engine.pipeline.frame import cached_model_frame, label_end_name
 
-    frame = cached_model_frame(archive, settings, data.features)
-    frame = frame.rename({label_end_name(settings.horizon): LABEL_END}).to_pandas()
+    frame = cached_model_frame(archive, settings.features, settings.paths, data.features)
+    frame = frame.rename({label_end_name(settings.features.horizon): LABEL_END}).to_pandas()
     frame[list(data.features)] = frame[list(data.features)].astype(np.float64)
     return frame, pd.DatetimeIndex(data.rebalances[data.plan.active])
 

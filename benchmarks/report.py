@@ -184,7 +184,7 @@ def verdict_lines(doc: dict) -> list[str]:
 
 
 def render(doc: dict) -> str:
-    """The results as markdown (what ``engine bench`` writes to ``benchmarks.md``)."""
+    """The results as markdown (what ``python -m benchmarks`` writes to ``benchmarks.md``)."""
     limits, main = doc["limits"], doc["main"]
     parts = [
         machine_lines(doc),

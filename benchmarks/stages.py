@@ -82,12 +82,10 @@ class Context:
 
     @cached_property
     def settings(self) -> Any:
-        from engine.config import Settings
+        from engine.config import Paths, RunSpec, TrackingSpec
 
-        return Settings(
-            data_path=self.archive_dir, output_path=self.work / "output",
-            cache_path=self.cache, tracking=False,
-        )  # fmt: skip
+        paths = Paths(data=self.archive_dir, output=self.work / "output", cache=self.cache)
+        return RunSpec(paths=paths, tracking=TrackingSpec(enabled=False))
 
     @cached_property
     def prepared(self) -> Any:
@@ -98,7 +96,7 @@ class Context:
     def result(self, model: ModelName = ModelName.RIDGE) -> Any:
         from engine.pipeline import StageTimer, evaluate_model
 
-        config = self.settings.replace(model=model)
+        config = self.settings.with_model(model)
         return evaluate_model(self.archive, config, self.prepared, StageTimer())
 
     def table(self, name: str) -> Path:
@@ -177,14 +175,15 @@ def _feature_task(name: str) -> Callable[[Context], Task]:
 
 def _model_frame(ctx: Context) -> Task:
     from engine.features import DEFAULT_FEATURES
-    from engine.pipeline.frame import frame_files
+    from engine.pipeline.frame import frame_file
 
-    archive, settings = ctx.archive, ctx.settings.replace(cache_path=ctx.work / "frames")
+    archive, settings = ctx.archive, ctx.settings.replace(**{"paths.cache": ctx.work / "frames"})
 
     def setup() -> None:  # no model frame in the cache: every round builds it
         shutil.rmtree(ctx.work / "frames", ignore_errors=True)
 
-    return Task(lambda: frame_files(archive, settings, DEFAULT_FEATURES), setup)
+    return Task(lambda: frame_file(archive, settings.features, settings.paths, DEFAULT_FEATURES),
+                setup)  # fmt: skip
 
 
 def _features_file(engine: str) -> Callable[[Context], Task]:
@@ -210,8 +209,8 @@ def _walk_forward(model: ModelName) -> Callable[[Context], Task]:
         from engine.pipeline import evaluate as ev
 
         data, calendar = ctx.prepared.data, ctx.prepared.market.calendar
-        config = ctx.settings.replace(model=model)
-        return Task(lambda: ev.score(data, config, model, calendar))
+        config, rebalance = ctx.settings.with_model(model), ctx.settings.walk_forward.rebalance
+        return Task(lambda: ev.score(data, config.model, rebalance, calendar))
 
     return build
 
@@ -228,10 +227,11 @@ def _portfolio(scheme: Weighting) -> Callable[[Context], Task]:
     def build(ctx: Context) -> Task:
         from engine.pipeline import evaluate as ev
 
-        settings = ctx.settings.replace(weighting=scheme)
+        settings = ctx.settings.replace(**{"portfolio.weighting": scheme})
         predictions, market = ctx.result().predictions, ctx.prepared.market
-        spec = ev.portfolio_spec(settings, ModelName.RIDGE, 0)
-        return Task(lambda: ev.holdings_history(predictions, spec, market, settings.execution_lag))
+        spec = ev.portfolio_spec(settings.portfolio, ModelName.RIDGE, 0)
+        lag = settings.backtest.execution_lag
+        return Task(lambda: ev.holdings_history(predictions, spec, market, lag))
 
     return build
 
@@ -242,7 +242,7 @@ def _backtest(ctx: Context) -> Task:
     history, market, settings = ctx.result().history, ctx.prepared.market, ctx.settings
 
     def run() -> object:
-        equity, attribution = ev.run_backtest(history, market, settings)
+        equity, attribution = ev.run_backtest(history, market, settings.backtest)
         return ev.backtest_metrics(equity), attribution
 
     return Task(run)
@@ -253,16 +253,17 @@ def _mlflow_logging(ctx: Context) -> Task:
     import mlflow  # noqa: F401 - timed: the import is part of what tracking costs
 
     imported = time.perf_counter() - started
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import record
     from engine.report import write_outputs
 
-    settings = ctx.settings.replace(output_path=ctx.work / "mlflow", tracking=True)
+    settings = ctx.settings.replace(**{"paths.output": ctx.work / "mlflow",
+                                       "tracking.enabled": True})  # fmt: skip
     result = ctx.result()
-    files = write_outputs(result, settings.output_path, plots=True)
+    files = write_outputs(result, settings.paths.output, plots=True)
     started = time.perf_counter()
-    tracking.log_run(result, files, settings)  # creates the store: timed apart, as first_log_s
+    record.log_run(result, files, settings)  # creates the store: timed apart, as first_log_s
     first = time.perf_counter() - started
-    task = Task(lambda: tracking.log_run(result, files, settings))
+    task = Task(lambda: record.log_run(result, files, settings))
     task.extra |= {"import_mlflow_s": imported, "first_log_s": first}
     return task
 

@@ -1,5 +1,5 @@
 """The whole benchmark: every stage in a fresh process, the ``engine run`` commands and the
-scale curve, as one JSON document (``engine bench`` is its command line).
+scale curve, as one JSON document (``python -m benchmarks`` is its command line).
 
 Stages run in the order of ``stages.STAGES``, each pandas reference right after the engine
 stage it is compared with, so both see about the same load on a busy machine; the load
@@ -36,7 +36,7 @@ PREPARE_LIMIT_FACTOR = 2  # building the caches may use twice the stage limit (n
 REFERENCE_MAX_SCALE = 4.0  # pandas references beyond this scale would take minutes each
 SCALE_SKIP = frozenset({"pandas_walkforward"})  # ~10 min at 4x: measured at 1x only
 WARM_IMPORTS = (
-    "engine.cli, engine.pipeline, engine.lifecycle.tracking, engine.views.database, mlflow, sklearn.ensemble, "
+    "engine.cli, engine.pipeline, engine.lifecycle.tracking.record, engine.views.database, mlflow, sklearn.ensemble, "
     "sklearn.linear_model, pandas, benchmarks.stages"
 )
 Echo = Callable[[str], None]
@@ -87,7 +87,7 @@ class Options:
     only: frozenset[str] | None = None
     runs: bool = True
     rss_limit_mib: float = 8192.0
-    command: str = "engine bench"
+    command: str = "python -m benchmarks"
 
     def wants(self, name: str) -> bool:
         return self.only is None or name in self.only

@@ -1,246 +1,349 @@
-"""One frozen, typed Settings object: the only place that reads environment variables.
+"""The run's settings as nested frozen specs; the only reader of environment variables.
 
-Precedence: command-line flag > environment variable > default. ``cli.py`` builds
-the object once and passes it down; the whole of it is logged to MLflow.
+A ``RunSpec`` holds one spec per stage (paths, features, walk-forward, model, portfolio,
+backtest, tracking, promotion); each stage is given only its own. Every setting is
+defined once, here, as a dataclass field whose metadata gives its help text and, where it
+has them, its environment variable and command-line flag: the CLI's options and the
+MLflow params are generated from these fields.
+
+Precedence: command-line flag > environment variable > default. Values from flags, the
+environment and a logged ``spec.json`` go through the same coercion and checks (enums
+case-insensitive), so a bad value is the same one-line ``SettingsError`` whichever way it
+came.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import os
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.schema import ModelName, Normalisation, Rebalance, TrainWindow, Weighting
 
-# Environment variables the engine reads, and the Settings field each one feeds.
-ENV_VARS: dict[str, str] = {
-    "DATA_PATH": "data_path",
-    "OUTPUT_PATH": "output_path",
-    "CACHE_PATH": "cache_path",
-    "MODEL_TYPE": "model",
-    "TOP_STOCKS": "top_stocks",
-    "MLFLOW_TRACKING_URI": "tracking_uri",
-}
+ALL_MODELS = "all"  # MODEL_TYPE / --model value meaning every model
 
 
 class SettingsError(ValueError):
     """A setting has a value the engine cannot use; the message names it."""
 
 
+def setting(default: Any, help: str, *, env: str | None = None, flag: str | None = None,
+            short: str | None = None) -> Any:  # fmt: skip
+    """A spec field: ``default``, its ``help`` text, its environment variable ``env`` and its
+    command-line ``flag`` (default ``--<field-name>``) with an optional ``short`` form."""
+    return field(default=default, metadata={"help": help, "env": env, "flag": flag,
+                                            "short": short})  # fmt: skip
+
+
+# --- the specs ---------------------------------------------------------------------------
+DEFAULT_DATA = Path("archive")  # where the archive is looked for when DATA_PATH is not given
+
+
 @dataclass(frozen=True)
-class Settings:
-    """Everything a run depends on.
+class Paths:
+    """Where the run reads and writes. ``~`` is expanded once, here, so every reader (the
+    fingerprint, Polars, DuckDB) sees the same path. ``data`` None means "not given": the
+    run looks in ``./archive`` and may fall back to the synthetic default archive; a given
+    ``data`` must hold the archive."""
 
-    Attributes
-    ----------
-    data_path : folder holding the three Kaggle CSVs (``DATA_PATH``, default ``./archive``).
-    output_path : folder for outputs and the default MLflow store (``OUTPUT_PATH``).
-    cache_path : folder for the Parquet cache and the embedded synthetic archive
-        (``CACHE_PATH``, default ``<output_path>/cache``). Never inside ``data_path``,
-        which may be read-only.
-    model : model to walk forward (``MODEL_TYPE``).
-    top_stocks : number of names held (``TOP_STOCKS``).
-    tracking_uri : MLflow tracking URI (``MLFLOW_TRACKING_URI``); ``None`` means a SQLite
-        store at ``<output_path>/mlflow.db``.
-    tracking : log to MLflow at all (``--no-tracking`` turns it off; mlflow is then never
-        imported).
-    horizon : label horizon in trading days (forward return from t to t + horizon).
-    rebalance : rebalance frequency; the rebalance date is the last trading day of each period.
-    train_window : expanding or rolling training window.
-    rolling_periods : number of rebalance periods in a rolling window.
-    min_train_periods : rebalance periods of labelled history required before the first
-        prediction.
-    normalisation : cross-sectional normalisation of features on each date.
-    sector_neutral : demean normalised features within (date, sector).
-    alpha : penalty of the linear model, in scikit-learn's units: ridge's L2 penalty on the
-        centred sum of squares; lasso's / elastic net's overall penalty per row. ``None``
-        means the model's default (``engine.research.models.DEFAULT_ALPHA``).
-    l1_ratio : elastic net mixing parameter (1 = lasso, 0 = ridge), in [0, 1].
-    tune : choose the linear penalty at every rebalance by inner, time-ordered validation
-        on the training periods only (held-out MSE), instead of using ``alpha``.
-    validation_periods : trailing training periods held out by that inner validation.
-    refit_every : rebalances between refits of the tree models; ``None`` means one year
-        (12 monthly, 52 weekly or 4 quarterly rebalances). Linear models refit every time.
-    train_dates : trading dates sampled (seeded) for each tree refit (~500 rows per date).
-    n_jobs : threads for the tree models. Default 1: on a shared 2-core machine two
-        OpenMP threads were measured 2-6x *slower* than one (threads spin while the other
-        core is busy); set 2 on an idle machine.
-    purge : train only on rows whose label is known at the rebalance (the default and the
-        only honest choice; ``False`` exists for the leakage tests).
-    feature_cache : memoise the normalised model frame in the Parquet cache, keyed by the
-        data, the feature settings and the feature code.
-    weighting : portfolio weighting scheme.
-    max_weight : cap on each name's weight (raised to 1 / top_stocks when below it).
-    sector_cap : cap on each sector's total weight, or ``None``; names that cannot meet
-        it leave the remainder in cash.
-    risk_aversion : lambda in mean-variance, max mu'w - lambda / 2 w'Sw (annualised).
-    cost_bps : trading cost, in basis points of traded value (one-way turnover).
-    execution_lag : trading days between the signal (close of T) and the trade (close of
-        T + lag); the new weights earn returns from the day after the trade.
-    seed : seed for every random choice.
-    registered_model : registry name the run's model is registered under; ``None`` means
-        ``sp500-<model>``.
-    promote_metrics : metrics gating promotion to ``champion`` (``ic`` = ``ic_mean``,
-        ``r2`` = ``r2_oos``, ``ir`` = the net information ratio vs the index, or any metric
-        name); higher is better.
-    promote_thresholds : absolute minimum of each promote metric, in the same order.
-    tracking_timeout : seconds an MLflow server request may take before it fails.
-    tracking_retries : retries of a failed MLflow server request.
-    """
-
-    data_path: Path = Path("archive")
-    output_path: Path = Path("output")
-    cache_path: Path | None = None
-    model: ModelName = ModelName.RIDGE
-    top_stocks: int = 10
-    tracking_uri: str | None = None
-    tracking: bool = True
-    horizon: int = 21
-    rebalance: Rebalance = Rebalance.MONTHLY
-    train_window: TrainWindow = TrainWindow.EXPANDING
-    rolling_periods: int = 60
-    min_train_periods: int = 12
-    normalisation: Normalisation = Normalisation.RANK
-    sector_neutral: bool = False
-    alpha: float | None = None
-    l1_ratio: float = 0.5
-    tune: bool = False
-    validation_periods: int = 12
-    refit_every: int | None = None
-    train_dates: int = 120
-    n_jobs: int = 1
-    purge: bool = True
-    feature_cache: bool = True
-    weighting: Weighting = Weighting.EQUAL
-    max_weight: float = 0.2
-    sector_cap: float | None = None
-    risk_aversion: float = 1.0
-    cost_bps: float = 10.0
-    execution_lag: int = 1
-    seed: int = 0
-    registered_model: str | None = None
-    promote_metrics: tuple[str, ...] = ("ic", "ir")
-    promote_thresholds: tuple[float, ...] = (0.01, 0.0)
-    tracking_timeout: int = 10
-    tracking_retries: int = 2
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    data: Path | None = setting(None, "Folder with the three Kaggle CSVs [./archive, or the "
+                                "synthetic default archive when that is empty].",
+                                env="DATA_PATH", flag="--data-path")  # fmt: skip
+    output: Path = setting(Path("output"), "Folder for outputs and the default MLflow store.",
+                           env="OUTPUT_PATH", flag="--output-path")  # fmt: skip
+    cache: Path | None = setting(None, "Folder for the Parquet cache and the synthetic default "
+                                 "archive [OUTPUT_PATH/cache].", env="CACHE_PATH",
+                                 flag="--cache-path")  # fmt: skip
+    frame_cache: bool = setting(True, "Reuse the normalised model frame cached for this data "
+                                "and feature spec.", flag="--no-feature-cache")  # fmt: skip
+    strict_data: bool = setting(False, "Refuse an archive with implausible prices (under a "
+                                "cent, one-day moves by x2 that reverse, split-sized gaps in "
+                                "Adj Close) instead of warning.", env="STRICT_DATA",
+                                flag="--strict")  # fmt: skip
 
     def __post_init__(self) -> None:
-        coerce = {
-            "data_path": Path,
-            "output_path": Path,
-            "model": ModelName,
-            "rebalance": Rebalance,
-            "train_window": TrainWindow,
-            "normalisation": Normalisation,
-            "weighting": Weighting,
-        }
-        for name, kind in coerce.items():
+        for name in ("data", "output", "cache"):
             value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError as exc:
-                choices = ", ".join(m.value for m in kind) if hasattr(kind, "__members__") else ""
-                raise SettingsError(f"{name}: {value!r} is not valid ({choices})") from exc
-        if self.cache_path is None:
-            object.__setattr__(self, "cache_path", self.output_path / "cache")
-        else:
-            object.__setattr__(self, "cache_path", Path(self.cache_path))
-        for name in ("top_stocks", "horizon", "min_train_periods", "rolling_periods"):
-            if int(getattr(self, name)) < 1:
-                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.execution_lag < 0:
-            raise SettingsError(f"execution_lag must be >= 0, got {self.execution_lag}")
-        if self.cost_bps < 0:
-            raise SettingsError(f"cost_bps must be >= 0, got {self.cost_bps}")
-        if self.alpha is not None and self.alpha < 0:
-            raise SettingsError(f"alpha must be >= 0, got {self.alpha}")
-        self._check_model_and_portfolio()
-        self._check_promotion_policy()
+            if value is not None:
+                object.__setattr__(self, name, Path(value).expanduser())
 
-    def _check_model_and_portfolio(self) -> None:
+    @property
+    def data_dir(self) -> Path:
+        """The archive folder: ``data``, or ``./archive`` when not given."""
+        return self.data if self.data is not None else DEFAULT_DATA
+
+    @property
+    def cache_dir(self) -> Path:
+        """The cache folder (``cache``, defaulted to ``output/cache``)."""
+        return Path(self.cache or self.output / "cache")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model frame holds: every field here changes its values (and its cache key)."""
+
+    horizon: int = setting(21, "Label horizon, trading days.")
+    normalisation: Normalisation = setting(Normalisation.RANK, "Per-date feature normalisation.")
+    sector_neutral: bool = setting(False, "Demean normalised features within each sector.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "horizon", 1)
+
+
+@dataclass(frozen=True)
+class WalkForwardSpec:
+    """When models are refitted and on which rows."""
+
+    rebalance: Rebalance = setting(Rebalance.MONTHLY, "Rebalance frequency.")
+    train_window: TrainWindow = setting(TrainWindow.EXPANDING, "Training window.")
+    rolling_periods: int = setting(60, "Rebalance periods in a rolling window.")
+    min_train_periods: int = setting(12, "Rebalance periods of labelled history before the "
+                                     "first prediction.")  # fmt: skip
+    purge: bool = True  # train only on labels known at the rebalance (off: leakage tests only)
+
+    def __post_init__(self) -> None:
+        _at_least(self, "rolling_periods", 1)
+        _at_least(self, "min_train_periods", 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model is walked forward, and its hyperparameters."""
+
+    name: ModelName = setting(ModelName.RIDGE, "Model to walk forward.", env="MODEL_TYPE",
+                              flag="--model", short="-m")  # fmt: skip
+    alpha: float | None = setting(None, "Linear penalty, scikit-learn units [ridge 1.0, lasso "
+                                  "1e-4, elasticnet 2e-4].")  # fmt: skip
+    l1_ratio: float = setting(0.5, "Elastic net L1 share, in [0, 1].")
+    tune: bool = setting(False, "Choose the linear penalty at each rebalance by inner "
+                         "time-ordered validation.")  # fmt: skip
+    validation_periods: int = setting(12, "Training periods held out by --tune (a rebalance "
+                                      "with too few keeps the fixed penalty).")  # fmt: skip
+    refit_every: int | None = setting(None, "Rebalances between tree-model refits [one year].")
+    train_dates: int = setting(120, "Dates sampled per tree-model refit.")
+    n_jobs: int = setting(1, "Threads for tree models; 2 on an idle 2-core machine.")
+    seed: int = setting(0, "Seed of every random choice.")
+
+    def __post_init__(self) -> None:
         for name in ("validation_periods", "train_dates", "n_jobs"):
-            if int(getattr(self, name)) < 1:
-                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.refit_every is not None and self.refit_every < 1:
-            raise SettingsError(f"refit_every must be >= 1, got {self.refit_every}")
+            _at_least(self, name, 1)
+        if self.refit_every is not None:
+            _at_least(self, "refit_every", 1)
+        if self.alpha is not None and not 0 <= self.alpha < float("inf"):
+            raise SettingsError(f"alpha must be a finite number >= 0, got {self.alpha}")
         if not 0 <= self.l1_ratio <= 1:
             raise SettingsError(f"l1_ratio must be in [0, 1], got {self.l1_ratio}")
+
+
+@dataclass(frozen=True)
+class PortfolioSpec:
+    """How scores become weights at each rebalance."""
+
+    top_stocks: int = setting(10, "Names held in the portfolio.", env="TOP_STOCKS",
+                         flag="--top-stocks", short="-n")  # fmt: skip
+    weighting: Weighting = setting(Weighting.EQUAL, "Portfolio weighting.")
+    max_weight: float = setting(0.2, "Cap on each name's weight (never below 1/TOP_STOCKS).")
+    sector_cap: float | None = setting(None, "Cap on each sector's weight [none].")
+    risk_aversion: float = setting(1.0, "Mean-variance lambda, annualised.")
+
+    def __post_init__(self) -> None:
+        _at_least(self, "top_stocks", 1)
         if not 0 < self.max_weight <= 1:
             raise SettingsError(f"max_weight must be in (0, 1], got {self.max_weight}")
         if self.sector_cap is not None and not 0 < self.sector_cap <= 1:
             raise SettingsError(f"sector_cap must be in (0, 1], got {self.sector_cap}")
-        if self.risk_aversion <= 0:
+        if not 0 < self.risk_aversion < float("inf"):
             raise SettingsError(f"risk_aversion must be > 0, got {self.risk_aversion}")
 
-    def _check_promotion_policy(self) -> None:
-        metrics = tuple(self.promote_metrics)
-        thresholds = tuple(float(t) for t in self.promote_thresholds)
-        object.__setattr__(self, "promote_metrics", metrics)
-        object.__setattr__(self, "promote_thresholds", thresholds)
-        if not metrics or len(metrics) != len(thresholds):
+
+@dataclass(frozen=True)
+class BacktestSpec:
+    """Trading costs and timing."""
+
+    cost_bps: float = setting(10.0, "Trading cost per unit of turnover, basis points.")
+    execution_lag: int = setting(1, "Trading days from signal (close of T) to trade.")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cost_bps < float("inf"):
+            raise SettingsError(f"cost_bps must be >= 0, got {self.cost_bps}")
+        _at_least(self, "execution_lag", 0)
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    """Whether and where the run is recorded in MLflow. ``uri`` None means a SQLite store
+    at ``<output>/mlflow.db`` (``RunSpec.mlflow_uri``)."""
+
+    enabled: bool = setting(True, "Log to MLflow (off: mlflow is not even imported).",
+                            flag="--no-tracking")  # fmt: skip
+    uri: str | None = setting(None, "MLflow tracking URI [a SQLite store OUTPUT_PATH/mlflow.db].",
+                              env="MLFLOW_TRACKING_URI", flag="--tracking-uri")  # fmt: skip
+    registered_model: str | None = setting(None, "Registry name of the model "
+                                           "[sp500-<model>].")  # fmt: skip
+    timeout: int = 10  # seconds an MLflow server request may take before it fails
+    retries: int = 2  # retries of a failed MLflow server request
+
+    def __post_init__(self) -> None:
+        _at_least(self, "timeout", 1)
+        _at_least(self, "retries", 0)
+        if self.uri:
+            _check_uri(self.uri)
+
+
+def _check_uri(uri: str) -> None:
+    """A tracking URI that parses: its port (if any) a whole number, a host for a server."""
+    import re
+    from urllib.parse import urlsplit
+
+    shown = re.sub(r"(?<=://)[^/@]*@", "", uri)  # no user info (a password) in the message
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - reading it raises ValueError unless it is a number
+    except ValueError as exc:
+        raise SettingsError(f"tracking URI {shown!r} is not a valid URI: {exc}") from None
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise SettingsError(f"tracking URI {shown!r} names no host: expected {parts.scheme}://"
+                            "host[:port]")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PromotionSpec:
+    """The promotion policy: metrics that gate ``champion`` (higher is better; ``ic`` =
+    ``ic_mean``, ``ir`` = net information ratio vs the index, ``r2`` = ``r2_oos``, or any
+    metric name) and the absolute minimum of each, in the same order."""
+
+    metrics: tuple[str, ...] = setting(("ic", "ir"), "Metric gating promotion to champion "
+                                       "(repeatable).", flag="--promote-metric")  # fmt: skip
+    thresholds: tuple[float, ...] = setting((0.01, 0.0), "Absolute minimum of each "
+                                            "--promote-metric, in order.",
+                                            flag="--promote-threshold")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if not self.metrics or len(self.metrics) != len(self.thresholds):
             raise SettingsError(
-                f"promotion policy needs one threshold per metric, got metrics {list(metrics)} "
-                f"and thresholds {list(thresholds)}"
+                f"promotion policy needs one threshold per metric, got metrics "
+                f"{list(self.metrics)} and thresholds {list(self.thresholds)}"
             )
-        if self.tracking_timeout < 1 or self.tracking_retries < 0:
-            raise SettingsError("tracking_timeout must be >= 1 s and tracking_retries >= 0")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run depends on, one spec per stage."""
+
+    paths: Paths = field(default_factory=Paths)
+    features: FeatureSpec = field(default_factory=FeatureSpec)
+    walk_forward: WalkForwardSpec = field(default_factory=WalkForwardSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    portfolio: PortfolioSpec = field(default_factory=PortfolioSpec)
+    backtest: BacktestSpec = field(default_factory=BacktestSpec)
+    tracking: TrackingSpec = field(default_factory=TrackingSpec)
+    promotion: PromotionSpec = field(default_factory=PromotionSpec)
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The tracking store: ``tracking.uri``, else SQLite at ``<output>/mlflow.db``."""
+        if self.tracking.uri:
+            return self.tracking.uri
+        return f"sqlite:///{(self.paths.output / 'mlflow.db').resolve()}"
 
     @property
     def registered_model_name(self) -> str:
         """The registry name of this run's model: ``sp500-<model>`` unless configured."""
-        return self.registered_model or f"sp500-{self.model.value}"
+        return self.tracking.registered_model or f"sp500-{self.model.name.value}"
 
+    def with_model(self, name: ModelName) -> RunSpec:
+        """This spec for another model (``engine run --model all``)."""
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, name=name))
+
+    def replace(self, **changes: Any) -> RunSpec:
+        """A copy with dotted settings changed, e.g. ``replace(**{"model.alpha": 2.0})``."""
+        return RunSpec.from_dict(_nest(changes), base=self)
+
+    # --- building and recording ----------------------------------------------------------
     @classmethod
     def from_env(
         cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        """Build settings from the environment, then apply ``overrides`` (flags).
-
-        ``None`` values in ``overrides`` mean "flag not given" and do not override.
-        """
+    ) -> RunSpec:
+        """Build the spec from environment variables, then apply ``overrides`` (flags),
+        keyed by dotted setting (``"portfolio.top_stocks"``); None means "flag not given"."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for var, name in ENV_VARS.items():
-            raw = env.get(var)
-            if raw:
-                values[name] = _parse_env(name, var, raw)
-        for name, value in (overrides or {}).items():
-            if value is not None:
-                values[name] = value
-        return cls(**values)
+        for name, meta in settings():
+            raw = env.get(meta["env"]) if meta["env"] else None
+            if raw and not (name == "model.name" and raw.strip().lower() == ALL_MODELS):
+                values[name] = _EnvValue(meta["env"], raw)
+        values |= {k: v for k, v in (overrides or {}).items() if v is not None}
+        return cls.from_dict(_nest(values))
 
-    @property
-    def mlflow_uri(self) -> str:
-        """The tracking URI in force: the configured one, else SQLite under the output folder."""
-        if self.tracking_uri:
-            return self.tracking_uri
-        return f"sqlite:///{(self.output_path / 'mlflow.db').resolve()}"
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], base: RunSpec | None = None) -> RunSpec:
+        """A spec from nested plain values (``to_dict``'s output, or part of it) over
+        ``base`` (default: the defaults); unknown sections or settings are errors."""
+        base = base or cls()
+        unknown = set(document) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings section(s): {', '.join(sorted(unknown))}")
+        parts = {
+            f.name: _section(getattr(base, f.name), f.name, document.get(f.name, {}))
+            for f in dataclasses.fields(cls)
+        }
+        return cls(**parts)
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (the object itself is frozen)."""
-        return dataclasses.replace(self, **changes)
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain values (JSON-ready), the tracking URI without credentials."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        if self.tracking.uri:
+            out["tracking"]["uri"] = redact_uri(self.tracking.uri)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def as_params(self) -> dict[str, str]:
-        """Flat string mapping of every setting, for MLflow params and reports.
+        """Flat dotted name -> string of every setting, for MLflow params and reports."""
+        return {
+            f"{section}.{name}": _text(value)
+            for section, values in self.to_dict().items()
+            for name, value in values.items()
+        }
 
-        The tracking URI is reduced to its scheme and host so that credentials embedded
-        in it never reach a log or a param.
-        """
-        out: dict[str, str] = {}
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if f.name == "tracking_uri":
-                value = redact_uri(value) if value else "sqlite (default)"
-            out[f.name] = str(value.value if hasattr(value, "value") else value)
-        for key, value in self.extra.items():
-            out[f"extra.{key}"] = str(value)
-        return out
+
+# --- the settings' definitions, for the CLI and the environment ------------------------
+def settings() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(dotted name, metadata) of every setting with a help text, in definition order."""
+    for section in dataclasses.fields(RunSpec):
+        for f in dataclasses.fields(section.default_factory):  # type: ignore[arg-type]
+            if f.metadata.get("help"):
+                yield f"{section.name}.{f.name}", f.metadata
+
+
+def setting_type(dotted: str) -> Any:
+    """The annotated type of a dotted setting, e.g. ``int | None``."""
+    section, name = dotted.split(".")
+    spec = typing.get_type_hints(RunSpec)[section]
+    return typing.get_type_hints(spec)[name]
+
+
+def setting_default(dotted: str) -> Any:
+    section, name = dotted.split(".")
+    return getattr(getattr(RunSpec(), section), name)
+
+
+def requested_models(flag: str | None, environ: Mapping[str, str] | None = None) -> tuple:
+    """The models ``engine run`` walks forward: the flag, else ``MODEL_TYPE``, else ridge;
+    ``all`` (any case) means every model."""
+    env = os.environ if environ is None else environ
+    raw = flag if flag is not None else (env.get("MODEL_TYPE") or ModelName.RIDGE.value)
+    if raw.strip().lower() == ALL_MODELS:
+        return tuple(ModelName)
+    return (_coerce(raw, ModelName, "model.name"),)
 
 
 def redact_uri(uri: str) -> str:
@@ -255,10 +358,115 @@ def redact_uri(uri: str) -> str:
     return f"{parts.scheme}://{host}{parts.path}"
 
 
-def _parse_env(name: str, var: str, raw: str) -> Any:
-    if name == "top_stocks":
-        try:
-            return int(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{var}={raw!r} is not a whole number") from exc
-    return raw
+# --- coercion ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _EnvValue:
+    """A raw environment value, remembered with its variable for error messages."""
+
+    var: str
+    raw: str
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for dotted, value in flat.items():
+        section, _, name = dotted.partition(".")
+        if not name:
+            raise SettingsError(f"setting {dotted!r} is not of the form section.name")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _section(base: Any, section: str, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(type(base))
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) in {section}: {', '.join(sorted(unknown))}")
+    changes = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()}
+    try:
+        return dataclasses.replace(base, **changes)
+    except SettingsError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{section}: {exc}") from None
+
+
+def _coerce(value: Any, kind: Any, name: str) -> Any:
+    """``value`` (a flag's, an environment variable's or a JSON value) as type ``kind``."""
+    where = f"{value.var}={value.raw!r}" if isinstance(value, _EnvValue) else f"{name}={value!r}"
+    raw = value.raw if isinstance(value, _EnvValue) else value
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none")):
+            return None
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    if typing.get_origin(kind) is tuple:
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return tuple(_coerce(item, args[0], name) for item in items)
+    try:
+        return _scalar(raw, kind)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{where} is not {_expected(kind)}") from None
+
+
+def _scalar(raw: Any, kind: Any) -> Any:
+    if _is_enum(kind):
+        return kind(raw.strip().lower() if isinstance(raw, str) else raw)
+    if kind is bool:
+        if isinstance(raw, str):
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(raw)
+            return lowered in ("true", "1", "yes")
+        return bool(raw)
+    if kind is int:
+        if isinstance(raw, float) and not raw.is_integer():
+            raise ValueError(raw)
+        return int(raw.strip() if isinstance(raw, str) else raw)
+    if kind is float:
+        return float(raw)
+    if kind is Path:
+        return Path(raw)
+    return str(raw).strip() if isinstance(raw, str) else raw
+
+
+def _is_enum(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
+
+
+def _expected(kind: Any) -> str:
+    if _is_enum(kind):
+        return f"one of {', '.join(m.value for m in kind)}"
+    return {int: "a whole number", float: "a number", bool: "true or false"}.get(kind, "valid")
+
+
+def _at_least(spec: Any, name: str, low: int) -> None:
+    value = getattr(spec, name)
+    if value < low:
+        section = type(spec).__name__
+        raise SettingsError(f"{name} must be >= {low}, got {value} ({section})")
+
+
+def _plain(spec: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(spec):
+        value = getattr(spec, f.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "None" if value is None else str(value)
+
+
+# Environment variables the engine reads -> the dotted setting each one feeds.
+ENV_VARS: dict[str, str] = {meta["env"]: name for name, meta in settings() if meta["env"]}

@@ -1,4 +1,4 @@
-"""Column names, Polars schemas and enums shared by every stage.
+"""Column names and enums shared by every stage.
 
 The Kaggle "S&P 500 Stocks" archive uses title-case column names with spaces
 (``Adj Close``). Everything after the archive layer uses the snake_case names
@@ -9,10 +9,6 @@ the CSV reader/writer.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import polars as pl
 
 # --- file names -----------------------------------------------------------------
 STOCKS_FILE = "sp500_stocks.csv"
@@ -82,6 +78,8 @@ SECTOR = "sector"
 INDUSTRY = "industry"
 SCORE = "score"
 WEIGHT = "weight"
+# The columns of a portfolio file (portfolio_<model>.csv, predict_<model>_<date>.csv).
+PORTFOLIO_COLUMNS = (DATE, SYMBOL, NAME, SECTOR, WEIGHT, SCORE)
 
 STOCKS_RENAME = {
     "Date": DATE,
@@ -95,39 +93,14 @@ STOCKS_RENAME = {
 }
 INDEX_RENAME = {"Date": DATE, "S&P500": INDEX_LEVEL}
 
-# Schemas of the validated Parquet cache (what the rest of the engine reads):
-# PRICES_SCHEMA, INDEX_SCHEMA and COMPANIES_SCHEMA, built on first use (``__getattr__``)
-# so that importing this module, and so starting the CLI, does not import Polars (~0.25 s;
-# `engine run` starts its MLflow worker that much sooner).
+# Snake_case names of the companies table, in file order (its Polars schema, like the
+# other tables', is ``engine.data.archive.spec``'s: this module imports no Polars).
 COMPANIES_NAMES = (
     "exchange", SYMBOL, "shortname", NAME, SECTOR, INDUSTRY, "currentprice", "marketcap",
     "ebitda", "revenuegrowth", "city", "state", "country", "fulltimeemployees",
     "longbusinesssummary", "weight",
 )  # fmt: skip
 COMPANIES_RENAME = dict(zip(COMPANIES_COLUMNS, COMPANIES_NAMES, strict=True))
-
-
-def _schemas() -> dict[str, pl.Schema]:
-    import polars as pl
-
-    text = (NAME, SECTOR, INDUSTRY, SYMBOL, "exchange", "shortname", "city", "state", "country",
-            "longbusinesssummary")  # fmt: skip
-    prices = {DATE: pl.Date, SYMBOL: pl.String}
-    prices |= dict.fromkeys((ADJ_CLOSE, CLOSE, HIGH, LOW, OPEN, VOLUME), pl.Float64)
-    return {
-        "PRICES_SCHEMA": pl.Schema(prices),
-        "INDEX_SCHEMA": pl.Schema({DATE: pl.Date, INDEX_LEVEL: pl.Float64}),
-        "COMPANIES_SCHEMA": pl.Schema(
-            {n: pl.String if n in text else pl.Float64 for n in COMPANIES_NAMES}
-        ),
-    }
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("PRICES_SCHEMA", "INDEX_SCHEMA", "COMPANIES_SCHEMA"):
-        globals().update(_schemas())
-        return globals()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- enums --------------------------------------------------------------------------
@@ -139,6 +112,10 @@ class ModelName(StrEnum):
     HIST_GBM = "hist_gbm"
     MOMENTUM = "momentum"
     EQUAL_WEIGHT = "equal_weight"
+
+
+# Models without a fitted scorer: rules scored from the features themselves.
+BASELINES = frozenset({ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT})
 
 
 class Weighting(StrEnum):

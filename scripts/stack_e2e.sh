@@ -4,8 +4,8 @@
 #   2. start mlflow-server and wait until its healthcheck says healthy,
 #   3. check the image as a reviewer would: non-root user, read-only archive mount,
 #   4. run portfolio-optimizer once (synthetic default data: an empty archive is mounted),
-#   5. check through the REST API, from the host (127.0.0.1:5001) and from a container on
-#      portfolio-mlflow-net (mlflow-server:5000), that the run is tracked, its artifacts
+#   5. check through the REST API, from the host (127.0.0.1, a free port) and from a container on
+#      the test's own network (mlflow-server:5000), that the run is tracked, its artifacts
 #      went through the server and sp500-<MODEL_TYPE> has a champion (docker/check_stack.py),
 #   6. tear the stack down, volumes included (KEEP_STACK=1 leaves it up).
 #
@@ -43,6 +43,11 @@ fi
 say "compose tool: ${COMPOSE_CMD[*]} $("${COMPOSE_CMD[@]}" version --short 2>/dev/null || true)"
 
 PROJECT="${E2E_PROJECT:-sp500-e2e}"
+# A network and a host port of its own, so the test never collides with a stack already
+# running on this machine (the defaults: portfolio-mlflow-net, 5001).
+export MLFLOW_NETWORK="${PROJECT}-net"
+MLFLOW_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+export MLFLOW_PORT
 MODEL="${MODEL_TYPE:-ridge}"
 export MODEL_TYPE="${MODEL}"
 ENGINE_IMAGE="${ENGINE_IMAGE:-sp500-engine:e2e}"
@@ -129,9 +134,9 @@ fi
 rm -f "${run_log}"
 
 banner "checks through the REST API"
-say "from the host, through the published port:"
-python3 docker/check_stack.py "http://127.0.0.1:5001" "sp500-${MODEL}"
-say "from a container on portfolio-mlflow-net (Host: mlflow-server:5000):"
+say "from the host, through the published port ${MLFLOW_PORT}:"
+python3 docker/check_stack.py "http://127.0.0.1:${MLFLOW_PORT}" "sp500-${MODEL}"
+say "from a container on ${MLFLOW_NETWORK} (Host: mlflow-server:5000):"
 compose run --rm --no-deps -T \
     -v "${PWD}/docker/check_stack.py:/opt/check_stack.py:ro" \
     --entrypoint python portfolio-optimizer \

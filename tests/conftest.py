@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -24,6 +26,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "MLFLOW_TRACKING_URI",
     ):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _engine_log_level_restored() -> Iterator[None]:
+    """A CLI call sets the ``engine`` logger's level for its process (-q, -v); tests calling
+    the CLI in-process must not leave it to the next test."""
+    yield
+    logging.getLogger("engine").setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 
-from engine.schema import INDEX_SCHEMA, PRICES_SCHEMA
+from engine.data.archive.spec import INDEX_SCHEMA, PRICES_SCHEMA
 
 
 def business_days(start: date, n: int) -> list[date]:

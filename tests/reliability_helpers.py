@@ -8,19 +8,22 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 from click.testing import CliRunner
 
 from engine.cli import main
@@ -215,18 +218,19 @@ def assert_no_partial_files(folder: Path) -> list[Path]:
 
 def assert_valid_cache(cache: Path) -> None:
     """Every table directory of the cache has a manifest matching its Parquet files, and
-    every model-frame directory one matching its numpy files; a directory without a
-    manifest holds no file a reader uses (it is rebuilt)."""
+    every model-frame file (``engine.pipeline.store``) reads whole with the rows its
+    metadata says; a directory without a manifest holds no file a reader uses (it is
+    rebuilt)."""
     for manifest in cache.rglob("manifest.json"):
         meta = json.loads(manifest.read_text())
         for name, table in meta.get("tables", {}).items():
             path = manifest.parent / f"{name}.parquet"
             assert path.stat().st_size == table["bytes"], path
             assert pl.read_parquet(path).height == table["rows"], path
-        for name, size in meta.get("bytes", {}).items():  # a model frame (engine.pipeline.store)
-            path = manifest.parent / f"{name}.npy"
-            assert path.stat().st_size == size, path
-            assert len(np.load(path, mmap_mode="r")) == meta["rows"], path
+    for path in cache.glob("frames/*.arrow"):
+        with pa.OSFile(str(path)) as source:
+            reader = pa.ipc.open_file(source)
+            assert reader.read_all().num_rows == int(reader.schema.metadata[b"rows"]), path
 
 
 def comparable_outputs(folder: Path, names: Sequence[str]) -> dict[str, bytes]:
@@ -263,3 +267,188 @@ def time_limit(seconds: float, what: str = "the case") -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# --- signalling a running engine at a chosen point ---------------------------------------------
+@dataclass
+class Watch:
+    """A running engine process, its stderr lines so far, and a parser of visible files."""
+
+    out: Path
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line.rstrip("\n"))
+
+    def read_stdout(self, stream) -> None:
+        self.stdout.extend(stream)
+
+    def inspect(self) -> None:
+        """Keep parsing every visible file while the process runs (a torn file would show)."""
+        while not self.stop.is_set():
+            try:
+                assert_no_partial_files(self.out)
+            except AssertionError as exc:
+                self.problems.append(str(exc))
+            except FileNotFoundError:  # a folder renamed away while it was walked: look again
+                pass
+            time.sleep(0.01)
+
+    def saw(self, pattern: str) -> bool:
+        return any(re.search(pattern, line) for line in list(self.lines))
+
+
+Trigger = Callable[[Watch], bool]
+
+
+def signal_when(
+    args: Sequence[str],
+    out: Path,
+    trigger: Trigger,
+    sig: int,
+    delay: float = 0.0,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> tuple[Watch, int, bool]:
+    """Start ``engine <args>`` and send ``sig`` to its process group (as a terminal sends
+    Ctrl-C) ``delay`` s after ``trigger`` holds; wait for it to end. Returns the watch, the
+    exit code, and whether every process of its group (the tracking worker included) had
+    ended by itself within ``timeout`` s. The test fails if the process ended before the
+    signal (the point was never reached) or did not end within ``timeout`` s of it."""
+    proc = spawn(args, env)
+    watch = Watch(out)
+    threads = [
+        threading.Thread(target=watch.read, args=(proc.stderr,), daemon=True),
+        threading.Thread(target=watch.read_stdout, args=(proc.stdout,), daemon=True),
+        threading.Thread(target=watch.inspect, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not trigger(watch):
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"the run ended (exit {proc.returncode}) before the signal point:\n"
+                    + "\n".join(watch.lines[-20:])
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError("signal point never reached")
+            time.sleep(0.001)
+        time.sleep(delay)
+        kill_group(proc, sig)
+        code = proc.wait(timeout=timeout)
+        ended = group_ends(proc.pid, timeout)
+    finally:
+        kill_group(proc)
+        proc.wait(timeout=30)
+        for thread in threads[:2]:
+            thread.join(timeout=10)
+        watch.stop.set()
+        threads[2].join(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    return watch, code, ended
+
+
+def group_ends(proc_or_pid: int, timeout: float = 30) -> bool:
+    """Whether every process of the process group ``proc_or_pid`` ends within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc_or_pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def table_written_in(cache: Path) -> Trigger:
+    """A table of a cache entry ``cache/<key>/`` is being (or has just been) written: its
+    temporary file or folder, or its Parquet or Arrow file, appeared."""
+
+    def seen(_: Watch) -> bool:
+        return any(
+            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".arrow"})
+            and p.parent.name != "frames"
+            for p in cache.glob("*/*")
+        )
+
+    return seen
+
+
+def line(pattern: str) -> Trigger:
+    return lambda watch: watch.saw(pattern)
+
+
+def after(seconds: float) -> Trigger:
+    start = time.monotonic()
+    return lambda _: time.monotonic() - start >= seconds
+
+
+def first_output(out: Path, model: str) -> Trigger:
+    names = output_names(model, plots=True)
+    return lambda _: (
+        any((out / n).exists() for n in names)
+        or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
+    )
+
+
+# --- memory of a real process -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    """How a process ended and the most memory it held (``peak``: bytes resident, its own
+    high-water mark; ``capped``: it was killed for passing the cap)."""
+
+    outcome: Outcome
+    peak: int
+    capped: bool
+
+
+def run_with_rss_cap(
+    args: Sequence[str], cap: int, env: dict[str, str] | None = None, timeout: float = 300
+) -> Measured:
+    """``engine <args>`` as a real process, killed as soon as it holds more than ``cap``
+    bytes resident (polled every 20 ms), so that a regression cannot take the shared
+    machine's memory. Its peak is its own high-water mark (``VmHWM``), read at each poll:
+    the kernel's ``ru_maxrss`` of a child is no use here, as it counts the memory of the
+    (large) test process the child was forked from. Output goes to files: nothing blocks
+    on a full pipe. Fails the test after ``timeout``."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([ENGINE, *args], stdout=out, stderr=err, text=True,
+                                env=env or child_env(), start_new_session=True)  # fmt: skip
+        capped, peak, deadline = False, 0, time.monotonic() + timeout
+        while True:
+            resident, high = _memory(proc.pid)
+            peak = max(peak, high)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            capped, hung = resident > cap, time.monotonic() > deadline
+            if capped or hung:
+                kill_group(proc)
+                _, status, _ = os.wait4(proc.pid, 0)
+                assert not hung, f"engine {' '.join(args)} hung for {timeout} s"
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        out.seek(0)
+        err.seek(0)
+        return Measured(Outcome(proc.returncode, out.read(), err.read()), peak, capped)
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(resident, high-water mark) bytes of process ``pid`` (VmRSS, VmHWM); 0 once gone."""
+    found = {"VmRSS:": 0, "VmHWM:": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in found:
+                found[key] = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return found["VmRSS:"], found["VmHWM:"]

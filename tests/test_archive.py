@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import schema
-from engine.data.archive import Archive, ArchiveError, archive_present, load_archive
+from engine.data.archive import Archive, ArchiveError, archive_present, load_archive, spec
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 N_DAYS = 30
@@ -107,9 +107,9 @@ def test_valid_archive_has_cache_schemas_and_drops_placeholders(archive_dir, tmp
     archive = load_archive(archive_dir, tmp_path / "cache")
     assert isinstance(archive, Archive)
     prices = archive.prices.collect()
-    assert prices.schema == schema.PRICES_SCHEMA
-    assert archive.index.collect_schema() == schema.INDEX_SCHEMA
-    assert archive.companies.schema == schema.COMPANIES_SCHEMA
+    assert prices.schema == spec.PRICES_SCHEMA
+    assert archive.index.collect_schema() == spec.INDEX_SCHEMA
+    assert archive.companies.schema == spec.COMPANIES_SCHEMA
     assert prices.height == 3 * N_DAYS - LEADING_EMPTY
     assert prices.filter(pl.col("symbol") == "CCC").height == N_DAYS - LEADING_EMPTY
     assert prices.null_count().sum_horizontal().item() == 0
@@ -297,13 +297,23 @@ BAD_VALUES = {
     "unparsable number": _stock(10, "Close", "12.3.4", "unparsable number: '12.3.4'"),
     "text in a number": _stock(11, "Volume", "lots", "unparsable number: 'lots'"),
     "slashed date": _stock(3, "Date", "2020/01/06", "YYYY-MM-DD"),
-    "impossible date": _stock(4, "Date", "2020-02-30", "'2020-02-30'"),
+    "impossible date": _stock(4, "Date", "2020-02-30", "not a valid calendar date: '2020-02-30'"),
     "empty date": _stock(4, "Date", "", "empty date"),
     "empty symbol": _stock(6, "Symbol", "", "empty symbol"),
     "bad symbol": _stock(6, "Symbol", "A A", "symbol not made of"),
     "NaN": _stock(12, "High", "NaN", "non-finite number: nan"),
     "inf": _stock(13, "Volume", "inf", "non-finite number: inf"),
-    "overflow": _stock(14, "Open", "1e400", "non-finite number: inf"),
+    "overflow": _stock(
+        14, "Open", "1e400", "number out of range for a 64-bit float (beyond +-1.8e308): '1e400'"
+    ),
+    "underflow": _stock(
+        15,
+        "Low",
+        "1e-400",
+        "number out of range for a 64-bit float (too small: it reads as 0): '1e-400'",
+    ),
+    "non-leap Feb 29": _stock(4, "Date", "2021-02-29", "not a valid calendar date: '2021-02-29'"),
+    "month 13": _stock(4, "Date", "2020-13-01", "not a valid calendar date: '2020-13-01'"),
     "zero Adj Close": _stock(20, "Adj Close", "0", "non-positive price: 0.0"),
     "negative Close": _stock(21, "Close", "-1.5", "non-positive price: -1.5"),
     "zero High": _stock(22, "High", "0", "non-positive price"),
@@ -318,6 +328,9 @@ BAD_VALUES = {
     "index level empty": _index(8, "S&P500", "", "empty index level"),
     "index level NaN": _index(9, "S&P500", "nan", "non-finite number"),
     "index bad date": _index(2, "Date", "02.01.2020", "YYYY-MM-DD"),
+    "index overflow": _index(3, "S&P500", "-" + "7" * 400, "number out of range"),
+    "padded text": _stock(11, "Volume", " lots ", "unparsable number: ' lots '"),
+    "text after a padded number": _stock(12, "Volume", "12 3", "unparsable number: '12 3'"),
 }
 
 
@@ -396,6 +409,124 @@ def test_company_non_finite_number(tmp_path):
     rows[1] = rows[1].replace(",0.05,", ",inf,")  # Revenuegrowth of BBB
     with pytest.raises(ArchiveError, match=r"line 4 \(Symbol 'BBB'\), column 'Revenuegrowth'"):
         load_archive(write_archive(tmp_path / "d", companies=rows), tmp_path / "cache")
+
+
+# --- issue 18, item 12: what a message says about odd values and odd files -----------------------
+@pytest.mark.parametrize("pad", [" {} ", "{} ", " {}", "\t{}\t", "{}  "])
+@pytest.mark.parametrize("batch_rows", [16, 250_000])
+def test_spaces_around_numbers_are_accepted_wherever_they_are(tmp_path, monkeypatch, pad,
+                                                              batch_rows):  # fmt: skip
+    """Leading or trailing spaces (or tabs) around a number read as the number, in every
+    file, in any batch of the streamed prices: the same tables as without them."""
+    from engine.data.archive import csvfile
+
+    monkeypatch.setattr(csvfile, "BATCH_ROWS", batch_rows)
+    clean = load_archive(write_archive(tmp_path / "clean"), tmp_path / "c1")
+    stocks, index, companies = stock_rows(), index_rows(), company_rows()
+    for row in (3, 40, 70):  # in the first batch and in later ones
+        stocks[row] = _set_field(stocks[row], "Close", pad.format(stocks[row].split(",")[3]))
+    day, level = index[9].split(",")
+    index[9] = f"{day},{pad.format(level)}"
+    companies[1] = companies[1].replace(",0.05,", f",{pad.format('0.05')},")
+    padded = load_archive(
+        write_archive(tmp_path / "pad", stocks, companies, index), tmp_path / "c2"
+    )
+    assert padded.prices.collect().equals(clean.prices.collect())
+    assert padded.index.collect().equals(clean.index.collect())
+    assert padded.companies.equals(clean.companies)
+
+
+def test_a_bad_number_after_a_padded_one_names_its_line(tmp_path, monkeypatch):
+    from engine.data.archive import csvfile
+
+    monkeypatch.setattr(csvfile, "BATCH_ROWS", 16)
+    rows = stock_rows()
+    rows[20] = _set_field(rows[20], "Open", "10.5 ")
+    rows[50] = _set_field(rows[50], "Open", "10..5")
+    with pytest.raises(ArchiveError, match=r"^sp500_stocks.csv: line 52 \(Symbol 'BBB'\), "
+                       r"column 'Open': unparsable number: '10..5'$"):  # fmt: skip
+        load_archive(write_archive(tmp_path / "d", rows), tmp_path / "cache")
+
+
+def test_a_number_too_long_for_a_float_shows_its_first_characters(tmp_path):
+    rows = stock_rows()
+    rows[6] = _set_field(rows[6], "Adj Close", "9" * 5_000_000)
+    with pytest.raises(ArchiveError) as err:
+        load_archive(write_archive(tmp_path / "d", rows), tmp_path / "cache")
+    assert str(err.value) == (
+        "sp500_stocks.csv: line 8 (Symbol 'AAA'), column 'Adj Close': number out of range for "
+        f"a 64-bit float (beyond +-1.8e308): '{'9' * 24}'... (5,000,000 characters)"
+    )
+
+
+COMPRESSED = {
+    "gzip": (lambda data: __import__("gzip").compress(data), "gzip-compressed data"),
+    "bzip2": (lambda data: __import__("bz2").compress(data), "bzip2-compressed data"),
+    "xz": (lambda data: __import__("lzma").compress(data), "xz-compressed data"),
+    "zip": (lambda data: _zipped(data), "a zip archive (unzip it first)"),
+}
+
+
+def _zipped(data: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("sp500_stocks.csv", data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", schema.ARCHIVE_FILES)
+@pytest.mark.parametrize("kind", COMPRESSED, ids=COMPRESSED.keys())
+def test_a_compressed_file_named_csv_is_said_to_look_compressed(tmp_path, name, kind):
+    compress, says = COMPRESSED[kind]
+    folder = write_archive(tmp_path / "d")
+    (folder / name).write_bytes(compress((folder / name).read_bytes()))
+    with pytest.raises(ArchiveError) as err:
+        load_archive(folder, tmp_path / "cache")
+    assert str(err.value).startswith(f"{name}: not CSV text: it looks like {says}")
+
+
+def _special(kind: str, path: Path) -> None:
+    import os
+
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "FIFO":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    elif kind == "broken link":
+        path.symlink_to(path.parent / "nowhere.csv")
+    else:
+        import socket
+
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()
+
+
+SPECIAL = {"directory": "a directory", "FIFO": "a FIFO (named pipe)",
+           "device": "a character device", "broken link": "a broken symbolic link",
+           "socket": "a socket"}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", SPECIAL, ids=SPECIAL.keys())
+@pytest.mark.parametrize("name", schema.ARCHIVE_FILES)
+def test_a_path_that_is_not_a_file_is_said_to_be_what_it_is(tmp_path, kind, name):
+    """Not "not found": what the path is; a FIFO is never opened (that would block)."""
+    from tests.reliability_helpers import time_limit
+
+    folder = write_archive(tmp_path / "d")
+    (folder / name).unlink()
+    _special(kind, folder / name)
+    with (
+        time_limit(30, "loading an archive with a special file"),
+        pytest.raises(ArchiveError) as err,
+    ):
+        load_archive(folder, tmp_path / "cache")
+    assert str(err.value) == f"{name} in {folder} is {SPECIAL[kind]}, not a regular file"
 
 
 # --- malformed CSV structure --------------------------------------------------------------------

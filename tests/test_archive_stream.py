@@ -13,9 +13,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine import schema
 from engine.data import cache
-from engine.data.archive import ArchiveError, csvfile, load_archive
+from engine.data.archive import ArchiveError, csvfile, load_archive, spec
 from tests.test_archive import (
     LEADING_EMPTY,
     N_DAYS,
@@ -156,4 +155,4 @@ def test_a_failed_build_leaves_no_table_directory(tmp_path, small_batches):
 def test_the_streamed_table_keeps_the_cache_schema(tmp_path, small_batches):
     archive = load_archive(write_archive(tmp_path / "d"), tmp_path / "cache")
     path = archive.cache_dir / "prices.parquet"
-    assert pl.read_parquet_schema(path) == dict(schema.PRICES_SCHEMA)
+    assert pl.read_parquet_schema(path) == dict(spec.PRICES_SCHEMA)

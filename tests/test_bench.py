@@ -1,4 +1,4 @@
-"""`engine bench`: the harness runs on a tiny archive and writes valid JSON and markdown.
+"""`python -m benchmarks`: the harness runs on a tiny archive and writes valid JSON and markdown.
 
 No timing is ever asserted here: only that the figures exist and the documents hold them.
 """
@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks import pandas_reference, report, suite
+from benchmarks.__main__ import bench
 from benchmarks.stages import Context, scale_spec
-from engine.cli import main
 from engine.pipeline import evaluate as ev
 from engine.schema import ModelName
 
@@ -24,9 +24,8 @@ SUBSET = "csv_ingest,pandas_csv,walkforward_ridge,pandas_walkforward"
 
 def _bench(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(
-        main,
+        bench,
         [
-            "bench",
             "--quick",
             "--out",
             str(tmp_path / "out"),
@@ -64,13 +63,13 @@ def test_quick_bench_writes_json_and_markdown(tmp_path: Path) -> None:
     spliced = doc_file.read_text()
     assert spliced.startswith("# Benchmarks\n\nhand-written") and "OLD RESULTS" not in spliced
     assert spliced.count(report.BEGIN) == 1 and "| walkforward_ridge |" in spliced
-    again = CliRunner().invoke(main, ["bench", "--from-json", str(tmp_path / "out" / "benchmarks.json"),
+    again = CliRunner().invoke(bench, ["--from-json", str(tmp_path / "out" / "benchmarks.json"),
                                       "--out", str(tmp_path / "again")])  # fmt: skip
     assert again.exit_code == 0 and (tmp_path / "again" / "benchmarks.md").read_text() == markdown
 
 
 def test_bench_lists_stages_and_rejects_unknown_names(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["bench", "--list"])
+    result = CliRunner().invoke(bench, ["--list"])
     assert result.exit_code == 0 and "walkforward_hist_gbm" in result.stdout
     code, _, stderr = _bench(tmp_path, "--only", "no_such_stage")
     assert code == 1 and "unknown stage or run no_such_stage" in stderr
@@ -89,7 +88,9 @@ def test_pandas_reference_scores_equal_the_engine_ridge(small_archive: Path, tmp
     engine's work, so their speeds are comparable."""
     ctx = Context(small_archive, tmp_path / "cache", tmp_path / "work")
     data = ctx.prepared.data
-    engine = ev.score(data, ctx.settings, ModelName.RIDGE, ctx.prepared.market.calendar).scores
+    spec = ctx.settings.with_model(ModelName.RIDGE)
+    calendar = ctx.prepared.market.calendar
+    engine = ev.score(data, spec.model, spec.walk_forward.rebalance, calendar).scores
     frame, rebalances = pandas_reference.inputs(ctx.archive, ctx.settings, data)
     reference = pandas_reference.walk_forward_ridge(frame, data.features, data.label, rebalances)
     assert np.isfinite(engine).sum() > 100

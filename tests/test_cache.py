@@ -17,7 +17,7 @@ import pytest
 
 from engine import schema
 from engine.data import cache
-from engine.data.archive import load_archive
+from engine.data.archive import load_archive, spec
 from tests.test_archive import LEADING_EMPTY, N_DAYS, write_archive
 
 PRICE_ROWS = 3 * N_DAYS - LEADING_EMPTY
@@ -250,8 +250,8 @@ def test_lock_serialises_builds(data, tmp_path, monkeypatch):
 def test_cache_tables_schema_matches(data, tmp_path):
     archive = load_archive(data, tmp_path / "cache")
     for name, expected in (
-        ("prices", schema.PRICES_SCHEMA),
-        ("index", schema.INDEX_SCHEMA),
-        ("companies", schema.COMPANIES_SCHEMA),
+        ("prices", spec.PRICES_SCHEMA),
+        ("index", spec.INDEX_SCHEMA),
+        ("companies", spec.COMPANIES_SCHEMA),
     ):
         assert pl.read_parquet_schema(archive.cache_dir / f"{name}.parquet") == dict(expected)

@@ -17,7 +17,7 @@ from engine.cli import main
 from engine.data import sources
 from engine.data.synth import SynthSpec
 
-PORTFOLIO_COLUMNS = ["symbol", "name", "sector", "weight", "score"]
+PORTFOLIO_COLUMNS = ["date", "symbol", "name", "sector", "weight", "score"]
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -58,7 +58,7 @@ def test_run_writes_portfolio_metrics_and_an_mlflow_run(small_archive: Path, tmp
     )
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.params["model"] == "ridge"
+    assert run.data.params["model.name"] == "ridge"
     assert run.data.tags["dataset_fingerprint"] == metrics["dataset_fingerprint"]
     assert run.data.metrics["ic_mean"] == pytest.approx(metrics["metrics"]["ic_mean"])
 
@@ -99,23 +99,80 @@ def test_runs_are_deterministic(small_archive: Path, tmp_path: Path):
 def test_embedded_default_is_synthetic_loud_and_kept_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """No archive -> the synthetic default, generated under the cache (never into DATA_PATH),
-    announced on stderr and recorded as synthetic."""
+    """DATA_PATH unset and ./archive holding only its README -> the synthetic default,
+    generated under the cache (never into ./archive), announced on stderr and recorded as
+    synthetic."""
     spec = SynthSpec(n_symbols=30, start=date(2014, 1, 1), end=date(2018, 6, 29), seed=3)
     monkeypatch.setattr(sources, "DEFAULT_SPEC", spec)
-    data, out = tmp_path / "empty", tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    data, out = tmp_path / "archive", tmp_path / "out"
     data.mkdir()
-    code, stdout, stderr = _run(
-        "--no-tracking", "--data-path", str(data), "--output-path", str(out)
-    )
+    (data / "README.md").write_text("put the Kaggle files here")
+    code, stdout, stderr = _run("--no-tracking", "--output-path", str(out))
     assert code == 0, stdout + stderr
     assert "SYNTHETIC" in stderr
-    assert list(data.iterdir()) == []
+    assert [p.name for p in data.iterdir()] == ["README.md"]
     assert "on synthetic data" in stdout
     metrics = json.loads((out / "metrics_ridge.json").read_text())
     assert metrics["data_source"] == "synthetic"
     generated = list((out / "cache").glob("synthetic-*/sp500_stocks.csv"))
     assert len(generated) == 1
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ({}, "(it holds nothing)"),
+        ({"archive.zip": b"PK"}, "archive.zip looks like the Kaggle download: unzip it"),
+        ({"SP500_STOCKS.CSV": b"x"}, "file names are case-sensitive, rename it sp500_stocks.csv"),
+        ({"data/sp500_stocks.csv": b"x"}, "the archive is in the subfolder data/"),
+    ],
+)
+def test_a_given_data_path_without_the_archive_is_an_error_listing_its_content(
+    tmp_path: Path, layout: dict[str, bytes], expected: str
+):
+    """A DATA_PATH that was given never falls back to the synthetic archive: a typo or an
+    unzipped download must not produce (and register) a model of simulated data."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, content in layout.items():
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_bytes(content)
+    code, stdout, stderr = _run("--no-tracking", "--data-path", str(data),
+                                "--output-path", str(tmp_path / "out"))  # fmt: skip
+    assert code == 1 and stdout == ""
+    assert stderr.count("\n") == 1 and "sp500_stocks.csv" in stderr, stderr
+    assert expected in stderr and "SYNTHETIC" not in stderr
+    assert not (tmp_path / "out" / "cache").exists() or not list(
+        (tmp_path / "out" / "cache").glob("synthetic-*")
+    )
+
+
+def test_a_default_archive_folder_holding_something_else_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "sp-500-stocks.zip").write_bytes(b"PK")
+    code, _, stderr = _run("--no-tracking", "--output-path", str(tmp_path / "out"))
+    assert code == 1 and "unzip it into archive" in stderr, stderr
+
+
+def test_a_tilde_in_paths_is_the_home_folder_for_every_reader(
+    small_archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(small_archive, tmp_path / "arch")
+    monkeypatch.setenv("DATA_PATH", "~/arch")
+    monkeypatch.setenv("OUTPUT_PATH", "~/out")
+    monkeypatch.chdir(tmp_path / "arch")  # a relative ./~ would be created here
+    code, _, stderr = _run("--no-tracking", "--no-plots")
+    assert code == 0, stderr
+    assert (tmp_path / "out" / "metrics_ridge.json").is_file()
+    assert not (tmp_path / "arch" / "~").exists()
+    metrics = json.loads((tmp_path / "out" / "metrics_ridge.json").read_text())
+    assert metrics["settings"]["paths.data"] == str(tmp_path / "arch")
+    assert metrics["data_source"] == "real"
 
 
 def test_real_files_present_are_used(small_archive: Path, tmp_path: Path):

@@ -154,8 +154,8 @@ def test_runtime_copies_only_the_venv_and_runs_as_optimizer() -> None:
     assert runtime[-2] == 'ENTRYPOINT ["engine"]'
     assert any(i.startswith("HEALTHCHECK ") and "engine" in i for i in runtime)
     assert 'VOLUME ["/data/output"]' in runtime
-    for setting in ("DATA_PATH=/data/archive", "OUTPUT_PATH=/data/output"):
-        assert setting in text
+    assert "OUTPUT_PATH=/data/output" in text and "DATA_PATH" not in text
+    assert "WORKDIR /data" in runtime  # ./archive, the default archive folder, is /data/archive
     assert "PYTHONDONTWRITEBYTECODE=1" in text and "PYTHONUNBUFFERED=1" in text
 
 
@@ -299,13 +299,14 @@ def test_optimizer_environment_limits_and_network(compose: dict) -> None:
     assert optimizer["depends_on"] == {"mlflow-server": {"condition": "service_healthy"}}
     env = defaults(optimizer["environment"])
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow-server:5000"
-    for var in ("DATA_PATH", "OUTPUT_PATH", "MODEL_TYPE", "TOP_STOCKS", "MLFLOW_TRACKING_URI"):
+    for var in ("OUTPUT_PATH", "MODEL_TYPE", "TOP_STOCKS", "MLFLOW_TRACKING_URI"):
         assert var in env and var in ENV_VARS, f"{var}: not set, or no longer read by engine"
+    assert "DATA_PATH" not in env  # a given DATA_PATH must hold the archive: ./archive is used
     assert optimizer["mem_limit"] == "2g" and optimizer["memswap_limit"] == "2g"
     assert "portfolio-mlflow-net" in optimizer["networks"]
-    assert compose["networks"]["portfolio-mlflow-net"]["name"] == "portfolio-mlflow-net"
+    assert defaults(compose["networks"]["portfolio-mlflow-net"]["name"]) == "portfolio-mlflow-net"
     archive = next(v for v in optimizer["volumes"] if isinstance(v, dict))
-    assert archive["target"] == env["DATA_PATH"] and archive["read_only"] is True
+    assert archive["target"] == "/data/archive" and archive["read_only"] is True
     outputs = [v for v in optimizer["volumes"] if isinstance(v, str)]
     assert outputs == [f"optimizer-output:{env['OUTPUT_PATH']}"]
 

@@ -1,95 +1,44 @@
-"""The model boundary's fast paths equal their plain definitions: features by batches of
-symbols and the price matrix of prices sorted by (symbol, date)."""
+"""The model frame's fast paths equal their plain definitions: features by batches of
+symbols, the frame out of core, its columns read from the cache, and the purge periods
+of day numbers."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import numpy as np
-import polars as pl
 import pytest
 
-from engine.config import Settings
+from engine.config import FeatureSpec, Paths, RunSpec, TrackingSpec
 from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import frame as frame_module
-from engine.pipeline.frame import (
-    frame_files,
-    model_frame,
-    price_matrix,
-    sorted_price_matrix,
-    symbol_batches,
-)
-from engine.pipeline.modeldata import DayTable, model_inputs
-from engine.pipeline.store import LABEL_NEVER
+from engine.pipeline.frame import frame_file, model_frame
+from engine.pipeline.framefile import LABEL_NEVER
+from engine.pipeline.market import symbol_batches
+from engine.pipeline.modeldata import model_inputs, per_distinct_day
 from engine.research.splits import available_period, prediction_period, rebalance_dates
-from engine.schema import ADJ_CLOSE, DATE, SYMBOL, Normalisation, Rebalance
-
-
-def prices(seed: int) -> pl.DataFrame:
-    """Sorted by (symbol, date): late listings, early delistings, missing days."""
-    rng = np.random.default_rng(seed)
-    days = [date(2021, 1, 4) + timedelta(days=d) for d in range(60)]
-    rows = []
-    for s in range(12):
-        alive = sorted(rng.choice(len(days), size=int(rng.integers(1, 60)), replace=False))
-        rows += [(f"S{s:02d}", days[d], float(rng.uniform(1, 100))) for d in alive]
-    return pl.DataFrame(rows, schema=[SYMBOL, DATE, ADJ_CLOSE], orient="row")
-
-
-@pytest.mark.parametrize("rows", [30, 10_000])
-def test_the_sorted_price_matrix_is_the_price_matrix(rows: int):
-    for seed in range(5):
-        frame = prices(seed)
-        calendar, symbols, matrix = sorted_price_matrix(frame.lazy(), rows)
-        assert np.array_equal(calendar, frame[DATE].unique().sort().to_numpy())
-        assert np.array_equal(symbols, frame[SYMBOL].unique().sort().to_numpy())
-        expected = price_matrix(frame, calendar, symbols)
-        assert matrix.flags.c_contiguous
-        assert np.array_equal(matrix, expected, equal_nan=True)
-
-
-@pytest.mark.parametrize("rows", [1, 50, 200, 10_000])
-def test_symbol_batches_are_whole_symbols_in_order(rows: int):
-    frame = prices(4)
-    batches = [b.collect() for b in symbol_batches(frame.lazy(), rows)]
-    assert pl.concat(batches).equals(frame)
-    symbols = [set(b[SYMBOL]) for b in batches]
-    assert all(a.isdisjoint(b) for i, a in enumerate(symbols) for b in symbols[i + 1 :])
-    if rows >= frame.height:
-        assert len(batches) == 1
-    elif rows > 1:
-        assert 1 < len(batches) < frame[SYMBOL].n_unique()  # several symbols per batch
-    else:
-        assert len(batches) == frame[SYMBOL].n_unique()
+from engine.schema import DATE, SYMBOL, Normalisation, Rebalance
 
 
 def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monkeypatch):
     """Windows never cross a symbol, so batching only moves float rounding (rolling sums
     accumulate along the column): the normalised frames are equal to float32 precision."""
     archive = load_archive(small_archive, tmp_path / "cache")
-    settings = Settings(data_path=small_archive, output_path=tmp_path / "out",
-                        cache_path=tmp_path / "cache", tracking=False)  # fmt: skip
-    whole = model_frame(archive, settings, DEFAULT_FEATURES)
+    settings = _settings(small_archive, tmp_path)
+    whole = model_frame(archive, settings.features, DEFAULT_FEATURES)
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 4_000)
     assert len(symbol_batches(archive.prices, 4_000)) > 3
-    batched = model_frame(archive, settings, DEFAULT_FEATURES)
+    batched = model_frame(archive, settings.features, DEFAULT_FEATURES)
     assert batched.select(DATE, SYMBOL).equals(whole.select(DATE, SYMBOL))
     assert batched.drop(DEFAULT_FEATURES).equals(whole.drop(DEFAULT_FEATURES))
     for name in DEFAULT_FEATURES:
         np.testing.assert_allclose(batched[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
 
 
-def test_symbol_batches_refuse_prices_not_sorted_by_symbol():
-    frame = prices(5)
-    shuffled = pl.concat([frame.tail(30), frame.head(frame.height - 30)])
-    with pytest.raises(ValueError, match="sorted by"):
-        symbol_batches(shuffled.lazy(), 50)
-
-
-def _settings(archive_dir, tmp_path, **changes) -> Settings:
-    return Settings(data_path=archive_dir, output_path=tmp_path / "out",
-                    cache_path=tmp_path / "cache", tracking=False, **changes)  # fmt: skip
+def _settings(archive_dir, tmp_path, frame_cache: bool = True, **features) -> RunSpec:
+    paths = Paths(data=archive_dir, output=tmp_path / "out", cache=tmp_path / "cache",
+                  frame_cache=frame_cache)  # fmt: skip
+    return RunSpec(paths=paths, features=FeatureSpec(**features),
+                   tracking=TrackingSpec(enabled=False))  # fmt: skip
 
 
 @pytest.mark.parametrize("feature_cache", [True, False])
@@ -97,9 +46,9 @@ def test_model_inputs_are_the_model_frame(small_archive, tmp_path, feature_cache
     """Days, labels, label ends, X and the keys of any rows, from the cache's files (X read
     by rows) or from the computed frame, are the model frame's columns exactly."""
     archive = load_archive(small_archive, tmp_path / "cache")
-    settings = _settings(small_archive, tmp_path, feature_cache=feature_cache)
-    frame = model_frame(archive, settings, DEFAULT_FEATURES)
-    columns = model_inputs(archive, settings, DEFAULT_FEATURES)
+    settings = _settings(small_archive, tmp_path, frame_cache=feature_cache)
+    frame = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    columns = model_inputs(archive, settings.features, settings.paths, DEFAULT_FEATURES)
     label, end = "fwd_ret_21d", "label_end_21d"
     assert np.array_equal(columns.days, frame[DATE].to_physical().to_numpy())
     assert np.array_equal(columns.y, frame[label].fill_null(np.nan).to_numpy(), equal_nan=True)
@@ -125,23 +74,24 @@ def test_the_out_of_core_frame_equals_the_in_memory_frame(
     settings = _settings(small_archive, tmp_path, normalisation=normalisation,
                          sector_neutral=sector_neutral)  # fmt: skip
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 6_000)
-    in_memory = model_frame(archive, settings, DEFAULT_FEATURES)
+    in_memory = model_frame(archive, settings.features, DEFAULT_FEATURES)
     monkeypatch.setattr(frame_module, "FRAME_CHUNK_ROWS", 5_000)
     monkeypatch.setattr(frame_module, "SPILL_ROW_GROUP", 1_000)
     spills, real = [], frame_module._spilled
     monkeypatch.setattr(frame_module, "_spilled",
                         lambda panels, spill: spills.append(spill) or real(panels, spill))  # fmt: skip
-    out_of_core = model_frame(archive, settings, DEFAULT_FEATURES)
+    out_of_core = model_frame(archive, settings.features, DEFAULT_FEATURES)
     assert spills and in_memory.height > 4 * 5_000
     assert out_of_core.equals(in_memory)
-    files = frame_files(archive, settings, DEFAULT_FEATURES)
-    assert files is not None and files.frame().equals(in_memory)
+    file = frame_file(archive, settings.features, settings.paths, DEFAULT_FEATURES)
+    assert file is not None and file.frame().equals(in_memory)
     assert len(spills) == 2 and not list((tmp_path / "cache" / "frames").glob(".*"))
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_day_table_lookups_are_the_splits_definitions(seed: int):
-    """Gathers from a table over the day range equal the binary searches of ``splits``."""
+def test_purge_periods_of_day_numbers_are_those_of_dates(seed: int):
+    """``splits`` on int32 day numbers (``LABEL_NEVER`` for a label never known), as the
+    model data holds them, equals ``splits`` on datetime64 dates (NaT for never)."""
     rng = np.random.default_rng(seed)
     calendar = np.unique(rng.choice(np.arange(18_000, 18_400), 250, replace=False))
     calendar = calendar.astype("datetime64[D]")
@@ -150,10 +100,28 @@ def test_day_table_lookups_are_the_splits_definitions(seed: int):
     never = rng.random(days.size) < 0.1
     ends[never] = LABEL_NEVER
     rebalances = rebalance_dates(calendar, Rebalance.WEEKLY)
-    table = DayTable(days, calendar)
     expected = available_period(np.where(never, np.datetime64("NaT"), ends.astype("datetime64[D]")),
                                 rebalances)  # fmt: skip
-    assert np.array_equal(table.first_on_or_after(ends, rebalances, never), expected)
+    assert np.array_equal(available_period(ends, rebalances), expected)
+    assert (expected[never] == len(rebalances)).all()
     dates = days.astype("datetime64[D]")
-    assert np.array_equal(table.index_in(days, rebalances), prediction_period(dates, rebalances))
-    assert np.array_equal(table.index_in(days, calendar), np.searchsorted(calendar, dates))
+    assert np.array_equal(prediction_period(days, rebalances), prediction_period(dates, rebalances))
+    assert np.array_equal(prediction_period(days, calendar), np.searchsorted(calendar, dates))
+    plain = [int(np.flatnonzero(rebalances == d)[0]) if d in rebalances else -1 for d in dates]
+    assert np.array_equal(prediction_period(dates, rebalances), plain)
+
+
+def test_lookups_per_distinct_day_are_the_row_by_row_lookups():
+    rng = np.random.default_rng(5)
+    calendar = np.unique(rng.choice(np.arange(18_000, 18_400), 250, replace=False))
+    calendar = calendar.astype("datetime64[D]")
+    days = np.sort(rng.choice(calendar.astype(np.int64), 5_000)).astype(np.int32)
+    days = np.r_[days, 17_000, 19_000].astype(np.int32)  # days outside the calendar: -1
+    rebalances = rebalance_dates(calendar, Rebalance.WEEKLY)
+    for marks in (rebalances, calendar):
+        want = prediction_period(days, marks)
+        assert np.array_equal(per_distinct_day(prediction_period, days, marks), want)
+        shuffled = np.random.default_rng(1).permutation(days)  # not in order: row by row
+        got = per_distinct_day(prediction_period, shuffled, marks)
+        assert np.array_equal(got, prediction_period(shuffled, marks))
+    assert per_distinct_day(prediction_period, days[:0], calendar).shape == (0,)

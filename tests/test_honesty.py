@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import Archive, load_archive
 from engine.data.synth import SynthSpec, synthesize
 from engine.pipeline import Prepared, StageTimer, evaluate_model, prepare
@@ -51,28 +51,32 @@ def null(tmp_path_factory: pytest.TempPathFactory) -> Archive:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(
-        output_path=tmp_path_factory.mktemp("honesty"), tracking=False, feature_cache=False
+def settings(tmp_path_factory: pytest.TempPathFactory) -> RunSpec:
+    return RunSpec().replace(
+        **{
+            "paths.output": tmp_path_factory.mktemp("honesty"),
+            "tracking.enabled": False,
+            "paths.frame_cache": False,
+        }
     )
 
 
-_PREPARED: dict[tuple[str, Settings], Prepared] = {}
+_PREPARED: dict[tuple[str, RunSpec], Prepared] = {}
 
 
-def _prepared(archive: Archive, settings: Settings) -> Prepared:
-    key = (archive.fingerprint, settings.replace(model=ModelName.RIDGE))
+def _prepared(archive: Archive, settings: RunSpec) -> Prepared:
+    key = (archive.fingerprint, settings.with_model(ModelName.RIDGE))
     if key not in _PREPARED:
         _PREPARED[key] = prepare(archive, settings, StageTimer())
     return _PREPARED[key]
 
 
-def _metrics(archive: Archive, settings: Settings, model: ModelName) -> dict[str, float]:
+def _metrics(archive: Archive, settings: RunSpec, model: ModelName) -> dict[str, float]:
     prepared = _prepared(archive, settings)
-    return evaluate_model(archive, settings.replace(model=model), prepared, StageTimer()).metrics
+    return evaluate_model(archive, settings.with_model(model), prepared, StageTimer()).metrics
 
 
-def test_planted_signal_is_measured_out_of_sample(planted: Archive, settings: Settings):
+def test_planted_signal_is_measured_out_of_sample(planted: Archive, settings: RunSpec):
     """The momentum baseline *is* the planted signal, so its out-of-sample IC must equal
     the planted 0.10 within 0.03 (3 SE). The learned models must find most of it but
     cannot beat the oracle: their IC must lie in [0.10 - 0.05, 0.10 + 0.03]. The lower
@@ -87,7 +91,7 @@ def test_planted_signal_is_measured_out_of_sample(planted: Archive, settings: Se
         assert PLANTED_IC - 0.05 <= ic <= PLANTED_IC + 3 * IC_SE, (model, ic)
 
 
-def test_null_archive_shows_no_skill(null: Archive, settings: Settings):
+def test_null_archive_shows_no_skill(null: Archive, settings: RunSpec):
     """With no planted signal, |IC| < 0.03 (3 SE) for the learned models and momentum,
     and the active return over the equal-weight universe is not significant at 5 %
     (two-sided t-test of its Sharpe ratio with the Mertens standard error).
@@ -106,19 +110,22 @@ def test_null_archive_shows_no_skill(null: Archive, settings: Settings):
             assert m["excess_pvalue_vs_universe"] > 0.05, (model, m["excess_tstat_vs_universe"])
 
 
-def _shuffled_ic(prepared: Prepared, settings: Settings, seed: int) -> float:
+def _shuffled_ic(prepared: Prepared, settings: RunSpec, seed: int) -> float:
     data = prepared.data
     y = data.y.copy()
     known = np.flatnonzero(~np.isnan(y))
     y[known] = np.random.default_rng(seed).permutation(y[known])
     result = ev.score(
-        dataclasses.replace(data, y=y), settings, ModelName.RIDGE, prepared.market.calendar
+        dataclasses.replace(data, y=y),
+        settings.with_model(ModelName.RIDGE).model,
+        settings.walk_forward.rebalance,
+        prepared.market.calendar,
     )
     predictions = ev.predictions_frame(data, result)  # scored against the TRUE labels
     return ev.prediction_metrics(predictions, data.label, ModelName.RIDGE)[1]["ic_mean"]
 
 
-def test_shuffled_labels_give_an_ic_near_zero(planted: Archive, settings: Settings):
+def test_shuffled_labels_give_an_ic_near_zero(planted: Archive, settings: RunSpec):
     """Ridge trained on labels shuffled across all rows, scored against the true labels.
 
     One shuffle's IC is not ~0 on a signal archive: the coefficients fitted to noise
@@ -135,7 +142,7 @@ def test_shuffled_labels_give_an_ic_near_zero(planted: Archive, settings: Settin
 
 @pytest.mark.parametrize("rebalance", ["monthly", "weekly"])
 def test_a_leaky_configuration_is_measurably_inflated(
-    null: Archive, settings: Settings, rebalance: str
+    null: Archive, settings: RunSpec, rebalance: str
 ):
     """No purge, overlapping labels: at each rebalance the model also trains on the rows
     of the last 21 days, whose forward returns overlap the returns it is about to be
@@ -145,11 +152,12 @@ def test_a_leaky_configuration_is_measurably_inflated(
     (observed 0.077, t ~ 8). The purged run of the same configuration must stay within
     3 SE of 0, and the leaky one must exceed it by at least 0.04 (4 SE)."""
     leaky_window = {
-        "train_window": TrainWindow.ROLLING,
-        "rolling_periods": 3 if rebalance == "monthly" else 8,
+        "walk_forward.train_window": TrainWindow.ROLLING,
+        "walk_forward.rolling_periods": 3 if rebalance == "monthly" else 8,
     }
-    honest = settings.replace(rebalance=rebalance, **leaky_window)
+    honest = settings.replace(**{"walk_forward.rebalance": rebalance}, **leaky_window)
     purged = _metrics(null, honest, ModelName.RIDGE)["ic_mean"]
-    leaked = _metrics(null, honest.replace(purge=False), ModelName.RIDGE)["ic_mean"]
+    leaked = _metrics(null, honest.replace(**{"walk_forward.purge": False}), ModelName.RIDGE)
+    leaked = leaked["ic_mean"]
     assert abs(purged) < 3 * IC_SE
     assert leaked > purged + 0.04, (purged, leaked)

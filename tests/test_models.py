@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import Prepared, StageTimer, prepare
@@ -37,7 +37,8 @@ from engine.schema import ModelName, TrainWindow
 PARITY = 1e-8  # required agreement of predictions with a refitted scikit-learn estimator
 
 
-CONFIG = {"tracking": False, "feature_cache": False, "min_train_periods": 6}
+CONFIG = {"tracking.enabled": False, "paths.frame_cache": False,
+          "walk_forward.min_train_periods": 6}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def archive(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def prepared(archive, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     """Real normalised features and labels of the 40-symbol archive (monthly rebalances)."""
-    config = Settings(output_path=tmp_path_factory.mktemp("models"), **CONFIG)
+    config = RunSpec().replace(**CONFIG, **{"paths.output": tmp_path_factory.mktemp("models")})
     return prepare(archive, config, StageTimer())
 
 
@@ -102,7 +103,7 @@ def test_training_rows_only_have_labels_known_at_the_rebalance(archive, prepared
     end date (the date of row t + h of its symbol) <= T, so no row dated T (the scored
     rows) or later is ever trained on at T."""
     data = prepared.data
-    frame = model_frame(archive, Settings(**CONFIG), DEFAULT_FEATURES)
+    frame = model_frame(archive, RunSpec().replace(**CONFIG).features, DEFAULT_FEATURES)
     assert len(frame) == len(data.y)
     scored = frame.select("date", "symbol")[data.scored]
     assert scored.equals(data.keys.select("date", "symbol"))
@@ -243,3 +244,35 @@ def test_linear_walk_forward_needs_finite_labels_only_where_known(prepared: Prep
     result = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
     assert np.isfinite(result.scores[~np.isnan(result.scores)]).all()
     assert dataclasses.asdict(spec)["alpha"] == 1.0
+
+
+@pytest.mark.parametrize("validation", [10, 200])
+def test_tuning_with_more_held_out_periods_than_history_is_point_in_time(
+    prepared: Prepared, validation: int
+):
+    """Issue 18, item 11: held-out periods reaching before the first period do not crash
+    (an IndexError) or index the sums from their end: such a rebalance keeps the fixed
+    penalty, and future labels still cannot move its scores."""
+    data, y = prepared.data, np.nan_to_num(prepared.data.y)
+    spec = LinearSpec(ModelName.LASSO, 1e-4, 1.0, InnerSplit(validation=validation, gap=2))
+    base = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
+    fixed = dataclasses.replace(spec, tuning=None)
+    untuned = walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, fixed)
+    first = min(base.fits)
+    early = data.predict_at == first  # too few periods to tune: the fixed penalty
+    np.testing.assert_array_equal(base.scores[early], untuned.scores[early])
+    future = data.available > first
+    noisy = np.where(future, np.random.default_rng(1).normal(0, 1, len(y)), y)
+    moved = walk_forward_linear(data.X, noisy, data.available, data.predict_at, data.plan, spec)
+    np.testing.assert_array_equal(base.scores[early], moved.scores[early])
+    if validation == 200:  # no rebalance has that many periods: never tuned
+        np.testing.assert_array_equal(base.scores, untuned.scores)
+        assert base.info["tuned_rebalances"] == 0
+
+
+def test_period_window_refuses_periods_outside_the_sums(prepared: Prepared):
+    data, y = prepared.data, np.nan_to_num(prepared.data.y)
+    stats = period_stats(data.X, y, data.available, len(data.rebalances))
+    with pytest.raises(ValueError, match="outside"):
+        stats.window(-3, 2)
+    assert stats.window(4, 2).n == 0  # empty, not an error

@@ -12,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.features import DEFAULT_FEATURES
 from engine.pipeline import StageTimer, prepare, run
+from engine.pipeline import frame as frame_module
 from engine.pipeline.compare import COLUMNS, run_all
-from engine.pipeline.frame import cached_model_frame, frame_key, index_levels, model_frame
+from engine.pipeline.frame import cached_model_frame, frame_key, model_frame
 from engine.report import CAVEATS, metrics_document, write_comparison, write_outputs
 from engine.schema import ModelName, Weighting
 
@@ -36,17 +37,17 @@ def archive(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def base(tmp_path_factory: pytest.TempPathFactory) -> RunSpec:
     out = tmp_path_factory.mktemp("pipeline-out")
-    return Settings(output_path=out, tracking=False)
+    return RunSpec().replace(**{"paths.output": out, "tracking.enabled": False})
 
 
 @pytest.fixture(scope="module")
-def comparison(archive, base: Settings):
+def comparison(archive, base: RunSpec):
     return run_all(archive, base)
 
 
-def test_a_run_reports_every_metric_the_issue_lists(archive, base: Settings):
+def test_a_run_reports_every_metric_the_issue_lists(archive, base: RunSpec):
     result = run(archive, base)
     missing = [k for k in ISSUE_METRICS if k not in result.metrics]
     assert missing == []
@@ -56,7 +57,7 @@ def test_a_run_reports_every_metric_the_issue_lists(archive, base: Settings):
 
 
 def test_trades_follow_signals_after_the_lag_and_the_curve_starts_after_the_first(archive, base):
-    result = run(archive, base.replace(execution_lag=2))
+    result = run(archive, base.replace(**{"backtest.execution_lag": 2}))
     history = result.history
     calendar = result.equity["date"].to_list()
     first_trade = history["trade_date"].min()
@@ -71,7 +72,7 @@ def test_trades_follow_signals_after_the_lag_and_the_curve_starts_after_the_firs
 
 def test_every_model_is_backtested_on_the_same_dates(comparison):
     dates = {
-        r.settings.model: r.history["date"].unique().sort().to_list() for r in comparison.results
+        r.spec.model.name: r.history["date"].unique().sort().to_list() for r in comparison.results
     }
     assert len({tuple(d) for d in dates.values()}) == 1
     spans = {(r.equity["date"].min(), r.equity["date"].max()) for r in comparison.results}
@@ -81,7 +82,7 @@ def test_every_model_is_backtested_on_the_same_dates(comparison):
 def test_comparison_table_has_every_model_and_column(comparison):
     table = comparison.table
     assert table["model"].to_list() == [m.value for m in ModelName]
-    assert table.columns == [c for c, _ in COLUMNS]
+    assert table.columns == ["model", *COLUMNS]
     assert table.filter(pl.col("model") == "ridge")["deflated_sharpe_vs_universe"].is_finite().all()
     baselines = table.filter(pl.col("model").is_in(["momentum", "equal_weight"]))
     assert baselines["r2_oos"].is_nan().all()  # baselines do not forecast returns
@@ -91,7 +92,7 @@ def test_comparison_table_has_every_model_and_column(comparison):
 def test_equal_weight_model_tracks_the_universe_benchmark(comparison):
     """The baseline holds every scored name equally, rebalanced monthly; the benchmark
     holds every name daily. Over a few years they differ by drift and costs only."""
-    ew = next(r for r in comparison.results if r.settings.model is ModelName.EQUAL_WEIGHT)
+    ew = next(r for r in comparison.results if r.spec.model.name is ModelName.EQUAL_WEIGHT)
     assert abs(ew.metrics["excess_cagr_vs_universe"]) < 0.02
     assert ew.metrics["beta_vs_universe"] == pytest.approx(1.0, abs=0.05)
 
@@ -112,27 +113,31 @@ def test_index_comparisons_use_only_the_days_the_index_exists(archive, base):
     "weighting", [Weighting.INVERSE_VOL, Weighting.MIN_VARIANCE, Weighting.MEAN_VARIANCE]
 )
 def test_weighting_schemes_run_with_caps(archive, base, weighting):
-    settings = base.replace(
-        model=ModelName.LASSO, weighting=weighting, max_weight=0.15, sector_cap=0.35
-    )
+    settings = base.replace(**{
+        "model.name": ModelName.LASSO, "portfolio.weighting": weighting,
+        "portfolio.max_weight": 0.15, "portfolio.sector_cap": 0.35,
+    })  # fmt: skip
     result = run(archive, settings)
     assert (result.history["weight"] <= 0.15 + 1e-9).all()
     assert result.metrics["net_volatility"] > 0
 
 
-def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, base):
+def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, base, monkeypatch):
     names = DEFAULT_FEATURES
-    first = cached_model_frame(archive, base, names)
-    again = cached_model_frame(archive, base, names)
+    first = cached_model_frame(archive, base.features, base.paths, names)
+    again = cached_model_frame(archive, base.features, base.paths, names)
     assert first.equals(again)
-    assert first.equals(model_frame(archive, base, names))
-    key = frame_key(archive.fingerprint, base, names)
-    assert key != frame_key(archive.fingerprint, base.replace(horizon=5), names)
-    assert key != frame_key(archive.fingerprint, base.replace(sector_neutral=True), names)
-    assert key != frame_key("0" * 64, base, names)
-    assert key == frame_key(
-        archive.fingerprint, base.replace(model=ModelName.LASSO, top_stocks=3), names
-    )
+    assert first.equals(model_frame(archive, base.features, names))
+    fingerprint, spec = archive.fingerprint, base.features
+    key = frame_key(fingerprint, spec, names)
+    assert key != frame_key(fingerprint, dataclasses.replace(spec, horizon=5), names)
+    assert key != frame_key(fingerprint, dataclasses.replace(spec, sector_neutral=True), names)
+    assert key != frame_key("0" * 64, spec, names)
+    assert key != frame_key(fingerprint, spec, names[:-1])
+    other = base.replace(**{"model.name": ModelName.LASSO, "portfolio.top_stocks": 3})
+    assert key == frame_key(fingerprint, other.features, names)
+    monkeypatch.setattr(frame_module, "FRAME_VERSION", frame_module.FRAME_VERSION + 1)
+    assert key != frame_key(fingerprint, spec, names)
 
 
 def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
@@ -142,7 +147,7 @@ def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
         archive, prices=archive.prices.filter(pl.col("date") < pl.date(2014, 3, 1))
     )
     with pytest.raises(ModelError):
-        prepare(short, base.replace(feature_cache=False), StageTimer())
+        prepare(short, base.replace(**{"paths.frame_cache": False}), StageTimer())
 
 
 def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
@@ -154,6 +159,7 @@ def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
     for key in ("plot_equity", "plot_drawdown", "plot_rolling_ic"):
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pl.read_csv(files["portfolio"]).columns == [
+        "date",
         "symbol",
         "name",
         "sector",
@@ -190,19 +196,11 @@ def test_cli_run_all_prints_the_table_and_the_caveats(small_archive: Path, tmp_p
     assert not list(out.glob("*.png"))
 
 
-def test_index_levels_fill_gaps_inside_the_file_only():
-    calendar = np.arange(np.datetime64("2020-01-01"), np.datetime64("2020-01-08"))
-    days = [np.datetime64("2020-01-02"), np.datetime64("2020-01-03"), np.datetime64("2020-01-05")]
-    index = pl.DataFrame({"date": np.array(days), "sp500": [1.0, 2.0, 3.0]})
-    np.testing.assert_array_equal(
-        index_levels(index, calendar), [np.nan, 1.0, 2.0, 2.0, 3.0, np.nan, np.nan]
-    )
-
-
 def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):
     from engine.research.models.tuning import ENET_GRID
 
-    result = run(archive, base.replace(model=ModelName.LASSO, tune=True, validation_periods=6))
+    tuned = {"model.name": ModelName.LASSO, "model.tune": True, "model.validation_periods": 6}
+    result = run(archive, base.replace(**tuned))
     assert result.metrics["model_alpha_median"] in ENET_GRID
 
 
@@ -218,9 +216,11 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     recorded = json.loads((tmp_path / "metrics_lasso.json").read_text())["settings"]
-    expected = {"model": "lasso", "weighting": "inverse_vol", "max_weight": "0.15",
-                "sector_cap": "0.3", "alpha": "0.0002", "rebalance": "quarterly",
-                "cost_bps": "25.0", "execution_lag": "2", "min_train_periods": "4"}  # fmt: skip
+    expected = {"model.name": "lasso", "portfolio.weighting": "inverse_vol",
+                "portfolio.max_weight": "0.15", "portfolio.sector_cap": "0.3",
+                "model.alpha": "0.0002", "walk_forward.rebalance": "quarterly",
+                "backtest.cost_bps": "25.0", "backtest.execution_lag": "2",
+                "walk_forward.min_train_periods": "4"}  # fmt: skip
     assert {k: recorded[k] for k in expected} == expected
     holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
     assert holdings["weight"].max() <= 0.15 + 1e-9

@@ -132,7 +132,7 @@ def test_ledoit_wolf_is_annualised_and_symmetric_positive_definite():
 @pytest.mark.parametrize("scheme", list(Weighting))
 def test_every_scheme_is_long_only_capped_and_invested(scheme: Weighting):
     calendar, symbols, returns, sectors = _market()
-    spec = PortfolioSpec(n=6, scheme=scheme, max_weight=0.3, sector_cap=0.5)
+    spec = PortfolioSpec(top_stocks=6, weighting=scheme, max_weight=0.3, sector_cap=0.5)
     held = scheme_weights(_predictions(), spec, calendar, symbols, returns, sectors)
     assert (held["weight"] > 0).all() and (held["weight"] <= 0.3 + 1e-9).all()
     sector = dict(zip(symbols, sectors, strict=True))
@@ -149,7 +149,7 @@ def test_every_scheme_is_long_only_capped_and_invested(scheme: Weighting):
 )
 def test_weights_at_t_ignore_returns_after_t(scheme: Weighting):
     calendar, symbols, returns, sectors = _market()
-    spec = PortfolioSpec(n=5, scheme=scheme, max_weight=0.4)
+    spec = PortfolioSpec(top_stocks=5, weighting=scheme, max_weight=0.4)
     preds = _predictions(n_dates=1)
     before = scheme_weights(preds, spec, calendar, symbols, returns, sectors)
     t = np.searchsorted(calendar, np.datetime64("2020-01-28"))
@@ -162,6 +162,10 @@ def test_weights_at_t_ignore_returns_after_t(scheme: Weighting):
 def test_name_cap_never_forces_cash():
     """A cap below 1/n is raised to 1/n, so the portfolio stays fully invested."""
     w = date_weights(
-        np.ones(4), np.zeros(4), np.zeros((10, 4)), np.arange(4), PortfolioSpec(n=4, max_weight=0.1)
+        np.ones(4),
+        np.zeros(4),
+        np.zeros((10, 4)),
+        np.arange(4),
+        PortfolioSpec(top_stocks=4, max_weight=0.1),
     )
     assert w.sum() == pytest.approx(1.0)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import Settings
-from engine.lifecycle import registry, tracking
+from engine.config import PromotionSpec, RunSpec, TrackingSpec
+from engine.lifecycle import registry
 from engine.lifecycle.promotion import Evidence, Policy, PolicyError, beats, decide
+from engine.lifecycle.tracking import store
 from tests.mlflow_server import VENV_BIN, child_env, client_for, engine, run_args, sqlite_uri
 
 pytest_plugins = ("tests.conftest_mlflow",)  # fixtures: mlflow_service, server_uri, model_name
@@ -93,6 +94,17 @@ def test_missing_metric_is_a_clear_error_naming_the_known_ones():
         decide(ev("1"), None, Policy(("sharpe",), (0.0,)))
 
 
+def test_a_synthetic_data_model_never_replaces_a_real_data_champion():
+    real = Evidence("1", DATA, PERIOD, {"ic_mean": 0.03, "information_ratio_vs_index": 0.5},
+                    "real")  # fmt: skip
+    synthetic = Evidence("2", "b" * 64, PERIOD, ev(ic=0.9, ir=9.0).metrics, "synthetic")
+    decision = decide(synthetic, real, DEFAULT)
+    assert not decision.promoted and "synthetic data never replaces champion v1" in decision.reason
+    promoted = decide(Evidence("3", "c" * 64, PERIOD, real.metrics, "real"),
+                      Evidence("2", "b" * 64, PERIOD, synthetic.metrics, "synthetic"), DEFAULT)  # fmt: skip
+    assert promoted.promoted and "measured on synthetic data" in promoted.reason
+
+
 def test_a_champion_without_the_metric_is_beaten():
     champion = Evidence("1", DATA, PERIOD, {"ic_mean": 0.03})
     assert decide(ev("2"), champion, DEFAULT).promoted
@@ -153,19 +165,19 @@ def test_ensure_model_reads_first_and_creates_only_a_missing_model():
 
 
 # --- the registry on real stores --------------------------------------------------------------
-def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> Settings:
-    return Settings(tracking_uri=uri, registered_model=name, promote_metrics=policy.metrics,
-                    promote_thresholds=policy.thresholds)  # fmt: skip
+def _settings(uri: str, name: str, policy: Policy = DEFAULT) -> RunSpec:
+    return RunSpec(tracking=TrackingSpec(uri=uri, registered_model=name),
+                   promotion=PromotionSpec(policy.metrics, policy.thresholds))  # fmt: skip
 
 
-def _register(client, settings: Settings, evidence: Evidence) -> registry.Registered:
+def _register(client, settings: RunSpec, evidence: Evidence) -> registry.Registered:
     """A real run carrying the evidence's metrics, then registration and promotion."""
-    exp = tracking.experiment_id(client, settings)
+    exp = store.experiment_id(client, settings)
     run = client.create_run(exp)
     for key, value in evidence.metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id)
-    policy = Policy.from_settings(settings)
+    policy = Policy.from_spec(settings.promotion)
     source = f"{run.info.artifact_uri}/model"  # inside the run: servers check that
     return registry.register_and_promote(
         client, settings, run.info.run_id, source, None, evidence, policy
@@ -174,8 +186,8 @@ def _register(client, settings: Settings, evidence: Evidence) -> registry.Regist
 
 def _policy_cases(uri: str, name: str) -> None:
     settings = _settings(uri, name)
-    tracking.configure(settings)
-    client = tracking.open_client(settings)
+    store.configure(settings)
+    client = store.open_client(settings)
     steps = [
         (ev(ic=0.03), True, "1"),  # the first model
         (ev(ic=0.04, ir=0.6), True, "2"),  # a better model
@@ -209,8 +221,8 @@ def test_policy_cases_on_a_real_server(server_uri: str, model_name: str):
 
 def _race_worker(uri: str, name: str, ic: float, barrier) -> str:
     settings = _settings(uri, name, Policy(("ic",), (0.0,)))
-    tracking.configure(settings)
-    client = tracking.open_client(settings)
+    store.configure(settings)
+    client = store.open_client(settings)
     barrier.wait(timeout=120)
     return _register(client, settings, ev(ic=ic)).version
 
@@ -278,6 +290,25 @@ def test_two_runs_leave_two_versions_and_the_aliases_the_policy_dictates(two_run
 
 
 @pytest.mark.slow
+def test_a_rerun_of_the_same_data_and_settings_registers_no_new_version(
+    small_archive: Path, tmp_path: Path
+):
+    """Same data, settings and scores: the rerun still records a run, and says which
+    version already holds its model instead of registering a duplicate."""
+    out = tmp_path / "out"
+    first = engine(*run_args(small_archive, out))
+    again = engine(*run_args(small_archive, out))
+    assert first.exit_code == 0 and again.exit_code == 0, again.output
+    assert "registry: sp500-ridge v1 already holds this model" in again.output
+    client = client_for(sqlite_uri(out))
+    assert [str(v.version) for v in registry.versions(client, "sp500-ridge")] == ["1"]
+    runs = client.search_runs([store.experiment_id(client, _settings(sqlite_uri(out), "x"))])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    other = engine(*run_args(small_archive, out, "--top-stocks", "5"))
+    assert other.exit_code == 0 and "sp500-ridge v2 is challenger" in other.output
+
+
+@pytest.mark.slow
 def test_registry_list_and_compare_print_the_versions_side_by_side(two_runs: Path):
     listed = engine("registry", "list", "--output-path", str(two_runs))
     assert listed.exit_code == 0, listed.output
@@ -287,8 +318,8 @@ def test_registry_list_and_compare_print_the_versions_side_by_side(two_runs: Pat
     lines = shown.output.splitlines()
     assert lines[0].split() == ["sp500-ridge", "v1", "v2"]
     assert any(line.split()[:1] == ["ic_mean"] and len(line.split()) == 3 for line in lines)
-    assert any(line.startswith("setting alpha") for line in lines)
-    assert any(line.startswith("setting top_stocks") for line in lines)
+    assert any(line.startswith("setting model.alpha") for line in lines)
+    assert any(line.startswith("setting portfolio.top_stocks") for line in lines)
     as_json = json.loads(engine("registry", "compare", "--json", "--output-path",
                                 str(two_runs)).output)  # fmt: skip
     client = client_for(sqlite_uri(two_runs))
@@ -369,23 +400,5 @@ def test_two_engine_runs_finishing_at_once_on_a_new_sqlite_store(
     assert set(aliases) == {"champion", "challenger"}
     crowned = [str(v.version) for v in versions if v.tags[registry.DECISION] == "promoted"]
     assert aliases["champion"] == crowned[-1]
-    runs = client.search_runs([tracking.experiment_id(client, _settings(uri, "x"))])
+    runs = client.search_runs([store.experiment_id(client, _settings(uri, "x"))])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
-
-
-# --- stores: credentials and locks --------------------------------------------------------
-def test_scrub_removes_user_info_password_and_secrets():
-    uri = "http://alice:s3cret@mlflow.internal:5000"
-    text = f"API request to {uri}/api/2.0/x failed (s3cret, token tok-1)"
-    cleaned = registry.scrub(text, uri, ["tok-1", None])
-    assert cleaned == "API request to http://mlflow.internal:5000/api/2.0/x failed (***, token ***)"
-    assert registry.without_credentials(uri) == "http://mlflow.internal:5000"
-
-
-def test_locks_sit_beside_sqlite_and_per_server_elsewhere(tmp_path: Path):
-    db = tmp_path / "mlflow.db"
-    assert registry.lock_path(f"sqlite:///{db}") == tmp_path / "mlflow.db.lock"
-    a = registry.lock_path("http://alice:x@host:5000")
-    assert a == registry.lock_path("http://host:5000") != registry.lock_path("http://host:5001")
-    with registry.store_lock(f"sqlite:///{db}"):
-        assert (tmp_path / "mlflow.db.lock").exists()

@@ -73,7 +73,7 @@ def assert_one_run_in_the_folder(out: Path) -> dict:
     """Every output file agrees with the metrics JSON on which run wrote it."""
     assert_no_partial_files(out)
     document = json.loads((out / "metrics_ridge.json").read_text())
-    top = int(document["settings"]["top_stocks"])
+    top = int(document["settings"]["portfolio.top_stocks"])
     portfolio = pl.read_csv(out / "portfolio_ridge.csv")
     holdings = pl.read_csv(out / "holdings_ridge.csv")
     assert portfolio.height == top, "portfolio of another run than the metrics"
@@ -96,7 +96,8 @@ def test_four_runs_without_tracking_share_the_cache_and_never_mix_outputs(
 def test_four_tracked_runs_record_everything_and_crown_one_champion(
     small_archive: Path, tmp_path: Path
 ):
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
     from tests.mlflow_server import client_for, sqlite_uri
 
     out = tmp_path / "out"
@@ -105,11 +106,11 @@ def test_four_tracked_runs_record_everything_and_crown_one_champion(
     assert_built_once(out, [err for _, _, err in results])
 
     client = client_for(sqlite_uri(out))
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    experiment = client.get_experiment_by_name(store.EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == len(RUNS), "a run was not recorded"
     assert all(r.info.status == "FINISHED" for r in runs)
-    by_alpha = {r.data.params["alpha"]: r for r in runs}
+    by_alpha = {r.data.params["model.alpha"]: r for r in runs}
     assert sorted(by_alpha) == sorted(a for _, a in RUNS)
 
     # The registry: four versions, one champion, the one the policy picks in version order.
@@ -129,11 +130,11 @@ def test_four_tracked_runs_record_everything_and_crown_one_champion(
             client.download_artifacts(run.info.run_id, "outputs", str(tmp_path / run.info.run_id))
         )
         logged = json.loads((local / "metrics_ridge.json").read_text())
-        assert logged["settings"]["alpha"] == run.data.params["alpha"]
-        assert logged["settings"]["top_stocks"] == run.data.params["top_stocks"]
+        assert logged["settings"]["model.alpha"] == run.data.params["model.alpha"]
+        assert logged["settings"]["portfolio.top_stocks"] == run.data.params["portfolio.top_stocks"]
     # ... and the folder holds exactly one run's files, byte for byte.
     document = assert_one_run_in_the_folder(out)
-    last = by_alpha[document["settings"]["alpha"]]
+    last = by_alpha[document["settings"]["model.alpha"]]
     local = tmp_path / last.info.run_id
     for name in output_names("ridge"):
         assert (out / name).read_bytes() == (local / "outputs" / name).read_bytes(), name

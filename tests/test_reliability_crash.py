@@ -15,24 +15,26 @@ and its outputs must equal, byte for byte, those of a run that was never interru
 from __future__ import annotations
 
 import random
-import re
-import threading
+import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.reliability_helpers import (
+    Trigger,
+    Watch,
     assert_no_partial_files,
     assert_valid_cache,
     comparable_outputs,
-    is_temporary,
+    first_output,
     kill_group,
+    line,
     output_names,
     run_process,
+    signal_when,
     spawn,
+    table_written_in,
 )
 
 SEED = 20240806
@@ -66,99 +68,11 @@ def reference(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 # --- killing at a chosen point ----------------------------------------------------------------
-@dataclass
-class Watch:
-    """A running engine process, its stderr lines so far, and a parser of visible files."""
-
-    out: Path
-    lines: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def read(self, stream) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
-
-    def inspect(self) -> None:
-        """Keep parsing every visible file while the process runs (a torn file would show)."""
-        while not self.stop.is_set():
-            try:
-                assert_no_partial_files(self.out)
-            except AssertionError as exc:
-                self.problems.append(str(exc))
-            time.sleep(0.01)
-
-    def saw(self, pattern: str) -> bool:
-        return any(re.search(pattern, line) for line in list(self.lines))
-
-
-Trigger = Callable[[Watch], bool]
-
-
 def kill_when(args: list[str], out: Path, trigger: Trigger, delay: float = 0.0) -> Watch:
     """Start ``engine <args>``, SIGKILL it ``delay`` s after ``trigger`` holds; the test
     fails if the process ended before it could be killed (the point was never reached)."""
-    proc = spawn(args)
-    watch = Watch(out)
-    threads = [
-        threading.Thread(target=watch.read, args=(proc.stderr,), daemon=True),
-        threading.Thread(target=watch.inspect, daemon=True),
-    ]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    try:
-        while not trigger(watch):
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"the run ended (exit {proc.returncode}) before the kill point:\n"
-                    + "\n".join(watch.lines[-20:])
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError("kill point never reached")
-            time.sleep(0.001)
-        time.sleep(delay)
-        kill_group(proc)
-    finally:
-        kill_group(proc)
-        proc.wait(timeout=30)
-        watch.stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        proc.stdout.close()
-        proc.stderr.close()
+    watch, _, _ = signal_when(args, out, trigger, signal.SIGKILL, delay, RUN_TIMEOUT_S)
     return watch
-
-
-def table_written_in(cache: Path) -> Trigger:
-    """A table of a cache entry ``cache/<key>/`` is being (or has just been) written: its
-    temporary file or folder, or its Parquet or numpy file, appeared."""
-
-    def seen(_: Watch) -> bool:
-        return any(
-            (is_temporary(p) or is_temporary(p.parent) or p.suffix in {".parquet", ".npy"})
-            and p.parent.name != "frames"
-            for p in cache.glob("*/*")
-        )
-
-    return seen
-
-
-def line(pattern: str) -> Trigger:
-    return lambda watch: watch.saw(pattern)
-
-
-def after(seconds: float) -> Trigger:
-    start = time.monotonic()
-    return lambda _: time.monotonic() - start >= seconds
-
-
-def first_output(out: Path, model: str) -> Trigger:
-    names = output_names(model, plots=True)
-    return lambda _: (
-        any((out / n).exists() for n in names)
-        or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
-    )
 
 
 def assert_consistent_after_kill(watch: Watch) -> None:

@@ -3,8 +3,11 @@
 A hypothesis fuzzer mutates a tiny valid archive (4 symbols x 2.5 years): mangled
 headers, other delimiters, quoted fields, BOMs, CRLF, blank lines, huge / negative /
 NaN / inf numbers, dates out of order or in other formats, unicode symbols, truncated
-and empty files, stray bytes. Each case runs the whole ``engine run`` in-process (click's
-CliRunner, ~0.1 s) under a hard time limit, and must end in exactly one of:
+and empty files, stray bytes; and (issue 18) numbers padded with spaces, numbers of
+hundreds of digits, dates off the calendar, compressed files, a directory or FIFO in a
+file's place, implausible prices (a day at 1e-300 or x1000, an unadjusted split). Each
+case runs the whole ``engine run`` in-process (click's CliRunner, ~0.1 s) under a hard
+time limit, with numpy's RuntimeWarnings raised as errors, and must end in exactly one of:
 
 * success (exit 0): every output file present and parseable, strict JSON metrics, and,
   when every mutation preserves the data's meaning (BOM, CRLF, quoting, blank lines,
@@ -21,10 +24,12 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
 import random
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -75,11 +80,13 @@ Files = dict[str, bytes]
 
 @dataclass(frozen=True)
 class Mutation:
-    """One change to the archive's files; ``safe`` if it keeps the data's meaning."""
+    """One change to the archive's files; ``safe`` if it keeps the data's meaning.
+    ``special``: the file becomes a directory or a FIFO (after every other change)."""
 
     what: str
     safe: bool
     apply: Callable[[Files], Files] = field(compare=False)
+    special: tuple[str, str] | None = None  # (file name, "directory" or "fifo")
 
     def __repr__(self) -> str:
         return f"<{self.what}{' (meaning-preserving)' if self.safe else ''}>"
@@ -87,17 +94,20 @@ class Mutation:
 
 NUMBERS = ["1e308", "1e300", "-1e300", "1e-300", "5e-324", "1e400", "-1", "-0", "0", "NaN",
            "nan", "inf", "-inf", "Infinity", "+12.5", " 12.5 ", "1,234.5", "0x1F", "1_000",
-           "12.5.1", "", "null", "NA", "999999999999999999999999", "٣", "1e", "e5"]  # fmt: skip
+           "12.5.1", "", "null", "NA", "999999999999999999999999", "٣", "1e", "e5",
+           "9" * 400, "-" + "9" * 400, "0." + "0" * 400 + "1", "1e-400", "12.5 \t"]  # fmt: skip
 DATES = ["2015-13-01", "2015-02-30", "2015/01/05", "05/01/2015", "01-05-2015", "20150105",
          "2015-1-5", "2015-01-05T00:00:00", "2015-01-05 00:00:00", "1899-12-31", "2200-01-01",
-         "0001-01-01", "9999-12-31", "", "yesterday", "2015-01-05Z", " 2015-01-05"]  # fmt: skip
+         "0001-01-01", "9999-12-31", "", "yesterday", "2015-01-05Z", " 2015-01-05",
+         "2015-02-29", "2100-02-29", "2016-04-31", "2015-00-10"]  # fmt: skip
 SYMBOLS = ["ÄÖÜ", "🚀", "A\u200bB", "ΑΒΓ", "ＡＡＰＬ", "BRK.B", "BF-B", "a b", "", "X" * 300,
            "A\tB", "'A'", "A;B", "\u202eLTR", "A\x00B"]  # fmt: skip
 TEXT = ["é", "中文", "\ufeff", '"', '""', "\r", "\x00", "\\N", "a,b", "🚀🚀", "\u2028"]
 DELIMITERS = [";", "\t", "|", " ", ",,"]
 KINDS = ["bom", "crlf", "blank_lines", "quote_all", "shuffle", "header", "delimiter", "number",
          "scale", "date", "date_format", "swap_rows", "symbol", "text", "truncate", "empty",
-         "header_only", "drop_line", "dup_line", "bytes", "cell"]  # fmt: skip
+         "header_only", "drop_line", "dup_line", "bytes", "cell", "pad", "compress",
+         "special", "implausible"]  # fmt: skip
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -242,6 +252,34 @@ def _scale(data: bytes, column: int, factor: float) -> bytes:
     return _column_values(data, column, lambda v: repr(float(v) * factor).encode())
 
 
+def _pad(data: bytes, column: int, pad: bytes) -> bytes:
+    """Every value of ``column`` (a number) with ``pad`` around it: the same numbers."""
+    return _column_values(data, column, lambda v: pad + v + pad)
+
+
+def _implausible(data: bytes, row: int, how: str) -> bytes:
+    """One symbol's prices made implausible at data row ``row``: Adj Close at 1e-300 or
+    x1000 for that day, or every price before it x4 (an unadjusted 4:1 split)."""
+    lines = _lines(data)
+    i = _data_line(lines, row)
+    if i is None or len(lines[i].split(b",")) < 8 or not lines[i].split(b",")[2]:
+        return data
+    symbol = lines[i].split(b",")[1]
+    for j in range(1, len(lines)):
+        fields = lines[j].split(b",")
+        if len(fields) < 8 or fields[1] != symbol or not fields[2]:
+            continue
+        try:
+            if how == "split" and j < i:
+                fields[2:7] = [repr(float(v) * 4).encode() for v in fields[2:7]]
+            elif j == i and how != "split":
+                fields[2] = b"1e-300" if how == "floor" else repr(float(fields[2]) * 1000).encode()
+        except ValueError:  # an earlier mutation made it something else
+            continue
+        lines[j] = b",".join(fields)
+    return _join(lines)
+
+
 @st.composite
 def mutations(draw: st.DrawFn) -> Mutation:
     """One random change to one (or two) of the archive's files."""
@@ -312,6 +350,21 @@ def mutations(draw: st.DrawFn) -> Mutation:
     if kind == "bytes":
         junk = draw(st.binary(min_size=1, max_size=8))
         return on(f"bytes {junk!r} inserted at {row * 37}", lambda d: _insert(d, row * 37, junk))
+    if kind == "pad":  # spaces or tabs around every value of a numeric column
+        pad = draw(st.sampled_from([b" ", b"  ", b"\t", b" \t"]))
+        column = {schema.STOCKS_FILE: 2 + col % 6, schema.INDEX_FILE: 1}.get(name, 1)
+        return on(f"column {column} padded with {pad!r}", lambda d: _pad(d, column, pad),
+                  safe=name != schema.COMPANIES_FILE)  # fmt: skip
+    if kind == "compress":
+        how = draw(st.sampled_from(["gzip", "bz2", "lzma"]))
+        return on(f"{how}-compressed", lambda d: __import__(how).compress(d))
+    if kind == "special":
+        what = draw(st.sampled_from(["directory", "fifo"]))
+        return Mutation(f"{name}: a {what}", False, lambda files: files, special=(name, what))
+    if kind == "implausible":
+        how = draw(st.sampled_from(["floor", "spike", "split"]))
+        return Mutation(f"stocks row {row}: {how}", False, lambda files: {
+            **files, schema.STOCKS_FILE: _implausible(files[schema.STOCKS_FILE], row, how)})  # fmt: skip
     value = draw(st.text(max_size=12))
     return on(f"row {row} col {col} = {value!r}", lambda d: _set_cell(d, row, col, value))
 
@@ -326,7 +379,10 @@ def check_case(chosen: list[Mutation]) -> None:
         data.mkdir()
         for name, content in files.items():
             (data / name).write_bytes(content)
-        with time_limit(CASE_LIMIT_S, "engine run on a fuzzed archive"):
+        for name, what in [m.special for m in chosen if m.special]:
+            _make_special(data / name, what)
+        with time_limit(CASE_LIMIT_S, "engine run on a fuzzed archive"), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # numpy's, on stderr: a failure
             outcome = invoke("-q", "run", *TINY_RUN, "--data-path", str(data),
                              "--output-path", str(out))  # fmt: skip
         check_outcome(outcome, out)
@@ -336,20 +392,32 @@ def check_case(chosen: list[Mutation]) -> None:
         shutil.rmtree(data)
 
 
+def _make_special(path: Path, what: str) -> None:
+    """Put a directory or a FIFO where ``path`` (a file) is."""
+    if path.is_dir():
+        return
+    path.unlink(missing_ok=True)
+    if what == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
 def _kind_of_error(stderr: str) -> str:
     """The error line without its values, for hypothesis' statistics."""
     line = stderr.strip().splitlines()[-1].removeprefix("engine: error: ")
+    line = re.sub(r"/\S+", "<path>", line)
     return "error: " + re.sub(r"(line|row) \d+.*?:|'.*?'|\d+", "#", line)[:70]
 
 
-def check_outcome(outcome: Outcome, out: Path) -> None:
+def check_outcome(outcome: Outcome, out: Path, model: str = "ridge") -> None:
     """A complete result, or one error line and nothing written outside the cache."""
     assert not [p for p in out.rglob("*") if is_temporary(p)], "temporary files left behind"
     assert_valid_cache(out / "cache")
     if outcome.code == 0:
         assert outcome.exception is None, repr(outcome.exception)
         assert "Traceback" not in outcome.stderr
-        for name in OUTPUTS:
+        for name in output_names(model):
             assert (out / name).is_file(), name
         assert_no_partial_files(out)
         return
@@ -402,3 +470,59 @@ def test_bad_archive_as_a_real_process_has_no_traceback(tmp_path, mutate):
         line for line in outcome.stderr.splitlines() if line and not line.startswith("engine: ")
     ]
     assert stray == [], outcome.stderr
+
+
+# --- issue 18: settings a careless user gives, on the pristine archive ---------------------------
+SETTINGS = {
+    "--horizon": ["1", "5", "500", "100000"],
+    "--min-train-periods": ["1", "3", "200"],
+    "--top-stocks": ["1", "3", "50"],
+    "--sector-cap": ["0.05", "0.3", "1"],
+    "--rebalance": ["weekly", "quarterly"],
+    "--train-window": ["rolling"],
+    "--rolling-periods": ["1", "4"],
+    "--model": ["ridge", "elasticnet", "momentum", "equal_weight", "hist_gbm"],
+    "--weighting": ["inverse_vol", "min_variance", "mean_variance"],
+    "--alpha": ["0.001", "1000000"],
+    "--validation-periods": ["1", "3", "200"],
+    "--execution-lag": ["0", "300"],
+    "--cost-bps": ["0", "10000"],
+    "--max-weight": ["0.01", "1"],
+}
+
+
+@st.composite
+def run_settings(draw: st.DrawFn) -> list[str]:
+    """A few settings of ``engine run``, each an extreme or an ordinary value."""
+    names = sorted(draw(st.sets(st.sampled_from(sorted(SETTINGS)), min_size=1, max_size=4)))
+    flags = [x for name in names for x in (name, draw(st.sampled_from(SETTINGS[name])))]
+    return flags + (["--tune"] if "--validation-periods" in names else [])
+
+
+def check_settings(flags: list[str]) -> None:
+    files, _ = pristine()
+    with tempfile.TemporaryDirectory() as tmp:
+        data, out = Path(tmp) / "data", Path(tmp) / "out"
+        data.mkdir()
+        for name, content in files.items():
+            (data / name).write_bytes(content)
+        with time_limit(CASE_LIMIT_S, "engine run with fuzzed settings"), warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            outcome = invoke("-q", "run", *TINY_RUN, *flags, "--train-dates", "20",
+                             "--data-path", str(data), "--output-path", str(out))  # fmt: skip
+        check_outcome(outcome, out, model=flags[flags.index("--model") + 1]
+                      if "--model" in flags else "ridge")  # fmt: skip
+        event("success" if outcome.code == 0 else _kind_of_error(outcome.stderr))
+
+
+@settings(max_examples=30, derandomize=True, database=None, **FUZZ_SETTINGS)
+@given(flags=run_settings())
+def test_fuzzed_settings_give_a_result_or_one_error_line(flags):
+    check_settings(flags)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, **FUZZ_SETTINGS)
+@given(flags=run_settings())
+def test_fuzzed_settings_give_a_result_or_one_error_line_300(flags):
+    check_settings(flags)

@@ -87,11 +87,13 @@ class Peak:
         return f"{self.total / 2**30:.2f} GiB in all: " + "; ".join(parts)
 
 
-def run_under_rss_limit(args: list[str], env: dict[str, str], limit: int) -> tuple[int, Peak, str]:
-    """Run ``args`` with the process tree's resident memory capped at ``limit`` (killed
-    past it); (exit code, peak, stderr)."""
+def run_under_rss_limit(
+    args: list[str], env: dict[str, str], limit: int, cwd: Path | None = None
+) -> tuple[int, Peak, str]:
+    """Run ``args`` (in ``cwd``) with the process tree's resident memory capped at ``limit``
+    (killed past it); (exit code, peak, stderr)."""
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+                            text=True, start_new_session=True, cwd=cwd)  # fmt: skip
     peak, over, stderr = Peak(), [], []
     reader = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
     reader.start()
@@ -119,11 +121,10 @@ def test_the_default_run_completes_in_under_2_gb(tmp_path: Path):
     """``engine run`` exactly as a new user runs it: no archive, so the default synthetic
     one (503 symbols, 2010-2024, 1.89M rows) is generated, parsed, cached, and the run is
     tracked in SQLite with plots: the coldest, largest path."""
-    empty, out = tmp_path / "archive", tmp_path / "output"
-    empty.mkdir()
-    args = [str(Path(sys.executable).parent / "engine"), "-q", "run", "--data-path", str(empty),
-            "--output-path", str(out)]  # fmt: skip
-    code, peak, stderr = run_under_rss_limit(args, child_env(), LIMIT)
+    (tmp_path / "archive").mkdir()
+    out = tmp_path / "output"
+    args = [str(Path(sys.executable).parent / "engine"), "-q", "run"]
+    code, peak, stderr = run_under_rss_limit(args, child_env(), LIMIT, cwd=tmp_path)
     assert code == 0, stderr[-3000:]
     assert peak.total < LIMIT, f"peak resident memory {peak}"
     for name in output_names(plots=True):

@@ -1,4 +1,5 @@
-"""Issue 8, item 5: ``engine sql`` reads the engine's own data and nothing else.
+"""Issue 8, item 5: ``engine sql`` reads the engine's own data and nothing else; issue 18,
+item 15: and within bounds (a row cap, DuckDB's memory and temporary disk).
 
 Every escape attempt is tried twice:
 
@@ -21,10 +22,24 @@ import hashlib
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
-from engine.views.database import DATABASE_FILE, Sources, ensure_database, open_read_only
-from tests.reliability_helpers import TINY_RUN, assert_one_error_line, invoke, tiny_archive
+from engine.views.database import (
+    DATABASE_FILE,
+    QueryError,
+    Sources,
+    ensure_database,
+    open_read_only,
+)
+from engine.views.query import run_query
+from tests.reliability_helpers import (
+    TINY_RUN,
+    assert_one_error_line,
+    invoke,
+    run_with_rss_cap,
+    tiny_archive,
+)
 
 CANARY = "canary-5f0c1d2e-not-for-sql"
 
@@ -133,6 +148,8 @@ RAW_ESCAPES = {
     "community extensions": ("set allow_community_extensions = true", duckdb.InvalidInputException),
     "python replacement scans": ("set python_enable_replacements = true", duckdb.InvalidInputException),
     "temp directory": ("set temp_directory = '{root}/spill'", duckdb.InvalidInputException),
+    "more memory": ("set memory_limit = '1TB'", duckdb.InvalidInputException),
+    "more temporary disk": ("set max_temp_directory_size = '1PB'", duckdb.InvalidInputException),
 }  # fmt: skip
 
 
@@ -168,3 +185,106 @@ def test_a_result_csv_cannot_hold_is_one_error_line(engine_data, how):
         value = str(engine_data["root"] / value)
     outcome = sql(engine_data, "select [1, 2] as l, {'x': 1} as s", option, value)
     assert_one_error_line(outcome)
+
+
+# --- issue 18, item 15: a row cap, fetched in batches; DuckDB's memory and disk bounded ---------
+SQL_RSS_BOUND = 512 * 2**20  # an engine sql process: interpreter, Polars, DuckDB, 10k rows
+
+
+def test_a_result_is_cut_at_max_rows_in_every_format(engine_data, tmp_path):
+    query = "select range as n from range(25000)"
+    table = sql(engine_data, query)
+    assert table.code == 0, table.stderr
+    assert table.stdout.rstrip().endswith("10000 rows x 1 columns (cut at --max-rows: the "
+                                          "query has more)")  # fmt: skip
+    assert "the result is cut at 10,000 rows (--max-rows)" in table.stderr
+    csv = sql(engine_data, query, "--format", "csv")
+    assert csv.stdout.splitlines()[1:] == [str(i) for i in range(10_000)]
+    few = sql(engine_data, f"{query} order by n desc", "--format", "json", "--max-rows", "3")
+    assert few.stdout.strip() == '[{"n":24999},{"n":24998},{"n":24997}]'
+    out = tmp_path / "r.parquet"
+    assert sql(engine_data, query, "--out", str(out), "--max-rows", "12345").code == 0
+    assert pl.read_parquet(out)["n"].to_list() == list(range(12_345))
+    whole = sql(engine_data, "select range as n from range(10000)")
+    assert "cut" not in whole.stdout + whole.stderr and "10000 rows x 1 columns" in whole.stdout
+
+
+@pytest.fixture(scope="module")
+def wide_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An archive whose prices x range(30) is 12M rows (~1 GB as a frame)."""
+    from datetime import date
+
+    from engine.data.synth import SynthSpec
+
+    root = tmp_path_factory.mktemp("sql-wide")
+    spec = SynthSpec(n_symbols=160, start=date(2015, 1, 1), end=date(2024, 12, 31), seed=3)
+    data, out = tiny_archive(root / "data", spec), root / "out"
+    done = invoke("-q", "data", "validate", "--data-path", str(data), "--output-path", str(out))
+    assert done.code == 0, done.stderr
+    return {"data": data, "out": out}
+
+
+@pytest.mark.parametrize("query", ["select * from range(10000000000)",
+                                   "select * from prices, range(30)"])  # fmt: skip
+def test_a_huge_result_is_fetched_in_bounded_memory(wide_data, query):
+    """A real process and a real DuckDB: ten billion rows, or 12M of a cross join, cost
+    what 10,000 rows cost. The process is killed the moment it holds more than the bound
+    (before the fix they grew to 23.8 and 3.6 GB)."""
+    paths = ["--data-path", str(wide_data["data"]), "--output-path", str(wide_data["out"])]
+    measured = run_with_rss_cap(["-q", "sql", query, "--format", "csv", *paths], SQL_RSS_BOUND)
+    assert not measured.capped, f"engine sql passed {SQL_RSS_BOUND / 2**20:.0f} MiB resident"
+    assert measured.outcome.code == 0, measured.outcome.stderr
+    assert len(measured.outcome.stdout.splitlines()) == 10_001  # header + the cap
+    assert measured.peak <= SQL_RSS_BOUND
+
+
+@pytest.fixture
+def small_budget(engine_data):
+    """The read-only connection with 100 MiB of memory and of temporary disk."""
+    out = engine_data["out"]
+    sources = Sources.find(engine_data["cache"], out)
+    con = open_read_only(ensure_database(out / DATABASE_FILE, sources), sources,
+                         budget=(100 * 2**20, 100 * 2**20))  # fmt: skip
+    yield con
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [("select string_agg(range::varchar, ',') from range(50000000)", "failed to allocate"),
+     ("select count(distinct range) from range(100000000)", "failed to offload")],
+    ids=["memory", "temporary disk"],
+)  # fmt: skip
+def test_a_query_past_duckdb_s_budget_is_one_line(small_budget, query, says):
+    with pytest.raises(QueryError) as err:
+        run_query(small_budget, query)
+    message = str(err.value)
+    assert "\n" not in message and says in message
+    assert "gives DuckDB 100.0 MiB of memory and 100.0 MiB of temporary disk" in message
+
+
+def test_a_result_past_the_memory_budget_is_one_line(small_budget):
+    with pytest.raises(QueryError, match=r"^the result passes 50 MB of memory within its first"):
+        run_query(small_budget, "select repeat('x', 1000000) from range(400)", max_bytes=50 * 2**20)
+
+
+def test_every_connection_has_the_budget_of_the_memory_available(engine_data, monkeypatch):
+    from engine.io import memory
+    from engine.views import database
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 2**30)  # half for DuckDB, 4x disk
+    out = engine_data["out"]
+    sources = Sources.find(engine_data["cache"], out)
+    settings = "select current_setting('memory_limit'), current_setting('max_temp_directory_size')"
+    read_only = open_read_only(ensure_database(out / DATABASE_FILE, sources), sources)
+    with read_only, database.connect(sources) as in_memory:
+        for con in (read_only, in_memory):
+            assert con.sql(settings).fetchall() == [("512.0 MiB", "2.0 GiB")]
+
+
+def test_the_command_reports_duckdb_s_budget_in_one_line(engine_data, monkeypatch):
+    from engine.io import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200 * 2**20)
+    outcome = sql(engine_data, "select string_agg(range::varchar, ',') from range(50000000)")
+    assert_one_error_line(outcome, "Out of Memory Error", "gives DuckDB 128.0 MiB of memory")

@@ -8,28 +8,36 @@
 * A SQLite store locked by another writer: the engine's registry lock held by another
   process (a bounded wait, then one line naming the lock), and the database itself held
   in an exclusive transaction by another process (SQLite's busy timeout, then one line).
+* Issue 18, items 7 and 8: a store that cannot be reached, whatever its kind (a server, a
+  PostgreSQL database, dead or silent, a database whose driver is missing), fails within
+  one bound with one line; a malformed tracking URI is one line before anything runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from engine.lifecycle import registry
+from engine.lifecycle.tracking import store
 from tests.reliability_helpers import (
     TINY_RUN,
     Outcome,
     assert_no_partial_files,
     assert_one_error_line,
+    child_env,
     empty_sqlite_store,
     invoke,
     kill_group,
@@ -41,6 +49,9 @@ from tests.reliability_helpers import (
 
 # A dead server refuses connections: MLflow's retries (2, backoff factor 1) take seconds.
 REFUSED_BOUND_S = 60
+# Any store that cannot be reached: the probe's one attempt (its timeout is 10 s) after the
+# pipeline, on a busy machine.
+STORE_BOUND_S = 60
 # A silent server: each request waits its 10 s timeout, 3 attempts, with backoff; a failed
 # log call is followed by MLflow ending the run as FAILED (one more request): ~70 s.
 SILENT_BOUND_S = 150
@@ -159,7 +170,7 @@ def held_registry_lock(tmp_path: Path):
     (a second open file description: flock makes it a different owner)."""
     out = tmp_path / "out"
     empty_sqlite_store(out)
-    path = registry.lock_path(f"sqlite:///{out / 'mlflow.db'}")
+    path = store.lock_path(f"sqlite:///{out / 'mlflow.db'}")
     with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -175,12 +186,12 @@ def test_registry_lock_held_elsewhere_is_a_bounded_wait_then_one_line(
     # where the shortened wait below applies (a tracking child process would wait 120 s)
 
     out, handle = held_registry_lock
-    monkeypatch.setattr(registry, "STORE_LOCK_WAIT_S", 2.0)
+    monkeypatch.setattr(store, "STORE_LOCK_WAIT_S", 2.0)
     started = time.monotonic()
     outcome = invoke("run", *TRACKED_RUN, "--data-path", str(archive), "--output-path", str(out))
     line = assert_tracking_failure(outcome, out, "locked by another process", "waited 2 s")
     assert time.monotonic() - started < 120
-    assert str(registry.lock_path(f"sqlite:///{out / 'mlflow.db'}")) in line
+    assert str(store.lock_path(f"sqlite:///{out / 'mlflow.db'}")) in line
     fcntl.flock(handle, fcntl.LOCK_UN)  # the other writer finishes
     again = invoke(
         "-q", "run", *TRACKED_RUN, "--data-path", str(archive), "--output-path", str(out)
@@ -219,3 +230,51 @@ def test_sqlite_database_locked_by_another_writer_is_bounded_and_clear(
         holder.communicate(input="", timeout=30)
     again = invoke("-q", *args)
     assert again.code == 0 and again.exception is None, again.stderr
+
+
+# --- every kind of store that cannot be reached, and malformed URIs --------------------------
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("scheme", "silent", "expected"),
+    [("http", False, "is unreachable"), ("postgresql", False, "is unreachable"),
+     ("postgresql", True, "is unreachable"), ("mysql", False, "cannot be used")],
+)  # fmt: skip
+def test_a_store_that_cannot_be_reached_fails_within_one_bound_in_one_line(
+    archive: Path, tmp_path: Path, scheme: str, silent: bool, expected: str
+):
+    from tests.mlflow_server import free_port
+
+    out = tmp_path / "out"
+    with silent_port() if silent else contextlib.nullcontext(free_port()) as port:
+        where = f"{scheme}://127.0.0.1:{port}" + ("" if scheme == "http" else "/db")
+        uri = where.replace("://", "://admin:e@")  # a one-letter password
+        outcome = run_process(["run", *TRACKED_RUN, "--data-path", str(archive),
+                               "--output-path", str(out), "--tracking-uri", uri])  # fmt: skip
+    line = assert_tracking_failure(outcome, out, f"{where} {expected}")
+    assert outcome.seconds < STORE_BOUND_S, f"{outcome.seconds:.0f} s"
+    assert "***" not in line and "admin" not in line, line
+
+
+@pytest.mark.parametrize("uri", ["http://[::1", "http://127.0.0.1:abc"])
+@pytest.mark.parametrize("tracked", [True, False])
+def test_a_malformed_tracking_uri_is_one_line_before_anything_runs(
+    archive: Path, tmp_path: Path, uri: str, tracked: bool
+):
+    args = [*(TRACKED_RUN if tracked else TINY_RUN), "--data-path", str(archive),
+            "--output-path", str(tmp_path / "out")]  # fmt: skip
+    from_env = run_process(["run", *args], env=child_env(MLFLOW_TRACKING_URI=uri))
+    assert from_env.code == 1
+    assert_one_error_line(from_env, f"tracking URI {uri!r} is not a valid URI")
+    assert not (tmp_path / "out").exists()
+    as_flag = invoke("run", *args, "--tracking-uri", uri)
+    assert as_flag.code == 2 and as_flag.exception is None, as_flag.stderr
+    assert "Traceback" not in as_flag.stderr
+    assert f"Error: tracking URI {uri!r} is not a valid URI" in as_flag.stderr

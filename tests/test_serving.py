@@ -11,10 +11,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from engine.cli.predict import features_on, settings_of_run
-from engine.config import Settings
+from engine.cli.predict import model_spec
+from engine.config import Paths, RunSpec
 from engine.data.sources import resolve_archive
-from engine.lifecycle import registry, tracking
+from engine.lifecycle import registry
+from engine.lifecycle.tracking import store
+from engine.pipeline.predict import features_on
 from tests import mlflow_server
 from tests.mlflow_server import client_for, engine, run_args, sqlite_uri
 
@@ -28,7 +30,7 @@ def _last_rebalance(out: Path) -> date:
 
 def _same_rows(a: Path, b: Path) -> None:
     left, right = (pl.read_csv(p).sort("symbol") for p in (a, b))
-    assert left.columns == right.columns == ["symbol", "name", "sector", "weight", "score"]
+    assert left.columns == right.columns == ["date", "symbol", "name", "sector", "weight", "score"]
     assert left.drop("score").equals(right.drop("score")), (left, right)
     # the registered sklearn model and the run's own scorer differ in summation order only
     assert left["score"].to_list() == pytest.approx(right["score"].to_list(), rel=1e-12)
@@ -58,18 +60,37 @@ def test_predict_at_the_last_rebalance_reproduces_the_run_portfolio(
 def test_predict_uses_the_last_trading_day_on_or_before_the_date(
     champion: Path, small_archive: Path
 ):
-    result = engine("predict", "--as-of", "2017-07-02", "--data-path", str(small_archive),
+    result = engine("predict", "--as-of", "2019-01-06", "--data-path", str(small_archive),
                     "--output-path", str(champion), "--top-stocks", "3")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "3 names on 2017-06-30" in result.output  # a Sunday -> the Friday before
-    assert pl.read_csv(champion / "predict_ridge_2017-06-30.csv").height == 3
+    assert "3 names on 2018-12-31" in result.output  # a Sunday after the data's last day
+    assert pl.read_csv(champion / "predict_ridge_2018-12-31.csv").height == 3
+
+
+def test_predict_before_the_champion_was_fitted_is_refused(champion: Path, small_archive: Path):
+    """The champion was fitted at the last rebalance on labels known then: a portfolio for an
+    earlier day from it would be scored with knowledge of that day's future."""
+    fitted = _last_rebalance(champion)
+    result = engine("predict", "--as-of", "2017-06-30", "--data-path", str(small_archive),
+                    "--output-path", str(champion))  # fmt: skip
+    assert result.exit_code == 1 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("engine: error:")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0]
+    assert f"fitted at the {fitted} rebalance" in result.stderr
+    assert "scoring 2017-06-30 with it would use the future" in result.stderr
+    assert not (champion / "predict_ridge_2017-06-30.csv").exists()
+
+
+def test_predict_offers_only_models_with_a_fitted_scorer(champion: Path):
+    result = engine("predict", "--as-of", "2018-12-31", "--model", "momentum")
+    assert result.exit_code == 2 and "'momentum' is not one of" in result.stderr
 
 
 def test_predict_before_the_first_scoreable_day_says_so(champion: Path, small_archive: Path):
     result = engine("predict", "--as-of", "2001-01-01", "--data-path", str(small_archive),
                     "--output-path", str(champion))  # fmt: skip
     assert result.exit_code == 1
-    assert "no scoreable day on or before 2001-01-01 (first: 2013-" in result.stderr
+    assert "no scoreable day on or before 2001-01-01 (first: 2014-01-02)" in result.stderr
 
 
 def test_predict_without_a_champion_says_so(champion: Path, small_archive: Path):
@@ -89,11 +110,12 @@ def test_served_champion_answers_with_the_scores_of_engine_predict(
     assert predicted.exit_code == 0, predicted.output
     held = pl.read_csv(champion / f"predict_ridge_{day}.csv")
     # the feature frame engine predict scored, built by the same functions
-    settings = Settings(data_path=small_archive, output_path=champion)
-    tracking.configure(settings)
-    scorer = registry.load_scorer(tracking.open_client(settings), "models:/sp500-ridge@champion")
-    model_settings = settings_of_run(settings, scorer.params, {})
-    _, frame = features_on(resolve_archive(model_settings), model_settings, scorer.features, day)
+    settings = RunSpec(paths=Paths(data=small_archive, output=champion))
+    store.configure(settings)
+    scorer = registry.load_scorer(store.open_client(settings), "models:/sp500-ridge@champion")
+    model_settings = model_spec(settings, scorer.spec, {})
+    archive = resolve_archive(model_settings.paths)
+    frame = features_on(archive, model_settings, scorer.features, day)
     body = {"dataframe_split": frame.select(scorer.features).to_pandas().to_dict(orient="split")}
     service = mlflow_server.start_model_server(
         "models:/sp500-ridge@champion", uri, champion / "serve"

@@ -4,6 +4,7 @@ and the read-only ad hoc connection."""
 from __future__ import annotations
 
 import itertools
+import logging
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -16,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.data.archive import Archive, load_archive
+from engine.data.archive.spec import COMPANIES_SCHEMA
 from engine.data.synth import SynthSpec, synthesize
 from engine.features import DEFAULT_FEATURES, feature_panel
-from engine.schema import COMPANIES_SCHEMA
 from engine.views import database as sv
+from engine.views.query import run_query
 from tests.panels import random_panel
 
 SPEC = SynthSpec(n_symbols=25, start=date(2016, 1, 4), end=date(2018, 6, 29))
@@ -265,9 +267,9 @@ def test_output_views_appear_with_their_files(archive: Archive, tmp_path: Path) 
     assert set(sources.outputs) == {"portfolio", "backtest", "latest_portfolio", "predictions"}
     con = sv.open_read_only(sv.ensure_database(tmp_path / "engine.duckdb", sources), sources)
     try:
-        models = sv.run_query(con, "select distinct model from portfolio order by 1")
-        backtest = sv.run_query(con, "select * from backtest where model = 'random_forest'")
-        predictions = sv.run_query(con, "select * from predictions")
+        models = run_query(con, "select distinct model from portfolio order by 1").frame
+        backtest = run_query(con, "select * from backtest where model = 'random_forest'").frame
+        predictions = run_query(con, "select * from predictions").frame
     finally:
         con.close()
     assert models["model"].to_list() == ["random_forest", "ridge"]
@@ -279,6 +281,7 @@ def test_output_views_appear_with_their_files(archive: Archive, tmp_path: Path) 
 def test_an_output_of_another_layout_is_left_out(
     archive: Archive, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="engine")
     _write_run_outputs(tmp_path, "ridge")
     (tmp_path / "equity_ridge.csv").unlink()
     pl.DataFrame({"day": [1], "value": [2.0]}).write_csv(tmp_path / "equity_lasso.csv")
@@ -302,9 +305,10 @@ def read_only(archive: Archive, sources: sv.Sources, tmp_path_factory: pytest.Te
 
 def test_read_only_connection_answers_queries(read_only) -> None:
     con, _ = read_only
-    frame = sv.run_query(con, "select symbol, count(*) as n from prices group by all order by 1")
-    assert frame.height == SPEC.n_symbols
-    assert sv.run_query(con, "describe features")["column_name"].to_list()[:2] == ["date", "symbol"]
+    result = run_query(con, "select symbol, count(*) as n from prices group by all order by 1")
+    assert result.frame.height == SPEC.n_symbols and result.complete
+    described = run_query(con, "describe features").frame
+    assert described["column_name"].to_list()[:2] == ["date", "symbol"]
 
 
 ESCAPES = {
@@ -333,7 +337,7 @@ def test_read_only_connection_refuses_escapes(read_only, sources: sv.Sources, qu
     prices = sources.tables["prices"]
     before = prices.read_bytes()
     with pytest.raises(sv.QueryError):
-        sv.run_query(con, query.format(folder=folder, prices=prices))
+        run_query(con, query.format(folder=folder, prices=prices))
     assert prices.read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == ["engine.duckdb"]
 
@@ -375,7 +379,7 @@ def test_queries_cannot_scan_python_objects(read_only) -> None:
     secret = pl.DataFrame({"x": [1]})
     assert secret.height == 1
     with pytest.raises(sv.QueryError, match="secret"):
-        sv.run_query(con, "select * from secret")
+        run_query(con, "select * from secret")
 
 
 @pytest.mark.parametrize(
@@ -391,7 +395,7 @@ def test_queries_cannot_scan_python_objects(read_only) -> None:
 def test_query_errors_are_one_line(read_only, query: str, message: str) -> None:
     con, _ = read_only
     with pytest.raises(sv.QueryError, match=message) as info:
-        sv.run_query(con, query)
+        run_query(con, query)
     assert "\n" not in str(info.value)
 
 

@@ -1,4 +1,4 @@
-"""The model frame's folder in the cache: written whole or not at all, checked on read."""
+"""The model frame's file in the cache: written whole or not at all, checked on read."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def test_the_frame_reads_back_exactly(tmp_path: Path):
     assert files.keys(np.array([5, 0])).equals(pl.concat(parts)[[5, 0]].drop("f1", "f2"))
     again, built = cached_frame(tmp_path, KEY, lambda spill: pytest.fail("rebuilt"))
     assert not built and again.frame().equals(pl.concat(parts))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{KEY[:16]}.arrow", f"{KEY[:16]}.lock"]
 
 
 def test_a_failed_build_leaves_nothing_and_the_next_one_builds(tmp_path: Path):
@@ -53,14 +54,14 @@ def test_a_failed_build_leaves_nothing_and_the_next_one_builds(tmp_path: Path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{KEY[:16]}.lock"]
     stale = tmp_path / f".{KEY[:16]}.x1.tmp"  # as a SIGKILL would leave it
     stale.mkdir()
-    (stale / "X.npy").write_bytes(b"half")
+    (stale / f"{KEY[:16]}.arrow").write_bytes(b"half")
     files, built = cached_frame(tmp_path, KEY, build(frames()))
     assert built and not stale.exists() and files.rows == 6
 
 
-def test_a_damaged_file_makes_the_folder_invalid_and_it_is_rebuilt(tmp_path: Path, caplog):
+def test_a_damaged_file_is_invalid_and_it_is_rebuilt(tmp_path: Path, caplog):
     files, _ = cached_frame(tmp_path, KEY, build(frames()))
-    with open(files.directory / "X.npy", "r+b") as handle:
+    with open(files.path, "r+b") as handle:
         handle.truncate(100)
     assert open_frame(tmp_path, KEY) is None
     assert "incomplete" in caplog.text

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from statistics import NormalDist
 
+import holidays
 import numpy as np
 import polars as pl
 import pytest
@@ -127,7 +128,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        synthesize(tmp_path, replace(SMALL, seed=9))
+        synthesize(tmp_path, replace(SMALL, seed=9), overwrite=True)
     assert (tmp_path / schema.STOCKS_FILE).read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(schema.ARCHIVE_FILES)
 
@@ -150,9 +151,14 @@ def test_headers_are_the_kaggle_headers(small_dir: Path) -> None:
     assert ",".join(schema.INDEX_COLUMNS) == "Date,S&P500"
 
 
-def test_every_symbol_has_every_business_day(raw_stocks: pl.DataFrame) -> None:
+def test_every_symbol_has_every_nyse_trading_day(raw_stocks: pl.DataFrame) -> None:
+    closed = holidays.financial_holidays("NYSE", years=range(SMALL.start.year, SMALL.end.year + 1))
     days = pl.date_range(SMALL.start, SMALL.end, "1d", eager=True)
-    days = days.filter(days.dt.weekday() <= 5).dt.to_string("%Y-%m-%d")
+    days = days.filter((days.dt.weekday() <= 5) & ~days.is_in(list(closed)))
+    days = days.dt.to_string("%Y-%m-%d")
+    for closed_day in ("2018-12-25", "2018-11-22", "2018-12-05"):  # Christmas, Thanksgiving,
+        assert closed_day not in days  # and the national day of mourning for G. H. W. Bush
+    assert "2018-12-24" in days and days.str.starts_with("2018").sum() == 251
     syms = sorted(raw_stocks["Symbol"].unique())
     assert raw_stocks.height == len(syms) * days.len() and len(syms) == SMALL.n_symbols
     expected = pl.DataFrame(
@@ -308,7 +314,7 @@ def test_bad_spec_raises(kwargs: dict) -> None:
         SynthSpec(**kwargs)
 
 
-@pytest.mark.parametrize("n_symbols,end", [(1, dt.date(2020, 1, 1)), (5, dt.date(2020, 3, 31))])
+@pytest.mark.parametrize("n_symbols,end", [(1, dt.date(2020, 1, 2)), (5, dt.date(2020, 3, 31))])
 def test_tiny_specs_work(n_symbols: int, end: dt.date) -> None:
     spec = SynthSpec(n_symbols=n_symbols, start=dt.date(2020, 1, 1), end=end, signal=0.3)
     stocks, companies, index = synth_frames(spec)
@@ -334,6 +340,6 @@ def test_null_dataset_predicts_nothing(panel_ics: dict, feature: str) -> None:
 @pytest.mark.parametrize("signal", [0.04, 0.0])
 def test_default_size_ic_within_001(signal: float) -> None:
     stocks = synth_frames(SynthSpec(signal=signal))[0]
-    assert stocks.height == 503 * 3905
+    assert stocks.height == 503 * 3768  # NYSE trading days, 2010-01-04 to 2024-12-20
     ic, _ = rank_ic(features(stocks), "mom_12_1")
     assert ic == pytest.approx(signal, abs=0.01)

@@ -1,5 +1,6 @@
 """``engine run`` as a real process: tracking happens in a worker process started before
-the pipeline (``engine.lifecycle.worker.TrackingWorker``); what it logs, and how its failures come back."""
+the pipeline (``engine.lifecycle.tracking.worker.Worker``); what it logs, and how its
+failures come back."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.lifecycle import tracking
+from engine.lifecycle.tracking import store
 from tests.mlflow_server import VENV_BIN, child_env, client_for, free_port, sqlite_uri
 
 
@@ -29,7 +30,7 @@ def test_a_tracked_run_is_logged_registered_and_promoted_by_the_worker(
     assert "engine: tracking: " in done.stderr  # the worker's timing line, on our stderr
     assert "promotion: promoted: first champion" in done.stdout
     client = client_for(sqlite_uri(tmp_path))
-    (run,) = client.search_runs([client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(store.EXPERIMENT).experiment_id])
     assert run.info.status == "FINISHED"
     assert run.outputs.model_outputs, "the model was logged"
     version = client.get_model_version_by_alias("sp500-ridge", "champion")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:  # first: the next clause imports the error classes
+            raise
         except _user_errors() as exc:
             raise EngineError(str(exc)) from exc
         except OSError as exc:  # unwritable output/cache folder, full disk, ...
@@ -74,12 +77,12 @@ def choice(enum: type) -> click.Choice:
 def _configure_logging(verbose: int, quiet: bool) -> None:
     from engine import logs
 
-    logs.to_stderr(logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
+    logs.to_stderr(logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More progress output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.version_option(package_name="engine")
 def main(verbose: int, quiet: bool) -> None:
     """A fast, honest S&P 500 portfolio engine.
@@ -91,33 +94,80 @@ def main(verbose: int, quiet: bool) -> None:
     _configure_logging(verbose, quiet)
 
 
+PATHS = ("paths.data", "paths.output", "paths.cache")
+
+
+def spec_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Click options for the dotted settings ``names`` (e.g. ``"portfolio.top_stocks"``),
+    generated from their one definition in ``engine.config``: flag, help, environment
+    variable, type and default. The command receives them as ``section__name`` keyword
+    arguments; ``spec_from`` turns those into a ``RunSpec``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name in reversed(names):
+            fn = _option(name)(fn)
+        return fn
+
+    return decorate
+
+
+def spec_from(flags: dict[str, Any]) -> Any:
+    """The ``RunSpec`` of the environment with the ``spec_options`` flags given applied.
+
+    A flag's bad value is a usage error (exit 2), like any other bad flag; a bad
+    environment variable is a user error (exit 1)."""
+    from engine.config import RunSpec, SettingsError
+
+    given = {k.replace("__", "."): v for k, v in flags.items() if "__" in k}
+    try:
+        RunSpec.from_env(given, environ={})
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    return RunSpec.from_env(given)
+
+
+def _option(dotted: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    from enum import Enum
+
+    from engine import config
+
+    meta = dict(config.settings())[dotted]
+    kind, default = config.setting_type(dotted), config.setting_default(dotted)
+    flag = meta["flag"] or "--" + dotted.split(".")[1].replace("_", "-")
+    decls = [flag, *([meta["short"]] if meta["short"] else []), dotted.replace(".", "__")]
+    args = typing.get_args(kind)
+    element = next((a for a in args if a is not type(None)), kind) if args else kind
+    if typing.get_origin(element) is tuple:
+        element = typing.get_args(element)[0]
+    if isinstance(default, bool):
+        return click.option(*decls, is_flag=True, flag_value=not flag.startswith("--no-"),
+                            default=None, help=meta["help"])  # fmt: skip
+    shown = default.value if isinstance(default, Enum) else default
+    if isinstance(default, tuple):
+        shown = ", ".join(map(str, default))
+    where = f"env {meta['env']}; " if meta["env"] else ""
+    extra = (
+        f" [{where}default {shown}]" if shown is not None else (f" [{where[:-2]}]" if where else "")
+    )
+    types = {int: click.INT, float: click.FLOAT, Path: click.Path(path_type=Path)}
+    click_type = (
+        choice(element)
+        if isinstance(element, type) and issubclass(element, Enum)
+        else types.get(element, click.STRING)
+    )
+    multiple = isinstance(default, tuple)
+    return click.option(*decls, type=click_type, multiple=multiple, default=None,
+                        callback=(lambda ctx, param, value: value or None) if multiple else None,
+                        help=meta["help"] + extra)  # fmt: skip
+
+
 def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option(
-            "--data-path",
-            type=click.Path(path_type=Path),
-            help="Folder with the three Kaggle CSVs [env DATA_PATH; default ./archive].",
-        ),
-        click.option(
-            "--output-path",
-            type=click.Path(path_type=Path),
-            help="Folder for outputs and the default MLflow store "
-            "[env OUTPUT_PATH; default ./output].",
-        ),
-        click.option(
-            "--cache-path",
-            type=click.Path(path_type=Path),
-            help="Folder for the Parquet cache and the synthetic default archive "
-            "[env CACHE_PATH; default OUTPUT_PATH/cache].",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    """The three folder options every command reading an archive takes."""
+    return spec_options(*PATHS)(fn)
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict", "sql", "bench")
+COMMAND_MODULES = ("run", "data", "registry", "predict", "serve", "sql")
 
 
 def _register() -> None:

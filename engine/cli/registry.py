@@ -6,56 +6,39 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
 
-from engine.cli import EXIT_TRACKING, EngineError, choice, friendly, main
-from engine.schema import ModelName
+from engine.cli import EXIT_TRACKING, EngineError, friendly, main, spec_from, spec_options
 
 HIDDEN_METRICS = ("ic", "ic_n")  # step metrics: their last value is not a summary
 SHOWN_TAGS = ("data_source", "dataset_fingerprint", "period_start", "period_end")
-PARAMS_NEVER_DIFFERENT = ("data_path", "output_path", "cache_path", "tracking_uri", "tracking")
+PARAMS_NEVER_DIFFERENT = ("paths.data", "paths.output", "paths.cache", "tracking.uri",
+                          "tracking.enabled")  # fmt: skip
 
 
-def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Which store and which registered model a registry command works on."""
-    options = [
-        click.option("--model", "-m", type=choice(ModelName),
-                     help="Model whose registry entry to use: sp500-<model> [env MODEL_TYPE; ridge]."),
-        click.option("--registered-model", help="Registry name, instead of sp500-<model>."),
-        click.option("--output-path", type=click.Path(path_type=Path),
-                     help="Folder of the default SQLite store [env OUTPUT_PATH; ./output]."),
-        click.option("--tracking-uri",
-                     help="MLflow tracking URI [env MLFLOW_TRACKING_URI; OUTPUT_PATH/mlflow.db]."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# Which store and which registered model a registry command works on.
+store_options = spec_options("model.name", "tracking.registered_model", "paths.output",
+                             "tracking.uri")  # fmt: skip
 
 
 def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
     """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
-    from engine.config import Settings
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import store
+    from engine.lifecycle.tracking.errors import TrackingError
 
-    settings = Settings.from_env(flags)
+    settings = spec_from(flags)
     uri = settings.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        from engine.lifecycle.registry import sqlite_path
-
-        if not sqlite_path(uri).is_file():
-            raise EngineError(
-                f"no MLflow store at {sqlite_path(uri)}: run `engine run` first "
-                "(or give --output-path / --tracking-uri)",
-                EXIT_TRACKING,
-            )
+    if not store.exists(uri):
+        raise EngineError(
+            f"no MLflow store at {store.sqlite_path(uri)}: run `engine run` first "
+            "(or give --output-path / --tracking-uri)",
+            EXIT_TRACKING,
+        )
     try:
-        tracking.configure(settings)
-        tracking.probe(uri, settings.tracking_timeout)
-        return settings, tracking.open_client(settings)
-    except tracking.TrackingError as exc:
+        return settings, store.connect(settings)
+    except TrackingError as exc:
         raise EngineError(str(exc), EXIT_TRACKING) from exc
 
 
@@ -65,7 +48,7 @@ def tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from engine.lifecycle.tracking import TrackingError
+        from engine.lifecycle.tracking.errors import TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -96,10 +79,11 @@ def _aliases_of(all_aliases: dict[str, str], number: str) -> str:
 @tracked
 def list_versions(**flags: Any) -> None:
     """Every version of the registered models, with aliases and promotion decisions."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
-    with tracking.store_errors(settings, "listing the registry"):
+    with store.store_errors(settings, "listing the registry"):
         chosen = flags.get("model") or flags.get("registered_model")
         names = [settings.registered_model_name] if chosen else registry.registered_names(client)
         if not names:
@@ -115,14 +99,16 @@ def _print_model(client: Any, name: str) -> None:
     champion = found.get(registry.CHAMPION, "none")
     click.echo(f"{name}: {registry.CHAMPION} v{champion}, "
                f"{registry.CHALLENGER} v{found.get(registry.CHALLENGER, 'none')}")  # fmt: skip
-    rows = [("version", "aliases", "created (UTC)", "data", "fingerprint", "period", "decision")]
+    rows = [("version", "aliases", "created (UTC)", "data", "fingerprint", "period", "fitted",
+             "decision")]  # fmt: skip
     reasons = []
     for mv in registry.versions(client, name):
         tags = mv.tags or {}
         period = f"{tags.get(registry.PERIOD_START, '?')}..{tags.get(registry.PERIOD_END, '?')}"
         rows.append((f"v{mv.version}", _aliases_of(found, mv.version), _when(mv.creation_timestamp),
                      tags.get(registry.DATA_SOURCE, ""), tags.get(registry.FINGERPRINT, "")[:12],
-                     period, tags.get(registry.DECISION, "")))  # fmt: skip
+                     period, tags.get(registry.FITTED_AT, "?"),
+                     tags.get(registry.DECISION, "")))  # fmt: skip
         reasons.append(f"  v{mv.version}: {tags.get(registry.REASON, '')}")
     click.echo(_table(rows))
     for line in reasons:
@@ -174,11 +160,11 @@ def comparison(client: Any, name: str, wanted: Sequence[str]) -> dict[str, Any]:
 def compare(versions: tuple[str, ...], as_json: bool, timings: bool, **flags: Any) -> None:
     """Metrics of VERSIONS (default: every version) side by side, with the data they were
     measured on and the settings that differ between them."""
-    from engine.lifecycle import tracking
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "comparing versions"):
+    with store.store_errors(settings, "comparing versions"):
         table = comparison(client, name, versions)
     if as_json:
         click.echo(json.dumps({"name": name, "versions": table}, indent=2, default=str))
@@ -215,11 +201,12 @@ def _comparison_text(name: str, table: dict[str, Any], timings: bool) -> str:
 @tracked
 def promote(version: str, **flags: Any) -> None:
     """Make VERSION the champion by hand (recorded on the version as a manual promotion)."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "promoting"):
+    with store.store_errors(settings, "promoting"):
         decision = registry.promote(client, settings.mlflow_uri, name, version.lstrip("v"))
     click.echo(f"{name} v{version.lstrip('v')}: {decision.line()}")
 
@@ -230,10 +217,11 @@ def promote(version: str, **flags: Any) -> None:
 @tracked
 def rollback(**flags: Any) -> None:
     """Return the champion to the previous one (the version crowned before it)."""
-    from engine.lifecycle import registry, tracking
+    from engine.lifecycle import registry
+    from engine.lifecycle.tracking import store
 
     settings, client = open_registry(flags)
     name = settings.registered_model_name
-    with tracking.store_errors(settings, "rolling back"):
+    with store.store_errors(settings, "rolling back"):
         old, new = registry.rollback(client, settings.mlflow_uri, name)
     click.echo(f"{name}: {registry.CHAMPION} v{old} -> v{new} (v{old} tagged rolled back)")

@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.cli import EngineError, choice, data_options, friendly, main
+from engine.cli import EngineError, choice, data_options, friendly, log, main, spec_from
 from engine.schema import FeatureEngine
+from engine.views import DEFAULT_MAX_ROWS
 
 if TYPE_CHECKING:
     import polars as pl
 
 FEATURES_FILE = "features.parquet"
 FORMATS = ("table", "csv", "json", "parquet")
+TABLE_ROWS = 20  # rows a printed table shows: the first and last half
 
 
 @main.command()
@@ -46,7 +48,6 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
 
     Computed and written one batch of whole symbols at a time (windows never cross a
     symbol), so memory holds one batch, not the panel, whatever the archive's size."""
-    from engine.config import Settings
     from engine.data.sources import resolve_archive
     from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
     from engine.pipeline import frame
@@ -56,9 +57,9 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
     chosen = _split(names) or DEFAULT_FEATURES
     for name in chosen:  # before any data is read: FeatureError for a bad name or window
         feature_expr(name)
-    settings = Settings.from_env(flags)
-    archive = resolve_archive(settings)
-    sources = Sources.find(archive.cache_dir, settings.output_path)
+    paths = spec_from(flags).paths
+    archive = resolve_archive(paths)
+    sources = Sources.find(archive.cache_dir, paths.output)
     # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
     columns = feature_panel(archive.prices, archive.index, chosen).collect_schema().names()
     started = time.perf_counter()
@@ -66,11 +67,11 @@ def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
         batches = frame.feature_batches(archive, chosen)
     else:
         batches = sqlviews.feature_batches(sources, columns)
-    rows, width = write_batches(batches, settings.output_path / FEATURES_FILE)
+    rows, width = write_batches(batches, paths.output / FEATURES_FILE)
     seconds = time.perf_counter() - started
-    ensure_database(settings.output_path / DATABASE_FILE, sources)
+    ensure_database(paths.output / DATABASE_FILE, sources)
     click.echo(
-        f"{settings.output_path / FEATURES_FILE}: {rows} rows x {width} columns "
+        f"{paths.output / FEATURES_FILE}: {rows} rows x {width} columns "
         f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
     )
 
@@ -103,9 +104,10 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--max-rows",
     type=click.IntRange(min=1),
-    default=20,
+    default=DEFAULT_MAX_ROWS,
     show_default=True,
-    help="Rows shown in a printed table (the first and last half).",
+    help="Most rows the query returns, in every format; the rest are never fetched (a "
+    "note says so). A printed table shows the first and last 10 of them.",
 )
 @data_options
 @friendly
@@ -123,41 +125,47 @@ def sql(
     once `engine run` has written them, portfolio, backtest, latest_portfolio and
     predictions (a `model` column tells the runs apart). The same views are in
     OUTPUT_PATH/engine.duckdb for the DuckDB client. Queries cannot write files, attach
-    databases, load extensions or change settings.
+    databases, load extensions or change settings. A query returns at most --max-rows
+    rows, and DuckDB runs within a memory and temporary-disk budget taken from the
+    memory available: past it, the query ends in one line.
 
     \b
     engine sql "select symbol, avg(vol_21d) from features group by all order by 2 desc limit 5"
     engine sql --file query.sql --out result.parquet
     """
-    from engine.config import Settings
     from engine.data.sources import resolve_archive
     from engine.views.database import (
         DATABASE_FILE,
         Sources,
         ensure_database,
         open_read_only,
-        run_query,
         write_frame,
     )
+    from engine.views.query import run_query
 
     text = _query_text(query, query_file)
     fmt = _output_format(fmt, out)
-    settings = Settings.from_env(flags)
-    archive = resolve_archive(settings)
-    sources = Sources.find(archive.cache_dir, settings.output_path)
-    database = ensure_database(settings.output_path / DATABASE_FILE, sources)
+    paths = spec_from(flags).paths
+    archive = resolve_archive(paths)
+    sources = Sources.find(archive.cache_dir, paths.output)
+    database = ensure_database(paths.output / DATABASE_FILE, sources)
     con = open_read_only(database, sources)
     try:
-        frame = run_query(con, text)
+        result = run_query(con, text, max_rows)
     finally:
         con.close()
+    frame = result.frame
+    if not result.complete:
+        log.warning(
+            "the result is cut at %s rows (--max-rows): the query has more", f"{max_rows:,}"
+        )
     if fmt == "csv":
         _check_csv_can_hold(frame)
     if out is not None:
         write_frame(frame, out, fmt)
         click.echo(f"{out}: {frame.height} rows x {frame.width} columns", err=True)
     elif fmt == "table":
-        click.echo(_table(frame, max_rows))
+        click.echo(_table(frame, result.complete))
     elif fmt == "csv":
         click.echo(frame.write_csv(), nl=False)
     else:
@@ -197,12 +205,13 @@ def _output_format(fmt: str | None, out: Path | None) -> str:
     return fmt
 
 
-def _table(frame: Any, max_rows: int) -> str:
+def _table(frame: Any, complete: bool) -> str:
+    """``frame`` as a text table of its first and last ``TABLE_ROWS / 2`` rows, and its size."""
     import polars as pl
 
     width = click.get_terminal_size()[0] if sys.stdout.isatty() else 200
     with pl.Config(
-        tbl_rows=max_rows,
+        tbl_rows=TABLE_ROWS,
         tbl_cols=-1,
         tbl_width_chars=max(width, 80),
         fmt_str_lengths=60,
@@ -211,4 +220,5 @@ def _table(frame: Any, max_rows: int) -> str:
         float_precision=None,
     ):
         text = str(frame)
-    return f"{text}\n{frame.height} rows x {frame.width} columns"
+    more = "" if complete else " (cut at --max-rows: the query has more)"
+    return f"{text}\n{frame.height} rows x {frame.width} columns{more}"

@@ -10,7 +10,8 @@ Daily log total returns ``r[i, t] = mu + beta_i f_t + s[sector(i), t] + e[i, t] 
 ``mu`` is the same for every symbol (no per-symbol -sigma^2/2 term); the market factor ``f``,
 the 11 sector factors ``s`` and the idiosyncratic ``e`` have mean zero, Student-t (df 5, unit
 variance) shocks and GARCH(1,1) variance. Annual vols: market 16 %, sectors 8 %, idiosyncratic
-log-uniform 15-60 %; betas uniform 0.5-1.6. Paths are simulated forward only (no bridges).
+log-uniform 15-60 %; betas uniform 0.5-1.6; a day's base log return is capped at +-0.5.
+Paths are simulated forward only (no bridges).
 ``Adj Close`` is the total-return price; dividends (0-4 %/yr, quarterly) make historic
 ``Close`` = ``Adj Close`` / cumulative factor exceed it, with equality on the last date. The
 index is the cap-weighted mean of ``Close`` (price) returns, from 1,100.
@@ -43,19 +44,25 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
+import holidays
 import numpy as np
 import polars as pl
 
 from engine import schema
+from engine.data.archive.spec import FIRST_YEAR, LAST_YEAR
 from engine.io.files import atomic_write
 
 K_SCALE = 0.00466
 MU = 0.0002  # daily log drift, identical for all symbols
+# A day's base log return is capped at this (a move of x1.65 or x0.61): fat tails stay, but
+# no day moves a symbol by a split-sized factor, which the archive check would flag.
+MAX_DAILY_LOG_RETURN = 0.5
 MOM_ROWS, MOM_SKIP = 252, 21
 _DF = 5
 _VOL = {"market": 0.16, "sector": 0.08, "idio": (0.15, 0.60)}  # annualised
@@ -94,7 +101,10 @@ class SynthSpec:
     Attributes
     ----------
     n_symbols : number of symbols (>= 1).
-    start, end : first and last calendar date; rows are the Mon-Fri days in between, inclusive.
+    start, end : first and last calendar date; rows are the NYSE trading days in between,
+        inclusive (weekdays less the exchange's holidays and closures). Both in the years
+        an archive may hold (``archive.spec.FIRST_YEAR``-``LAST_YEAR``), so that the
+        archive written passes validation.
     seed : seed of ``numpy.random.default_rng``.
     signal : target mean per-date Spearman IC of 12-1 momentum vs the forward 21-day return,
         in [-0.5, 0.5]; 0 gives a null dataset. Momentum needs 253 listed rows and the label 21
@@ -114,8 +124,14 @@ class SynthSpec:
             raise ValueError(f"n_symbols must be >= 1, got {self.n_symbols}")
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        for name, day in (("start", self.start), ("end", self.end)):
+            if not FIRST_YEAR <= day.year <= LAST_YEAR:
+                raise ValueError(
+                    f"{name} {day} is outside the years an archive may hold "
+                    f"({FIRST_YEAR}-{LAST_YEAR}): its validation would refuse the dates"
+                )
         if _business_days(self.start, self.end).size == 0:
-            raise ValueError(f"no business day between {self.start} and {self.end}")
+            raise ValueError(f"no NYSE trading day between {self.start} and {self.end}")
         if not -0.5 <= self.signal <= 0.5:
             raise ValueError(f"signal must be in [-0.5, 0.5], got {self.signal}")
         if not 0 <= self.late_listing_fraction < 1:
@@ -123,9 +139,11 @@ class SynthSpec:
 
 
 def _business_days(start: datetime.date, end: datetime.date) -> np.ndarray:
-    """Mon-Fri dates from ``start`` to ``end`` inclusive, as ``datetime64[D]``."""
+    """The NYSE's trading days from ``start`` to ``end`` inclusive, as ``datetime64[D]``:
+    weekdays that are not NYSE holidays or closures (the ``holidays`` package's calendar)."""
+    closed = holidays.financial_holidays("NYSE", years=range(start.year, end.year + 1))
     days = np.arange(np.datetime64(start, "D"), np.datetime64(end, "D") + 1)
-    return days[np.is_busday(days)]
+    return days[np.is_busday(days, holidays=np.array(sorted(closed), dtype="datetime64[D]"))]
 
 
 def signal_k(signal: float) -> float:
@@ -216,7 +234,7 @@ def _returns(
     eps, h = _garch_shocks(rng, n_days, var, ab)
     r = MU + eps[:, :1] * beta + eps[:, 1 + sectors] + eps[:, 12:]
     sd = np.sqrt(h[:, :1] * beta**2 + h[:, 1 + sectors] + h[:, 12:])
-    return r, sd, idio
+    return np.clip(r, -MAX_DAILY_LOG_RETURN, MAX_DAILY_LOG_RETURN), sd, idio
 
 
 def _prices(
@@ -373,9 +391,22 @@ def synth_frames(spec: SynthSpec = SynthSpec()) -> tuple[pl.DataFrame, pl.DataFr
     return stocks, companies, _index_frame(days, cols["Close"], shares)
 
 
-def synthesize(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dict[str, Path]:
-    """Write the three archive CSVs into ``out_dir`` (created if needed); return name -> path."""
+class ArchiveExists(FileExistsError):
+    """The folder already holds (part of) an archive; it is not overwritten (one line)."""
+
+
+def synthesize(
+    out_dir: Path, spec: SynthSpec = SynthSpec(), *, overwrite: bool = False
+) -> dict[str, Path]:
+    """Write the three archive CSVs into ``out_dir`` (created if needed); return name -> path.
+
+    Raises ``ArchiveExists``, writing nothing, if ``out_dir`` holds any of the three
+    files and ``overwrite`` is false: real data is never replaced by accident.
+    """
     out_dir = Path(out_dir)
+    present = [name for name in schema.ARCHIVE_FILES if os.path.lexists(out_dir / name)]
+    if present and not overwrite:
+        raise ArchiveExists(f"{out_dir} already holds {', '.join(present)}: not overwriting it")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in schema.ARCHIVE_FILES}
     for name, frame in zip(schema.ARCHIVE_FILES, synth_frames(spec), strict=True):

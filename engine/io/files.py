@@ -1,41 +1,71 @@
 """Crash-safe files: the cache, the outputs, the synthetic archive and `engine sql --out`
 are written through ``atomic_write`` (the DuckDB database, which DuckDB itself writes, takes
-the same steps in ``sqlviews.ensure_database``).
+the same steps in ``views.database.ensure_database``).
 
 A reader (another run, `engine sql`, a user) sees the old file or the new one, never half of
 one: the bytes go to a hidden temporary file in the same folder (``.<name>.<random>.tmp``),
 are fsynced, renamed over the target, and the folder is fsynced so the rename survives a
-crash. A write that fails or is interrupted removes its temporary file.
+crash. A write that fails or is interrupted removes its temporary file. The file is created
+as ``open`` creates one, mode 0666 less the process's umask (0644 under the usual 022).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-if TYPE_CHECKING:
-    import polars as pl
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FILE_MODE = 0o666  # before the umask, as open() and the shell create files
+PARQUET_ROW_GROUP = 262_144  # rows per row group of ``sink_parquet`` when not given
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through ``write(binary file object)``, atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temporary_name(path)  # named before it exists: any interrupt finds it cleaned
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(
+            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
+        ) as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        finish(lambda: tmp.unlink(missing_ok=True))
         raise
     fsync(path.parent)
     return path
+
+
+def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
+    """Run ``cleanup`` to the end even if Ctrl-C lands in it: a KeyboardInterrupt raised
+    while it runs (a second one, or the same SIGINT reported twice by a native library)
+    restarts it, up to ``attempts`` times. For the cleanup of a write that already failed,
+    which must not leave its temporary files behind."""
+    for _ in range(attempts):
+        try:
+            cleanup()
+            return
+        except KeyboardInterrupt:
+            continue
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden name ``.<name>.<random>.tmp`` beside ``path`` that nothing has yet: a file
+    or folder is created under it after it is chosen, so the cleanup of an interrupted
+    write always knows it (``O_EXCL`` / ``mkdir`` refuse a name taken meanwhile)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        if not tmp.exists():
+            return tmp
 
 
 def fsync(path: Path) -> None:
@@ -54,32 +84,48 @@ def sink_parquet(
     compression: str = "zstd",
     row_group_size: int | None = None,
 ) -> int:
-    """Write ``frames`` (each in ``schema``) as one Parquet file over ``target``'s content.
+    """Write ``frames`` (each in ``schema``) as one Parquet file over ``target``'s content;
+    return the number of rows written.
 
-    The frames are pulled one at a time by Polars' streaming Parquet sink (through an IO
-    source plugin), so memory holds a few frames and row groups, never the table; the
-    rows keep their order, and the file equals ``write_parquet`` of their concatenation
-    (byte for byte on the benchmark archives). Returns the number of rows written.
-    IO plugins are marked unstable in Polars 2.1: tests/test_archive_stream.py pins the
-    behaviour relied on here.
+    The frames are pulled one at a time into ``pyarrow.parquet.ParquetWriter``: memory
+    holds one frame and less than a row group of earlier ones, never the table. The rows
+    keep their order, in row groups of ``row_group_size`` rows (``PARQUET_ROW_GROUP`` if
+    None; the last one smaller) whatever the frames' sizes, with column statistics. The
+    file's table is the concatenation of the frames.
     """
-    from polars.io.plugins import register_io_source
-
+    rows = row_group_size or PARQUET_ROW_GROUP
+    arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
     written = 0
 
-    def source(*_: object) -> Iterator[pl.DataFrame]:  # no pushdown: the plan is a plain sink
+    def tables() -> Iterator[pa.Table]:
         nonlocal written
         for frame in frames:
+            if frame.schema != schema:
+                raise ValueError(f"a frame's schema {frame.schema} is not {schema}")
             written += frame.height
-            yield frame
+            yield frame.to_arrow()  # in ``schema``: the writer's Arrow schema
 
     target.seek(0)
     target.truncate()
-    register_io_source(source, schema=schema, validate_schema=True).sink_parquet(
-        target,
-        compression=compression,
-        statistics=True,
-        row_group_size=row_group_size,
-        engine="streaming",
-    )
+    with pq.ParquetWriter(target, arrow_schema, compression=compression) as writer:
+        for group in regrouped(tables(), rows):
+            writer.write_table(group, row_group_size=rows)
     return written
+
+
+def regrouped(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """The rows of ``tables`` (one schema), in order, as tables of exactly ``rows`` rows,
+    the last one fewer (none when there are no rows). Only one input table and fewer than
+    ``rows`` rows of earlier ones are held at a time; the pieces share their memory."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        if held >= rows:
+            joined, full = pa.concat_tables(pending), held // rows * rows
+            for start in range(0, full, rows):
+                yield joined.slice(start, rows)
+            pending, held = [joined.slice(full)], held - full
+    if held:
+        yield pa.concat_tables(pending)

@@ -7,17 +7,19 @@ its input and compares it with what is available; when it cannot fit, the run st
 one line saying how much it needs and how much there is.
 
 The estimates are of the memory still to be taken when the check runs (the interpreter
-and Polars are resident by then, ~0.15 GB), with a margin over what was measured. Every
-stage is bounded now: the CSV is parsed in batches (~0.6 GB at 10x the default archive),
-the model frame is normalised in chunks of at most ``FRAME_CHUNK_ROWS`` rows in memory
-(~250 bytes a row), and what a run keeps for every price row (labels, rebalance periods,
-scores, the returns panel) is ~50 bytes. Measured peaks of `engine run` without the
-tracking process: 0.68 GB cold and 0.32 GB warm on the default archive (1.89M rows, 144
-MB of ``sp500_stocks.csv``), 1.5 GB cold and 1.2-1.7 GB warm at 10x (18.9M rows). Available memory is
-``MemAvailable`` (``/proc/meminfo``), capped by the process's cgroup memory limit (v2 or
+and Polars are resident by then), with a margin over the peaks in docs/benchmarks.md.
+Every stage is bounded: the CSV is parsed in batches, the model frame is normalised in
+chunks of at most ``CHUNK_ROWS`` rows (``BYTES_PER_CHUNK_ROW`` each), and what a run keeps
+for every price row (labels, rebalance periods, scores, the returns panel) is
+``BYTES_PER_PRICE_ROW``. Available memory is ``MemAvailable`` (``/proc/meminfo``), capped by the process's cgroup memory limit (v2 or
 v1) less what the cgroup already uses (page cache that can be dropped excepted; the
 tracking process, already started, is counted). Where neither can be read, nothing is
 refused.
+
+Ad hoc SQL (``engine sql``, DuckDB) gets a budget of its own from the same figure
+(``query_budget``): half the memory available for DuckDB's buffers, four times that of
+temporary disk to spill to, so that one query can neither take the machine's memory nor
+fill its disk.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ BYTES_PER_CHUNK_ROW = 250.0  # features, ranks and the frame of one chunk of dat
 BYTES_PER_PRICE_ROW = 60.0  # kept by the run for every row: labels, periods, scores, returns
 CSV_BYTES_PER_ROW = 70.0  # sp500_stocks.csv: ~76 bytes a row (fewer means more rows: safer)
 _UNLIMITED = 2**60  # cgroup v1 reports "no limit" as a huge number
+QUERY_MEMORY_SHARE = 0.5  # of the available memory, for a DuckDB connection's buffers
+QUERY_MEMORY_FLOOR = 128 * 2**20  # never less: DuckDB needs some to run at all
+QUERY_TEMP_PER_MEMORY = 4  # temporary disk a query may spill to, per byte of its memory
 
 
 class InsufficientMemory(Exception):
@@ -41,6 +46,16 @@ def available_bytes() -> int | None:
     """Memory this process may still take, in bytes; None when unknown."""
     found = [v for v in (_meminfo_available(), _cgroup_headroom()) if v is not None]
     return min(found) if found else None
+
+
+def query_budget() -> tuple[int, int] | None:
+    """(memory, temporary disk) in bytes that one DuckDB connection opened for a user may
+    use, from the memory available now; None when that is unknown (DuckDB's defaults)."""
+    available = available_bytes()
+    if available is None:
+        return None
+    memory = max(int(available * QUERY_MEMORY_SHARE), QUERY_MEMORY_FLOOR)
+    return memory, memory * QUERY_TEMP_PER_MEMORY
 
 
 def parse_estimate(csv_bytes: int) -> int:
@@ -61,13 +76,14 @@ def ensure_fits(needed: int, what: str) -> None:
     available = available_bytes()
     if available is not None and needed > available:
         raise InsufficientMemory(
-            f"{what} needs about {_gb(needed)} of memory and only {_gb(available)} is "
+            f"{what} needs about {gigabytes(needed)} of memory and only {gigabytes(available)} is "
             "available: stopping now rather than swapping or being killed (free memory, "
             "raise the container's limit or use a smaller archive)"
         )
 
 
-def _gb(n: float) -> str:
+def gigabytes(n: float) -> str:
+    """``n`` bytes for a message: GB with one decimal, or whole MB under 1 GB."""
     return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{math.ceil(n / 2**20)} MB"
 
 

@@ -32,6 +32,9 @@ METRIC_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+REAL, SYNTHETIC = "real", "synthetic"  # values of Evidence.source
+
+
 class PolicyError(ValueError):
     """The promotion policy names a metric the run does not have."""
 
@@ -44,8 +47,9 @@ class Policy:
     thresholds: tuple[float, ...]
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Policy:
-        return cls(tuple(settings.promote_metrics), tuple(settings.promote_thresholds))
+    def from_spec(cls, spec: Any) -> Policy:
+        """The policy of a ``config.PromotionSpec``."""
+        return cls(tuple(spec.metrics), tuple(spec.thresholds))
 
     def resolve(self, available: Mapping[str, float]) -> tuple[str, ...]:
         """The metric name each policy entry means in ``available``."""
@@ -75,6 +79,7 @@ class Evidence:
     fingerprint: str
     period: tuple[str, str]
     metrics: Mapping[str, float] = field(default_factory=dict)
+    source: str = ""  # the data's source: "real" (Kaggle files) or "synthetic"
 
     def where(self) -> str:
         return f"dataset {self.fingerprint[:12]} over {self.period[0]}..{self.period[1]}"
@@ -130,6 +135,11 @@ def decide(challenger: Evidence, champion: Evidence | None, policy: Policy) -> D
     if champion is None:
         return Decision(True, f"first champion ({gate})")
     v = champion.version
+    if (challenger.source, champion.source) == (SYNTHETIC, REAL):
+        return Decision(False, f"a model of synthetic data never replaces champion v{v}, "
+                               "which was measured on real data")  # fmt: skip
+    if (challenger.source, champion.source) == (REAL, SYNTHETIC):
+        return Decision(True, f"{gate}; replaces champion v{v}, measured on synthetic data")
     if (champion.fingerprint, champion.period) != (challenger.fingerprint, challenger.period):
         return Decision(
             False,

@@ -4,10 +4,14 @@ Pure apart from asking git; ``tracking`` records all of it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from engine.pipeline import RunResult
 
@@ -47,6 +51,21 @@ def backtest_period(result: RunResult) -> tuple[str, str]:
     return str(result.equity["date"].min()), str(result.equity["date"].max())
 
 
+def model_identity(result: RunResult) -> str:
+    """What makes two runs' models the same: the dataset fingerprint, the settings that
+    shape the model and its evaluation (all but paths, tracking and promotion), and every
+    out-of-sample score it produced (which stand for the code: the same code on the same
+    data and settings gives the same scores). sha256 hex."""
+    spec = result.spec.to_dict()
+    shaping = {k: v for k, v in spec.items() if k not in ("paths", "tracking", "promotion")}
+    digest = hashlib.sha256(json.dumps([result.fingerprint, shaping], sort_keys=True).encode())
+    scores = result.predictions.sort("date", "symbol")
+    digest.update(scores["date"].to_physical().to_numpy().tobytes())
+    digest.update("\0".join(scores["symbol"].to_list()).encode())
+    digest.update(scores["score"].cast(pl.Float64).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_tags(result: RunResult) -> dict[str, str]:
     commit, dirty = git_state()
     start, end = backtest_period(result)
@@ -55,9 +74,10 @@ def run_tags(result: RunResult) -> dict[str, str]:
         "git_dirty": str(dirty).lower(),
         "dataset_fingerprint": result.fingerprint,
         "data_source": result.source,
-        "model": result.settings.model.value,
+        "model": result.spec.model.name.value,
         "period_start": start,
         "period_end": end,
+        "fitted_at": result.fitted_at,
     }
     tags.update({f"version.{k}": v for k, v in package_versions().items()})
     return tags
@@ -67,13 +87,13 @@ def feature_definitions(result: RunResult) -> dict[str, Any]:
     """Every feature's Polars expression, and how features were normalised per date."""
     from engine.features import feature_expr, feature_parts
 
-    settings = result.settings
+    features = result.spec.features
     parts = {k: str(v) for name in result.features for k, v in feature_parts(name).items()}
     return {
         "features": {name: str(feature_expr(name)) for name in result.features},
         "hidden_columns": parts,
-        "normalisation": settings.normalisation.value,
-        "sector_neutral": settings.sector_neutral,
-        "label_horizon_days": settings.horizon,
+        "normalisation": features.normalisation.value,
+        "sector_neutral": features.sector_neutral,
+        "label_horizon_days": features.horizon,
         "point_in_time": "a feature dated t uses only rows dated <= t",
     }

@@ -1,6 +1,6 @@
 """The model registry: versions, the ``challenger`` and ``champion`` aliases, and the
-promotion policy (``engine.lifecycle.promotion``) applied to each new version. With ``tracking``
-the only modules that use mlflow (the client is passed in).
+promotion policy (``engine.lifecycle.promotion``) applied to each new version. With
+``engine.lifecycle.tracking`` the only code that uses mlflow (the client is passed in).
 
 Every registered version becomes ``challenger``; ``promotion.decide`` says whether it
 also becomes ``champion``. Every decision is written on the version as tags
@@ -8,91 +8,38 @@ also becomes ``champion``. Every decision is written on the version as tags
 run's summary. The champion history lives in per-version tags (``champion.promoted_at``,
 ``champion.rolled_back_at``), so ``rollback`` can return to the previous champion.
 
-Concurrency. Registration and promotion run under an exclusive lock: a ``fcntl`` lock
-file beside a SQLite store (it also serialises the store's first creation), or a
-per-server lock file in the temporary folder for processes of one machine sharing a
-server. After setting the champion the alias is read back; if a writer outside the lock
-(another machine) moved it, the rule that holds in version order decides and is
-re-applied: the newer version wins only if it beats the older one.
+Concurrency. Registration and promotion run under the store lock
+(``tracking.store.store_lock``): a lock file beside a SQLite store (it also serialises the
+store's first creation), or a per-store lock file in the temporary folder for processes of
+one machine sharing a server. After setting the champion the alias is read back; if a
+writer outside the lock (another machine) moved it, the rule that holds in version order
+decides and is re-applied: the newer version wins only if it beats the older one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from engine.io import locks
 from engine.lifecycle.promotion import Decision, Evidence, Policy, beats, decide
+from engine.lifecycle.tracking.errors import RegistryError
+from engine.lifecycle.tracking.store import store_lock
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+DUPLICATE = "duplicate"  # the decision label of a run whose model is already registered
 FINGERPRINT, DATA_SOURCE = "dataset_fingerprint", "data_source"
 PERIOD_START, PERIOD_END = "period_start", "period_end"
 DECISION, REASON, POLICY = "promotion.decision", "promotion.reason", "promotion.policy"
 PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
+IDENTITY = "model.identity"  # data, settings and scores of a version (provenance)
+FITTED_AT = "fitted_at"  # the rebalance date of the version's fit: it knows nothing later
+SPEC_ARTIFACT = "spec.json"  # the run's RunSpec, logged as an artifact by ``tracking``
 RACE_ROUNDS = 3
-# Holders keep the store lock for a registration (about a second; several under load):
-# a wait this long means the holder is stuck, and the run ends with one clear line.
-STORE_LOCK_WAIT_S = 120.0
-
-
-class RegistryError(ValueError):
-    """A registry request cannot be met (unknown version, no previous champion, ...)."""
-
-
-# --- stores: paths, credentials, locks -----------------------------------------------------
-def sqlite_path(uri: str) -> Path:
-    """The database file of a ``sqlite:///`` URI."""
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-def without_credentials(uri: str) -> str:
-    """The URI with any ``user:password@`` removed (for requests that need no auth)."""
-    parts = urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-
-
-# An Authorization header's value (HTTP basic credentials or a bearer token) in a message.
-_AUTH_VALUE = re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/._~-]{16,}=*")
-
-
-def scrub(text: str, uri: str, secrets: Sequence[str | None] = ()) -> str:
-    """``text`` without the URI's user info or password, nor any of ``secrets`` (MLflow's
-    own messages may quote the URI it was given)."""
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        text = text.replace(parts.netloc, parts.netloc.rpartition("@")[2])
-    for secret in (parts.password, *secrets):
-        if secret:
-            text = text.replace(secret, "***")
-    return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} ***", text)  # a server echoing a header
-
-
-def lock_path(uri: str) -> Path:
-    """Beside a SQLite database; otherwise one per server in the temporary folder."""
-    if uri.startswith("sqlite:///"):
-        db = sqlite_path(uri)
-        return db.with_name(db.name + ".lock")
-    key = hashlib.sha256(without_credentials(uri).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"engine-registry-{key}.lock"
-
-
-@contextlib.contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Exclusive, cross-process lock for the store ``uri``. Waits at most
-    ``STORE_LOCK_WAIT_S``, then raises ``locks.LockTimeout`` (one line, no credentials)."""
-    with locks.exclusive(lock_path(uri), STORE_LOCK_WAIT_S, "the MLflow store"):
-        yield
 
 
 # --- registry operations (client: mlflow.MlflowClient) -------------------------------------
@@ -107,6 +54,9 @@ class Registered:
 
     def summary_lines(self) -> list[str]:
         champion = f"v{self.champion}" if self.champion else "none"
+        if self.decision.label == DUPLICATE:
+            return [f"registry: {self.name} v{self.version} already holds this model (same "
+                    f"data, settings and scores): no new version; {CHAMPION} is {champion}"]  # fmt: skip
         return [
             f"registry: {self.name} v{self.version} is {CHALLENGER}; {CHAMPION} is {champion}",
             f"promotion: {self.decision.line()}",
@@ -145,7 +95,8 @@ def evidence(client: Any, mv: Any) -> Evidence:
         with contextlib.suppress(Exception):  # a deleted run leaves no metrics to compare
             metrics = dict(client.get_run(mv.run_id).data.metrics)
     period = (tags.get(PERIOD_START, ""), tags.get(PERIOD_END, ""))
-    return Evidence(str(mv.version), tags.get(FINGERPRINT, ""), period, metrics)
+    source = tags.get(DATA_SOURCE, "")
+    return Evidence(str(mv.version), tags.get(FINGERPRINT, ""), period, metrics, source)
 
 
 def _ensure_model(client: Any, name: str) -> dict[str, str]:
@@ -210,6 +161,7 @@ def register_and_promote(
     promote it to champion if the policy says so; all under the store lock."""
     name = settings.registered_model_name
     names = policy.resolve(challenger.metrics)
+    identity = (tags or {}).get(IDENTITY)
     version_tags = {
         FINGERPRINT: challenger.fingerprint,
         PERIOD_START: challenger.period[0],
@@ -219,6 +171,11 @@ def register_and_promote(
     }
     with store_lock(settings.mlflow_uri):
         current = _ensure_model(client, name).get(CHAMPION)  # not ours: ours is not made yet
+        same = identical_version(client, name, identity) if identity else None
+        if same is not None:
+            reason = f"identical to v{same.version}: no new version registered"
+            return Registered(name, str(same.version), Decision(False, reason, DUPLICATE),
+                              current)  # fmt: skip
         mv = client.create_model_version(
             name, source, run_id=run_id, tags=version_tags, model_id=model_id
         )
@@ -232,6 +189,12 @@ def register_and_promote(
         _record(client, name, mine.version, decision, policy.describe(challenger.metrics))
         final = aliases(client, name).get(CHAMPION)
     return Registered(name, mine.version, decision, final)
+
+
+def identical_version(client: Any, name: str, identity: str) -> Any | None:
+    """The first version of ``name`` whose ``IDENTITY`` tag is ``identity``, or None."""
+    return next((mv for mv in versions(client, name) if (mv.tags or {}).get(IDENTITY) == identity),
+                None)  # fmt: skip
 
 
 def promote(client: Any, uri: str, name: str, number: str) -> Decision:
@@ -288,12 +251,23 @@ def registered_names(client: Any, prefix: str = "") -> list[str]:
 # --- using a registered model --------------------------------------------------------------
 @dataclass(frozen=True)
 class Scorer:
-    """A registered (or logged) model loaded for scoring, with what it was trained on."""
+    """A registered (or logged) model loaded for scoring, with what it was trained on.
+
+    Attributes
+    ----------
+    uri : the model URI it was loaded from.
+    model : the ``mlflow.pyfunc.PyFuncModel``.
+    features : the input columns of its signature, in order.
+    spec : the ``config.RunSpec`` of the run that logged it (its ``spec.json``).
+    fitted_at : ISO date of the rebalance it was fitted at (labels known by then only);
+        None when its run does not say (logged by an older engine).
+    """
 
     uri: str
-    model: Any  # mlflow.pyfunc.PyFuncModel
+    model: Any
     features: tuple[str, ...]
-    params: Mapping[str, str]  # the settings of the run that logged it
+    spec: Any
+    fitted_at: str | None = None
 
     def score(self, frame: Any) -> Any:
         """Scores (numpy, one per row) of a Polars frame holding the model's features."""
@@ -318,6 +292,27 @@ def load_scorer(client: Any, uri: str) -> Scorer:
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise RegistryError(f"{uri} has no input signature: its features are unknown")
-    run_id = model.metadata.run_id
-    params = dict(client.get_run(run_id).data.params) if run_id else {}
-    return Scorer(uri, model, tuple(schema.input_names()), params)
+    spec = logged_spec(client, model.metadata)
+    fitted_at = client.get_run(model.metadata.run_id).data.tags.get(FITTED_AT) or None
+    return Scorer(uri, model, tuple(schema.input_names()), spec, fitted_at)
+
+
+def logged_spec(client: Any, metadata: Any) -> Any:
+    """The ``RunSpec`` recorded (``spec.json``) by the run that logged a model."""
+    import json
+    import tempfile
+
+    from engine.config import RunSpec
+
+    run_id = metadata.run_id
+    if not run_id:
+        raise RegistryError("the model has no run: its settings are unknown")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
+        except Exception:
+            raise RegistryError(
+                f"run {run_id} has no {SPEC_ARTIFACT} (logged by an older engine): run "
+                "`engine run` again to register a model that can predict"
+            ) from None
+        return RunSpec.from_dict(json.loads(Path(path).read_text()))

@@ -1,8 +1,9 @@
 """load -> features -> train -> portfolio -> backtest: the run, as functions of the
-previous stage's output and the settings.
+previous stage's output and its own spec (``engine.config``).
 
-* ``frame``: the model boundary (features, labels, purge periods as arrays) and the
-  daily market panel; the normalised frame is memoised in the Parquet cache.
+* ``frame``: the model frame (normalised features and labels), memoised in the cache
+  (``store``, ``framefile``); ``modeldata``: it as the arrays of the walk-forward.
+* ``market``: the daily market panel (returns, sectors, benchmarks).
 * ``evaluate``: one model's walk-forward scores, weights, backtest and metrics.
 * ``compare``: every model on the same data, the comparison table and the
   multiple-testing adjustment.
@@ -14,20 +15,19 @@ here is the archive's and the frame cache's.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
+from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
-from engine.pipeline.frame import MIN_HISTORY_ROWS, market, price_matrix
+from engine.pipeline.frame import MIN_HISTORY_ROWS
+from engine.pipeline.market import market
 from engine.pipeline.modeldata import ModelData, model_data, model_inputs
 from engine.research.backtest import Market
 from engine.research.models import ModelError
@@ -42,24 +42,8 @@ __all__ = [
     "StageTimer",
     "evaluate_model",
     "prepare",
-    "price_matrix",
     "run",
 ]
-
-
-@dataclass
-class StageTimer:
-    """Wall time of each stage, in seconds, in the order the stages ran."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        log.info("%s ...", name)
-        yield
-        self.seconds[name] = time.perf_counter() - start
-        log.info("%s done in %.2f s", name, self.seconds[name])
 
 
 @dataclass(frozen=True)
@@ -77,10 +61,12 @@ class RunResult:
         against the equal-weight universe, gross).
     metrics : flat name -> value (NaN when not computable).
     model : the scorer in force at the last rebalance (None for baselines).
+    fitted_at : ISO date of the rebalance at which ``model`` was fitted: it was trained only
+        on labels known by then ("" for baselines).
     input_example : a few normalised feature rows (for the model signature).
     """
 
-    settings: Settings
+    spec: RunSpec
     fingerprint: str
     source: str
     features: tuple[str, ...]
@@ -94,6 +80,7 @@ class RunResult:
     input_example: pl.DataFrame
     timings: dict[str, float]
     attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
+    fitted_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,48 +92,67 @@ class Prepared:
     input_example: pl.DataFrame
 
 
-def prepare(archive: Archive, settings: Settings, timer: StageTimer) -> Prepared:
+def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     """Features, labels and purge periods as arrays, and the daily market panel."""
-    features = DEFAULT_FEATURES
+    features, walk = DEFAULT_FEATURES, spec.walk_forward
     with timer.stage("features"):
-        columns = model_inputs(archive, settings, features)
+        columns = model_inputs(archive, spec.features, spec.paths, features)
         if len(columns.y) == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(columns, settings, panel.calendar, features)
-    if not data.plan.active.any() or not (data.available < len(data.rebalances)).any():
+        data = model_data(columns, spec.features, walk, panel.calendar, features)
+    if not (data.available < len(data.rebalances)).any():
+        raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
+    if not data.plan.active.any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
-            f"{settings.min_train_periods} {settings.rebalance.value} periods of labelled history"
+            f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
         )
     # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
     return Prepared(data, panel, example)
 
 
+def _no_label(horizon: int, days: int) -> str:
+    """Why no row of the model frame has a label: the horizon against the history."""
+    if horizon >= days:
+        return (
+            f"the label horizon ({horizon:,} trading days) is longer than the history "
+            f"({days:,} trading days)"
+        )
+    return (
+        f"the label horizon ({horizon:,} trading days) leaves no labelled row: the history has "
+        f"{days:,} trading days and a row needs {MIN_HISTORY_ROWS - 1} before it (its "
+        f"features) and {horizon:,} after it (its label)"
+    )
+
+
 def evaluate_model(
-    archive: Archive, settings: Settings, prepared: Prepared, timer: StageTimer
+    archive: Archive, spec: RunSpec, prepared: Prepared, timer: StageTimer
 ) -> RunResult:
-    """Walk ``settings.model`` forward on the prepared data, then weights, backtest, metrics."""
-    data, panel, model = prepared.data, prepared.market, settings.model
+    """Walk ``spec.model`` forward on the prepared data, then weights, backtest, metrics."""
+    data, panel, model = prepared.data, prepared.market, spec.model.name
     with timer.stage(f"walk-forward {model.value}"):
-        result = ev.score(data, settings, model, panel.calendar)
+        result = ev.score(data, spec.model, spec.walk_forward.rebalance, panel.calendar)
         predictions = ev.predictions_frame(data, result)
     if predictions.height == 0:
         raise ModelError(f"model {model.value} scored no rebalance date (too little history)")
     with timer.stage("portfolio"):
         universe = int(predictions.group_by(DATE).len()["len"].max())
-        spec = ev.portfolio_spec(settings, model, universe)
-        history = ev.holdings_history(predictions, spec, panel, settings.execution_lag)
+        portfolio = ev.portfolio_spec(spec.portfolio, model, universe)
+        lag = spec.backtest.execution_lag
+        history = ev.holdings_history(predictions, portfolio, panel, lag)
+        for warning in ev.portfolio_warnings(predictions, history, portfolio):
+            log.warning("%s: %s", model.value, warning)
     with timer.stage("backtest"):
-        equity, attribution = ev.run_backtest(history, panel, settings)
+        equity, attribution = ev.run_backtest(history, panel, spec.backtest)
     with timer.stage("metrics"):
-        overlap = ev.label_overlap(data, settings.horizon, panel.calendar)
+        overlap = ev.label_overlap(data, spec.features.horizon, panel.calendar)
         ic, metrics = ev.prediction_metrics(predictions, data.label, model, overlap)
         metrics |= ev.backtest_metrics(equity)
         metrics |= {f"model_{k}": v for k, v in result.info.items()}
     return RunResult(
-        settings=settings,
+        spec=spec,
         fingerprint=archive.fingerprint,
         source=archive.source.value,
         features=data.features,
@@ -159,14 +165,15 @@ def evaluate_model(
         model=result.final,
         input_example=prepared.input_example,
         timings=dict(timer.seconds),
+        fitted_at=str(data.rebalances[max(result.fits)]) if result.fits else "",
         attribution=attribution,
     )
 
 
-def run(archive: Archive, settings: Settings) -> RunResult:
-    """The whole research run of ``settings.model`` on one archive."""
+def run(archive: Archive, spec: RunSpec) -> RunResult:
+    """The whole research run of ``spec.model`` on one archive."""
     timer = StageTimer()
-    return evaluate_model(archive, settings, prepare(archive, settings, timer), timer)
+    return evaluate_model(archive, spec, prepare(archive, spec, timer), timer)
 
 
 def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:

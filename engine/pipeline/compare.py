@@ -15,32 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.pipeline import RunResult, StageTimer, evaluate_model, prepare
 from engine.research import metrics as mt
 from engine.schema import ModelName
 
-# (column, metric key): the issue's columns first, then the honest extras.
+# The metrics of the comparison table, by the names they have everywhere (metrics JSON,
+# MLflow): prediction quality first, then returns, then the honest extras.
 COLUMNS = (
-    ("model", None),
-    ("r2_oos", "r2_oos"),
-    ("ic_mean", "ic_mean"),
-    ("ic_tstat", "ic_tstat"),
-    ("hit_rate", "hit_rate"),
-    ("portfolio_cagr_net", "net_cagr"),
-    ("index_cagr", "index_cagr"),
-    ("outperformance_vs_index", "excess_cagr_vs_index"),
-    ("universe_cagr", "universe_cagr"),
-    ("outperformance_vs_universe", "excess_cagr_vs_universe"),
-    ("portfolio_cagr_gross", "gross_cagr"),
-    ("sharpe_net", "net_sharpe"),
-    ("max_drawdown", "net_max_drawdown"),
-    ("information_ratio_vs_universe", "information_ratio_vs_universe"),
-    ("excess_pvalue_vs_universe", "excess_pvalue_vs_universe"),
-    ("deflated_sharpe_vs_universe", "deflated_sharpe_vs_universe"),
-    ("turnover_annual", "turnover_annual"),
-)
+    "r2_oos", "ic_mean", "ic_tstat", "ic_tstat_overlap_adj", "hit_rate", "net_cagr",
+    "index_cagr", "excess_cagr_vs_index", "universe_cagr", "excess_cagr_vs_universe",
+    "gross_cagr", "net_sharpe", "net_max_drawdown", "information_ratio_vs_universe",
+    "excess_pvalue_vs_universe", "deflated_sharpe_vs_universe", "turnover_annual",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,15 +40,15 @@ class Comparison:
 
 
 def run_all(
-    archive: Archive, settings: Settings, models: tuple[ModelName, ...] = tuple(ModelName)
+    archive: Archive, spec: RunSpec, models: tuple[ModelName, ...] = tuple(ModelName)
 ) -> Comparison:
     """Walk every model in ``models`` forward on the same prepared data and compare them."""
     shared = StageTimer()
-    prepared = prepare(archive, settings, shared)
+    prepared = prepare(archive, spec, shared)
     results = []
     for model in models:
         timer = StageTimer(dict(shared.seconds))
-        results.append(evaluate_model(archive, settings.replace(model=model), prepared, timer))
+        results.append(evaluate_model(archive, spec.with_model(model), prepared, timer))
     results = deflate(results)
     return Comparison(tuple(results), comparison_table(results))
 
@@ -85,12 +73,10 @@ def deflate(results: list[RunResult]) -> list[RunResult]:
 
 
 def comparison_table(results: list[RunResult]) -> pl.DataFrame:
-    """One row per model with the columns of ``COLUMNS`` (NaN where not meaningful)."""
-    rows = []
-    for r in results:
-        row = {"model": r.settings.model.value}
-        row |= {col: float(r.metrics.get(key, np.nan)) for col, key in COLUMNS[1:]}
-        rows.append(row)
-    return pl.DataFrame(
-        rows, schema={col: (pl.String if key is None else pl.Float64) for col, key in COLUMNS}
-    )
+    """One row per model: its name, then the metrics of ``COLUMNS`` (NaN where not
+    meaningful)."""
+    rows = [
+        {"model": r.spec.model.name.value, **{k: float(r.metrics.get(k, np.nan)) for k in COLUMNS}}
+        for r in results
+    ]
+    return pl.DataFrame(rows, schema={"model": pl.String, **dict.fromkeys(COLUMNS, pl.Float64)})

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import BacktestSpec, ModelSpec, PortfolioSpec
 from engine.pipeline.modeldata import ModelData
 from engine.research import backtest as bt
 from engine.research import metrics as mt
@@ -24,12 +24,13 @@ from engine.research.models import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.research.portfolio import PortfolioSpec, scheme_weights
+from engine.research.portfolio import scheme_weights
 from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Weighting
 
 MOMENTUM_FEATURE = "mom_12_1"
 PERIODS_PER_YEAR = {Rebalance.WEEKLY: 52, Rebalance.MONTHLY: 12, Rebalance.QUARTERLY: 4}
 FORECASTING_MODELS = LINEAR_MODELS | TREE_MODELS  # scores in label units: R^2 is meaningful
+CASH_TOLERANCE = 1e-9  # weights summing to within this of 1 are fully invested
 
 
 def purge_gap_periods(data: ModelData, horizon: int, calendar: np.ndarray) -> int:
@@ -40,13 +41,14 @@ def purge_gap_periods(data: ModelData, horizon: int, calendar: np.ndarray) -> in
 
 
 def score(
-    data: ModelData, settings: Settings, model: ModelName, calendar: np.ndarray
+    data: ModelData, spec: ModelSpec, rebalance: Rebalance, calendar: np.ndarray
 ) -> WalkForwardResult:
     """Out-of-sample scores of ``model`` at every active rebalance (purged walk-forward).
 
     Baselines are scored at the same active rebalances as the models, so that every
     model of a comparison is backtested over the same dates.
     """
+    model = spec.name
     live = data.scored[data.plan.active[data.predict_at[data.scored]]]
     if model in (ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT):
         scores = np.full(len(data.y), np.nan)
@@ -58,17 +60,17 @@ def score(
     y = np.nan_to_num(data.y)
     if model in LINEAR_MODELS:
         tuning = None
-        if settings.tune:
-            gap = purge_gap_periods(data, settings.horizon, calendar)
-            tuning = InnerSplit(settings.validation_periods, gap)
-        alpha = default_alpha(model) if settings.alpha is None else settings.alpha
-        spec = LinearSpec(model, alpha, settings.l1_ratio, tuning)
-        return walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, spec)
+        if spec.tune:
+            gap = purge_gap_periods(data, data.horizon, calendar)
+            tuning = InnerSplit(spec.validation_periods, gap)
+        alpha = default_alpha(model) if spec.alpha is None else spec.alpha
+        linear = LinearSpec(model, alpha, spec.l1_ratio, tuning)
+        return walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, linear)
     if model in TREE_MODELS:
-        every = settings.refit_every or PERIODS_PER_YEAR[settings.rebalance]
-        plan = RefitPlan(every, settings.train_dates, settings.seed)
-        make = tree_factory(model, settings.seed, settings.n_jobs)
-        with _thread_limit(settings.n_jobs):
+        every = spec.refit_every or PERIODS_PER_YEAR[rebalance]
+        plan = RefitPlan(every, spec.train_dates, spec.seed)
+        make = tree_factory(model, spec.seed, spec.n_jobs)
+        with _thread_limit(spec.n_jobs):
             return walk_forward_refit(
                 data.X, y, data.available, data.predict_at, data.date_id, data.plan, make, plan
             )
@@ -90,14 +92,11 @@ def predictions_frame(data: ModelData, result: WalkForwardResult) -> pl.DataFram
     return data.keys.filter(pl.Series(kept)).with_columns(pl.Series(SCORE, scores[kept]))
 
 
-def portfolio_spec(settings: Settings, model: ModelName, universe: int) -> PortfolioSpec:
+def portfolio_spec(spec: PortfolioSpec, model: ModelName, universe: int) -> PortfolioSpec:
     """The top-N spec; the equal-weight baseline holds the whole universe equally."""
     if model is ModelName.EQUAL_WEIGHT:
-        return PortfolioSpec(n=universe, scheme=Weighting.EQUAL, max_weight=1.0)
-    return PortfolioSpec(
-        n=settings.top_stocks, scheme=settings.weighting, max_weight=settings.max_weight,
-        sector_cap=settings.sector_cap, risk_aversion=settings.risk_aversion,
-    )  # fmt: skip
+        return PortfolioSpec(top_stocks=universe, weighting=Weighting.EQUAL, max_weight=1.0)
+    return spec
 
 
 def holdings_history(
@@ -116,6 +115,32 @@ def holdings_history(
     )
 
 
+def portfolio_warnings(
+    predictions: pl.DataFrame, history: pl.DataFrame, spec: PortfolioSpec
+) -> list[str]:
+    """One line for each way the portfolio falls short of ``spec``: fewer names scored
+    than it should hold, and weights summing below 1 (cash, left by a sector cap)."""
+    out = []
+    rebalances = history[DATE].n_unique()
+    names = predictions.group_by(DATE).len()["len"]
+    short = int((names < spec.top_stocks).sum())
+    if short:
+        out.append(
+            f"the universe is smaller than TOP_STOCKS ({spec.top_stocks}): {short} of "
+            f"{names.len()} rebalances score fewer names (as few as {names.min()}), and the "
+            "portfolio holds all of them"
+        )
+    cash = 1.0 - history.group_by(DATE).agg(pl.col(WEIGHT).sum())[WEIGHT]
+    left = cash.filter(cash > CASH_TOLERANCE)
+    if left.len():
+        cause = f"the sector cap ({spec.sector_cap:g})" if spec.sector_cap else "the caps"
+        out.append(
+            f"{cause} left cash on {left.len()} of {rebalances} rebalances: up to "
+            f"{left.max():.0%} of the portfolio (mean {left.mean():.0%}) earns nothing"
+        )
+    return out
+
+
 def target_matrix(history: pl.DataFrame, market: bt.Market) -> tuple[np.ndarray, np.ndarray]:
     """(rebalance dates, targets[rebalance, symbol]) from the holdings history."""
     rebal = history[DATE].unique().sort().to_numpy()
@@ -127,12 +152,12 @@ def target_matrix(history: pl.DataFrame, market: bt.Market) -> tuple[np.ndarray,
 
 
 def run_backtest(
-    history: pl.DataFrame, market: bt.Market, settings: Settings
+    history: pl.DataFrame, market: bt.Market, spec: BacktestSpec
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The daily equity frame over the live period and the sector attribution."""
     rebal, targets = target_matrix(history, market)
-    trade_days = np.searchsorted(market.calendar, rebal) + settings.execution_lag
-    result = bt.backtest(market.returns, trade_days, targets, settings.cost_bps)
+    trade_days = np.searchsorted(market.calendar, rebal) + spec.execution_lag
+    result = bt.backtest(market.returns, trade_days, targets, spec.cost_bps)
     live = slice(result.start + 1, len(market.calendar))
     equity = pl.DataFrame(
         {

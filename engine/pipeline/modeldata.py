@@ -2,10 +2,9 @@
 
 A run keeps in memory only what every model needs on every row (the label and the
 rebalance periods, ~20 bytes a row) and the keys of the rows it scores (the rebalance
-dates, ~1/21 of the rows). The features stay in the cache's ``X.npy`` and are read by
-rows (``arrays.RowFile``): per period for the linear sufficient statistics, per date for
-the scored rows and the trees' sampled training dates. A run of 10x the default
-archive (~19M rows) then holds ~0.4 GB of arrays instead of ~2.5 GB of frame and matrix.
+dates). The features stay in the cache's frame file and are read by rows
+(``framefile.FeatureRows``): per period for the linear sufficient statistics, per date
+for the scored rows and the trees' sampled training dates.
 """
 
 from __future__ import annotations
@@ -16,13 +15,18 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from engine.config import Settings
+from engine.config import FeatureSpec, Paths, WalkForwardSpec
 from engine.data.archive import Archive
 from engine.features import label_name
-from engine.pipeline.arrays import RowFile
-from engine.pipeline.frame import frame_files, label_end_name, model_frame
-from engine.pipeline.store import LABEL_NEVER, key_arrays
-from engine.research.splits import Schedule, rebalance_dates, schedule
+from engine.pipeline.frame import frame_file, label_end_name, model_frame
+from engine.pipeline.framefile import FeatureRows, key_arrays
+from engine.research.splits import (
+    Schedule,
+    available_period,
+    prediction_period,
+    rebalance_dates,
+    schedule,
+)
 from engine.schema import DATE, SYMBOL
 
 
@@ -34,26 +38,28 @@ class FrameColumns:
     ----------
     days : int32 days since 1970-01-01 of each row (rows sorted by (date, symbol)).
     y : float64 label; NaN where unknown.
-    ends : int32 days of each label's last price; LABEL_NEVER where unknown.
-    X : float32 features (rows x features): an array, or a ``RowFile`` read by rows.
+    ends : int32 days of each label's last price; ``framefile.LABEL_NEVER`` where unknown.
+    X : float32 features (rows x features): an array, or a ``FeatureRows`` read by rows.
     keys : rows -> (date, symbol, label) frame of those rows.
     """
 
     days: np.ndarray
     y: np.ndarray
     ends: np.ndarray
-    X: np.ndarray | RowFile
+    X: np.ndarray | FeatureRows
     keys: Callable[[np.ndarray], pl.DataFrame]
 
 
-def model_inputs(archive: Archive, settings: Settings, names: tuple[str, ...]) -> FrameColumns:
+def model_inputs(
+    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
+) -> FrameColumns:
     """The model frame's columns: from the cache (features left on disk), or computed in
-    memory when the feature cache is off."""
-    label, end = label_name(settings.horizon), label_end_name(settings.horizon)
-    files = frame_files(archive, settings, names)
-    if files is None:
-        frame = model_frame(archive, settings, names)
-        stored = key_arrays(frame, label, end)  # as the cache's files hold them
+    memory when the frame cache is off."""
+    label, end = label_name(spec.horizon), label_end_name(spec.horizon)
+    file = frame_file(archive, spec, paths, names)
+    if file is None:
+        frame = model_frame(archive, spec, names)
+        stored = key_arrays(frame, label, end)  # as read from the cache's file
         return FrameColumns(
             days=stored["date"],
             y=stored["label"],
@@ -61,12 +67,13 @@ def model_inputs(archive: Archive, settings: Settings, names: tuple[str, ...]) -
             X=frame.select(names).to_numpy(order="c"),
             keys=lambda rows: frame.select(DATE, SYMBOL, label)[rows],
         )
+    stored = file.key_columns()
     return FrameColumns(
-        days=files.column("date"),
-        y=files.column("label"),
-        ends=files.column("label_end"),
-        X=files.X(),
-        keys=lambda rows: files.keys(rows).select(DATE, SYMBOL, label),
+        days=stored["date"],
+        y=stored["label"],
+        ends=stored["label_end"],
+        X=file.X(),
+        keys=lambda rows: file.frame(rows, (DATE, SYMBOL, label)),
     )
 
 
@@ -76,7 +83,7 @@ class ModelData:
 
     Attributes
     ----------
-    X : normalised features, float32 (rows x features); an array or a ``RowFile``.
+    X : normalised features, float32 (rows x features); an array or a ``FeatureRows``.
     y : the label (forward simple return over ``horizon`` days); NaN where not known.
     available : rebalance index from which each row's label is known (the purge);
         ``len(rebalances)`` for never.
@@ -85,9 +92,11 @@ class ModelData:
     scored : the rows dated on a rebalance (``predict_at >= 0``), ascending.
     keys : date, symbol and label of the ``scored`` rows, in that order.
     rebalances, plan : rebalance dates and the training window of each.
+    features, label : the feature columns of ``X`` and the label's name.
+    horizon : the label's horizon, in trading days.
     """
 
-    X: np.ndarray | RowFile
+    X: np.ndarray | FeatureRows
     y: np.ndarray
     available: np.ndarray
     predict_at: np.ndarray
@@ -98,73 +107,56 @@ class ModelData:
     plan: Schedule
     features: tuple[str, ...]
     label: str
+    horizon: int
 
 
 def model_data(
-    columns: FrameColumns, settings: Settings, calendar: np.ndarray, names: tuple[str, ...]
+    columns: FrameColumns,
+    features: FeatureSpec,
+    walk: WalkForwardSpec,
+    calendar: np.ndarray,
+    names: tuple[str, ...],
 ) -> ModelData:
     """Arrays for the walk-forward from the model frame's columns (``model_inputs``).
 
-    With ``settings.purge`` off (a deliberately leaky configuration, for the honesty
+    With ``walk.purge`` off (a deliberately leaky configuration, for the honesty
     tests only) a row becomes trainable at the first rebalance on or after its own
     date, before its label is known.
     """
-    rebalances = rebalance_dates(calendar, settings.rebalance)
-    days = DayTable(columns.days, calendar)
-    ends = columns.ends if settings.purge else columns.days
-    available = days.first_on_or_after(ends, rebalances, never=ends == LABEL_NEVER)
+    rebalances = rebalance_dates(calendar, walk.rebalance)
+    ends = columns.ends if walk.purge else columns.days
+    available = available_period(ends, rebalances)  # LABEL_NEVER: after every rebalance
     available[np.isnan(columns.y)] = len(rebalances)
     known = available[available < len(rebalances)]
     plan = schedule(
-        rebalances, settings.train_window, settings.min_train_periods, settings.rolling_periods,
+        rebalances, walk.train_window, walk.min_train_periods, walk.rolling_periods,
         first_available=int(known.min()) if known.size else len(rebalances),
     )  # fmt: skip
-    predict_at = days.index_in(columns.days, rebalances)
+    predict_at = per_distinct_day(prediction_period, columns.days, rebalances)
     scored = np.flatnonzero(predict_at >= 0)
     return ModelData(
         X=columns.X,
         y=columns.y,
         available=available,
         predict_at=predict_at,
-        date_id=days.index_in(columns.days, calendar),
+        date_id=per_distinct_day(prediction_period, columns.days, calendar),
         scored=scored,
         keys=columns.keys(scored),
         rebalances=rebalances,
         plan=plan,
         features=names,
-        label=label_name(settings.horizon),
+        label=label_name(features.horizon),
+        horizon=features.horizon,
     )
 
 
-class DayTable:
-    """Per-row lookups of dates as gathers from a table over the day range, not a binary
-    search per row (~10x faster on 19M rows), giving ``splits.available_period`` and
-    ``splits.prediction_period`` exactly (tested), as int32.
-
-    ``days`` (int32 days since 1970-01-01) and ``calendar`` fix the range of the table.
-    """
-
-    def __init__(self, days: np.ndarray, calendar: np.ndarray) -> None:
-        span = np.asarray(calendar, "datetime64[D]").astype(np.int64)
-        lo = int(min(days.min(), span.min())) if days.size else 0
-        hi = int(max(days.max(), span.max())) if days.size else 0
-        self.first, self.range = lo, np.arange(lo, hi + 1)
-
-    def first_on_or_after(
-        self, days: np.ndarray, marks: np.ndarray, never: np.ndarray
-    ) -> np.ndarray:
-        """Index of the first of ``marks`` (sorted dates) >= each day; ``len(marks)`` where
-        ``never`` or past the last mark. ``days`` outside the table's range must be ``never``."""
-        marks = np.asarray(marks, "datetime64[D]").astype(np.int64)
-        table = np.searchsorted(marks, self.range, side="left").astype(np.int32)
-        out = table[np.where(never, self.first, days) - self.first]
-        out[never] = len(marks)
-        return out
-
-    def index_in(self, days: np.ndarray, marks: np.ndarray) -> np.ndarray:
-        """Index of each day in ``marks`` (sorted unique dates), or -1 if absent."""
-        marks = np.asarray(marks, "datetime64[D]").astype(np.int64)
-        table = np.full(len(self.range), -1, dtype=np.int32)
-        inside = (marks >= self.first) & (marks <= self.range[-1])
-        table[marks[inside] - self.first] = np.flatnonzero(inside)
-        return table[days - self.first]
+def per_distinct_day(
+    lookup: Callable[[np.ndarray, np.ndarray], np.ndarray], days: np.ndarray, marks: np.ndarray
+) -> np.ndarray:
+    """``lookup(days, marks)`` (a row-wise lookup of ``splits``) for ``days`` in ascending
+    order, as the model frame's rows are: looked up once per distinct day and repeated
+    over its rows. Days in any other order are looked up row by row."""
+    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]])
+    if days.size == 0 or np.any(days[starts[1:]] < days[starts[:-1]]):
+        return lookup(days, marks)
+    return np.repeat(lookup(days[starts], marks), np.diff(np.r_[starts, len(days)]))

@@ -23,6 +23,7 @@ import polars as pl
 from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
+from engine.schema import PORTFOLIO_COLUMNS
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -30,7 +31,6 @@ CAVEATS = (
     "The S&P 500 index file is a price index (no dividends); the portfolio and the "
     "equal-weight universe use Adj Close (dividends included).",
 )
-PORTFOLIO_COLUMNS = ("symbol", "name", "sector", "weight", "score")
 
 
 def _json_safe(value: float) -> float | None:
@@ -43,11 +43,11 @@ def metrics_document(result: RunResult) -> dict:
     eq = result.equity
     common = eq.filter(pl.col("index").is_not_nan()) if eq.height else eq
     return {
-        "model": result.settings.model.value,
+        "model": result.spec.model.name.value,
         "dataset_fingerprint": result.fingerprint,
         "data_source": result.source,
         "metrics": {k: _json_safe(v) for k, v in sorted(result.metrics.items())},
-        "settings": result.settings.as_params(),
+        "settings": result.spec.as_params(),
         "features": list(result.features),
         "period": {
             "start": str(eq["date"].min()) if eq.height else None,
@@ -68,7 +68,7 @@ def metrics_document(result: RunResult) -> dict:
 
 def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
     """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
-    model = result.settings.model.value
+    model = result.spec.model.name.value
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
     document = json.dumps(metrics_document(result), indent=2).encode()
     files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
@@ -125,13 +125,13 @@ def summary(result: RunResult) -> str:
     coverage = m.get("index_coverage", 1.0)
     index_note = "" if coverage >= 0.999 else f" on the {coverage:.0%} of days the index covers"
     lines = [
-        f"model {result.settings.model.value} on {result.source} data "
+        f"model {result.spec.model.name.value} on {result.source} data "
         f"(fingerprint {result.fingerprint[:12]})",
         f"  out-of-sample rank IC {_num(m.get('ic_mean', nan))} (t {_ic_t(m)}, "
         f"{int(m.get('ic_periods', 0))} periods), hit rate {_num(m.get('hit_rate', nan), '.3f')}, "
         f"R2 {_num(m.get('r2_oos', nan))}",
         f"  portfolio CAGR net {_pct(m['net_cagr'])} gross {_pct(m['gross_cagr'])} "
-        f"({result.settings.cost_bps:g} bp costs), Sharpe {_num(m['net_sharpe'], '.2f')}, "
+        f"({result.spec.backtest.cost_bps:g} bp costs), Sharpe {_num(m['net_sharpe'], '.2f')}, "
         f"max drawdown {m['net_max_drawdown']:.1%}",
         f"  vs S&P 500 price index{index_note}: {_pct(m['index_cagr'])} -> excess "
         f"{_pct(m['excess_cagr_vs_index'])}",
@@ -144,18 +144,17 @@ def summary(result: RunResult) -> str:
 def comparison_summary(table: pl.DataFrame) -> str:
     """The comparison table as fixed-width text, with the multiple-testing note and caveats."""
     shown = table.select(
-        "model", "ic_mean", "r2_oos", "portfolio_cagr_net", "index_cagr",
-        "outperformance_vs_index", "outperformance_vs_universe", "sharpe_net",
-        "deflated_sharpe_vs_universe",
+        "model", "ic_mean", "r2_oos", "net_cagr", "index_cagr", "excess_cagr_vs_index",
+        "excess_cagr_vs_universe", "net_sharpe", "deflated_sharpe_vs_universe",
     )  # fmt: skip
     header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
     rows = [header]
     for r in shown.iter_rows(named=True):
         rows.append(
             f"{r['model']:<14}{_num(r['ic_mean']):>8}{_num(r['r2_oos']):>9}"
-            f"{_pct(r['portfolio_cagr_net']):>10}{_pct(r['index_cagr']):>9}"
-            f"{_pct(r['outperformance_vs_index']):>10}{_pct(r['outperformance_vs_universe']):>9}"
-            f"{_num(r['sharpe_net'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+            f"{_pct(r['net_cagr']):>10}{_pct(r['index_cagr']):>9}"
+            f"{_pct(r['excess_cagr_vs_index']):>10}{_pct(r['excess_cagr_vs_universe']):>9}"
+            f"{_num(r['net_sharpe'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
         )
     note = (
         f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "

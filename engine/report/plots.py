@@ -1,6 +1,6 @@
 """PNG plots of a run: equity against the benchmarks, drawdown, rolling IC.
 
-matplotlib is imported lazily (~0.5 s) with the Agg backend and used through
+matplotlib is imported lazily with the Agg backend and used through
 ``Figure`` objects only (no pyplot global state), so plotting is thread-safe and never
 opens a window. Each function writes one PNG to a binary file object.
 """
@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 ROLLING_IC_PERIODS = 12  # rebalance periods in the rolling-mean IC line
 _DPI = 100
+# A growth curve near a float's limit (returns of implausible prices: archive.quality
+# warns of them) overflows the log axis's margins in matplotlib: the figure is drawn all
+# the same, so its numpy warnings are off.
+_IEEE = {"over": "ignore", "invalid": "ignore"}
 
 
 def _figure(title: str) -> tuple[Any, Any]:
@@ -24,10 +28,10 @@ def _figure(title: str) -> tuple[Any, Any]:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 4.5))  # fixed margins: constrained layout costs ~0.3 s a figure
+    fig = Figure(figsize=(9, 4.5))  # fixed margins: a constrained layout is slow
     fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.09)
     ax = fig.add_subplot()
-    fig.text(0.5, 0.955, title, ha="center", fontsize=11)  # not set_title: it re-lays out (~70 ms)
+    fig.text(0.5, 0.955, title, ha="center", fontsize=11)  # not set_title: it re-lays out
     ax.grid(alpha=0.3)
     return fig, ax
 
@@ -38,7 +42,7 @@ def _save(fig: Any, handle: IO[bytes]) -> None:
 
 def _log_scale(ax: Any) -> None:
     """Log y axis labelled 0.5, 1, 10, ... (growth of 1). The default labels (10^0, ...)
-    are drawn with mathtext, whose parser costs ~0.3 s to set up in each process."""
+    are drawn with mathtext, whose parser is slow to set up in each process."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     ax.set_yscale("log")
@@ -46,10 +50,11 @@ def _log_scale(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+@np.errstate(**_IEEE)
 def equity_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Growth of 1 (log scale): portfolio net and gross, the price index, the universe."""
-    eq, model = result.equity, result.settings.model.value
-    fig, ax = _figure(f"{model}: growth of 1, net of {result.settings.cost_bps:g} bp costs")
+    eq, model = result.equity, result.spec.model.name.value
+    fig, ax = _figure(f"{model}: growth of 1, net of {result.spec.backtest.cost_bps:g} bp costs")
     dates = eq["date"].to_numpy()
     ax.plot(dates, eq["equity_net"], label=f"{model} (net)", lw=1.4)
     ax.plot(dates, eq["equity_gross"], label=f"{model} (gross)", lw=0.8, alpha=0.7)
@@ -67,7 +72,7 @@ def equity_plot(result: RunResult, handle: IO[bytes]) -> None:
 def drawdown_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Drawdown of the net equity curve, in percent."""
     eq = result.equity
-    fig, ax = _figure(f"{result.settings.model.value}: drawdown (net)")
+    fig, ax = _figure(f"{result.spec.model.name.value}: drawdown (net)")
     ax.fill_between(eq["date"].to_numpy(), eq["drawdown_net"].to_numpy() * 100, 0, alpha=0.5)
     ax.set_ylabel("% below the running peak")
     _save(fig, handle)
@@ -76,7 +81,7 @@ def drawdown_plot(result: RunResult, handle: IO[bytes]) -> None:
 def rolling_ic_plot(result: RunResult, handle: IO[bytes]) -> None:
     """Per-period out-of-sample rank IC and its rolling mean."""
     ic = result.ic
-    fig, ax = _figure(f"{result.settings.model.value}: out-of-sample rank IC per rebalance")
+    fig, ax = _figure(f"{result.spec.model.name.value}: out-of-sample rank IC per rebalance")
     if ic.height:
         dates, values = ic["date"].to_numpy(), ic["ic"].to_numpy()
         _bars(ax, dates, values, width_days=20, alpha=0.4, label="IC")
@@ -92,7 +97,7 @@ def rolling_ic_plot(result: RunResult, handle: IO[bytes]) -> None:
 
 def _bars(ax: Any, dates: np.ndarray, values: np.ndarray, width_days: float, **style: Any) -> None:
     """Bars centred on ``dates``, as one collection: ``ax.bar`` adds one patch per bar
-    and updates the data limits after each (~1 ms a bar)."""
+    and updates the data limits after each."""
     from matplotlib.collections import PolyCollection
     from matplotlib.dates import date2num
 
@@ -106,6 +111,7 @@ def _bars(ax: Any, dates: np.ndarray, values: np.ndarray, width_days: float, **s
     ax.autoscale_view()
 
 
+@np.errstate(**_IEEE)
 def comparison_plot(results: Any, handle: IO[bytes]) -> None:
     """Net growth of 1 of every model, with the universe benchmark (log scale)."""
     fig, ax = _figure("every model: growth of 1, net of costs")
@@ -113,7 +119,7 @@ def comparison_plot(results: Any, handle: IO[bytes]) -> None:
         ax.plot(
             r.equity["date"].to_numpy(),
             r.equity["equity_net"],
-            label=r.settings.model.value,
+            label=r.spec.model.name.value,
             lw=1.0,
         )
     if results:

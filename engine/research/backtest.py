@@ -60,9 +60,11 @@ class BacktestResult:
 
 def simple_returns(prices: np.ndarray) -> np.ndarray:
     """Day-over-day simple returns of a (days x symbols) price matrix; NaN where either
-    price is missing and on the first day."""
+    price is missing and on the first day; inf after a price so small (a denormal index
+    level: implausible) that the ratio leaves a float's range."""
     out = np.full(prices.shape, np.nan)
-    out[1:] = prices[1:] / prices[:-1] - 1.0
+    with np.errstate(over="ignore"):
+        out[1:] = prices[1:] / prices[:-1] - 1.0
     return out
 
 
@@ -120,13 +122,17 @@ def equal_weight_universe(returns: np.ndarray) -> np.ndarray:
 def holding_period_returns(returns: np.ndarray, trade_days: np.ndarray) -> np.ndarray:
     """Compounded simple return of every symbol from each trade day's close to the next
     trade day's close (the last period runs to the end of the calendar); (trades x
-    symbols), NaN where a symbol has no return on any day of the period."""
+    symbols), NaN where a symbol has no return on any day of the period, and where a
+    return of -100 % (a price that fell to ~0: ``archive.quality`` warns of it) makes the
+    compounded return undefined in floating point."""
     n_days = returns.shape[0]
     ends = np.r_[trade_days[1:], n_days - 1]
-    growth = np.vstack(
-        [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
-    )
+    with np.errstate(divide="ignore", invalid="ignore"):  # log1p(-1) = -inf; -inf - -inf
+        growth = np.vstack(
+            [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
+        )
     seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(~np.isnan(returns), axis=0)])
     start, end = trade_days + 1, ends + 1
-    out = np.expm1(growth[end] - growth[start])
+    with np.errstate(invalid="ignore"):
+        out = np.expm1(growth[end] - growth[start])
     return np.where(seen[end] - seen[start] > 0, out, np.nan)

@@ -4,14 +4,13 @@ Normalising within a date uses only that date's cross-section, so it cannot leak
 the future; it also removes the market-wide level of each feature, which is what a
 ranking model needs.
 
-Speed and memory note: ``rank_to_unit`` is the definition, a Polars window expression.
-Polars evaluates ``rank().over(date)`` group by group (~0.2 s and ~50 MB of transient
-memory per column on 1.9M rows), so ``normalise`` ranks frames sorted by date with
-``rank_frame`` instead: the numpy kernel of ``engine.research.ranking`` (SIMD sorts of blocks of
-dates), one column per thread. Same average ranks, same arithmetic: the values are
-identical to the bit (tested against the expression, ties and nulls included). Frames it
-cannot take (dates not sorted, NaN or infinite values, non-float columns) use the
-expression.
+``rank_to_unit`` is the definition, a Polars window expression. Polars evaluates
+``rank().over(date)`` group by group, which makes the model frame build about twice as slow,
+so ``normalise`` ranks frames sorted by date with ``rank_frame`` instead: the numpy kernel
+of ``engine.research.ranking``, one column per thread. Same average ranks, same arithmetic:
+the values are identical to the bit (tested against the expression, ties and nulls
+included). Frames it cannot take (dates not sorted, NaN or infinite values, non-float
+columns) use the expression.
 """
 
 from __future__ import annotations
@@ -67,6 +66,8 @@ def normalise(
     ``dtype`` (e.g. ``pl.Float32``) is the type of the normalised columns, cast last.
     """
     columns = list(columns)
+    if DATE in columns or len(set(columns)) != len(columns):
+        raise ValueError(f"columns to normalise must be distinct and not {DATE!r}: {columns}")
     if method is Normalisation.RANK and not sector_neutral:  # filled and cast by rank_frame
         return _ranked(frame, columns, keep_nulls=False, dtype=dtype or pl.Float64)
     if method is Normalisation.RANK:
@@ -103,7 +104,7 @@ def rank_frame(
     by symbol): the result is ``rank_frame(frame[order])``, each column gathered just
     before it is ranked, never the whole frame at once. With ``consume`` the columns are
     moved out of ``frame`` (left empty) and each is freed once ranked. Both keep the
-    memory of a big panel near one copy: the model frame's ranking needs ~0.3 GB less.
+    memory of a big panel near one copy.
     """
     if DATE in columns or len(set(columns)) != len(columns):
         raise ValueError(f"columns to rank must be distinct and not {DATE!r}: {list(columns)}")
@@ -135,8 +136,8 @@ def rank_frame(
             frame.drop_in_place(name)
     source = (frame.drop_in_place(c) if consume else frame[c] for c in columns)
     # The outputs are allocated here, not on the workers: memory that the workers' malloc
-    # arenas free is not reused by the next call's new threads (the peak grew by 40-60 MB a
-    # call in 1 of 8 processes); np.empty costs no memory until a worker writes it.
+    # arenas free is not reused by the next call's new threads; np.empty costs no memory
+    # until a worker writes it.
     outs = [np.empty(base.height, np_type) for _ in columns]
     with ThreadPoolExecutor(workers) as pool:
         ranked = list(pool.map(work, source, outs))  # the pool holds each column until ranked
@@ -167,9 +168,9 @@ def _unit_ranks_of(
 def _arrow_parts(values: pl.Series) -> tuple[np.ndarray, NullBits | None]:
     """A float64 column's values and null bitmap, read in place from its Arrow memory.
 
-    Why not ``to_numpy``: it writes a new array with NaN at the nulls, ~15 MB of fresh
-    memory a column on the default archive, whose page faults cost more than the ranking
-    of the column itself; the kernel reads the bitmap block by block instead."""
+    Why not ``to_numpy``: it writes a new array with NaN at the nulls, fresh memory whose
+    page faults cost more than the ranking of the column itself; the kernel reads the
+    bitmap block by block instead."""
     array = values.to_arrow()  # zero-copy for one chunk
     bitmap, data = array.buffers()
     numbers = np.frombuffer(data, np.float64, count=len(array), offset=array.offset * 8)

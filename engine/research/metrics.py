@@ -6,6 +6,11 @@ Sharpe, tracking error). NaN inputs are dropped; a metric that cannot be compute
 NaN. Sharpe-ratio statistics (t-stats, probabilistic and deflated Sharpe) use the
 per-day Sharpe ratio with the skewness/kurtosis correction of Mertens (2002) and the
 deflation of Bailey and Lopez de Prado (2014).
+
+Returns of implausible prices (an Adj Close of 1e-300 one day: ``archive.quality`` warns
+of them) take sums and squares beyond a float's range: such a metric is inf or NaN, as
+IEEE arithmetic has it, and numpy's warnings about it are off (``_IEEE``), since the
+value, not a warning on stderr, is the answer.
 """
 
 from __future__ import annotations
@@ -19,16 +24,19 @@ import polars as pl
 from engine.schema import DATE, SCORE
 
 TRADING_DAYS = 252
+_ROUNDING = 1e-12  # relative difference of two returns that is rounding, not a difference
+MIN_CROSS_SECTION = 3  # scored, labelled names a date needs to count in IC and hit rate
 EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
+_IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}  # inf / NaN, no warning
 
 
 # --- prediction -----------------------------------------------------------------------
 def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
     """Per-date Spearman rank correlation between score and label (date, ic, n).
 
-    Only dates with at least 3 scored, labelled rows count; a date whose scores are all
-    equal has no IC (NaN) and is dropped.
+    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count; a date
+    whose scores are all equal has no IC (NaN) and is dropped.
     """
     valid = predictions.filter(
         pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan() & pl.col(label).is_not_null()
@@ -36,11 +44,16 @@ def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
     return (
         valid.group_by(DATE)
         .agg(pl.corr(SCORE, label, method="spearman").alias("ic"), pl.len().alias("n"))
-        .filter((pl.col("n") >= 3) & pl.col("ic").is_not_nan() & pl.col("ic").is_not_null())
+        .filter(
+            (pl.col("n") >= MIN_CROSS_SECTION)
+            & pl.col("ic").is_not_nan()
+            & pl.col("ic").is_not_null()
+        )
         .sort(DATE)
     )
 
 
+@np.errstate(**_IEEE)
 def ic_summary(ic: np.ndarray, overlap: float = 1.0) -> dict[str, float]:
     """Mean, std, ICIR (mean / std), t-stat (mean / (std / sqrt(n))), the share of periods
     with a positive IC, and the t-stat with overlapping labels allowed for.
@@ -64,21 +77,24 @@ def ic_summary(ic: np.ndarray, overlap: float = 1.0) -> dict[str, float]:
 def hit_rate(predictions: pl.DataFrame, label: str) -> float:
     """Share of scored rows on the right side of their date's median: the score above
     the date's median score exactly when the label is above the date's median label.
-    0.5 is chance."""
+    0.5 is chance. Only dates with ``MIN_CROSS_SECTION`` scored, labelled rows count (with
+    one name a date's median is that name: always "right"); none gives NaN."""
     valid = predictions.filter(pl.col(SCORE).is_not_nan() & pl.col(label).is_not_null())
+    valid = valid.filter(pl.len().over(DATE) >= MIN_CROSS_SECTION)
     if valid.height == 0:
         return math.nan
     side = [(pl.col(c) > pl.col(c).median().over(DATE)) for c in (SCORE, label)]
     return float(valid.select((side[0] == side[1]).mean()).item())
 
 
+@np.errstate(**_IEEE)
 def r2_oos(y: np.ndarray, pred: np.ndarray) -> float:
     """Pooled out-of-sample R^2 = 1 - SSE / SST, SST around the mean of the test labels
     (the scikit-learn convention). Near 0 or negative is normal for stock returns."""
     mask = ~(np.isnan(y) | np.isnan(pred))
     y, pred = y[mask], pred[mask]
     sst = float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
-    return 1.0 - float(((y - pred) ** 2).sum()) / sst if sst > 0 else math.nan
+    return 1.0 - float(((y - pred) ** 2).sum()) / sst if 0 < sst < math.inf else math.nan
 
 
 # --- returns --------------------------------------------------------------------------
@@ -86,10 +102,12 @@ def _clean(returns: np.ndarray) -> np.ndarray:
     return returns[~np.isnan(returns)]
 
 
+@np.errstate(**_IEEE)
 def total_return(returns: np.ndarray) -> float:
     return float(np.prod(1.0 + _clean(returns)) - 1.0)
 
 
+@np.errstate(**_IEEE)
 def cagr(returns: np.ndarray) -> float:
     """Compound annual growth rate of daily simple returns."""
     r = _clean(returns)
@@ -99,12 +117,14 @@ def cagr(returns: np.ndarray) -> float:
     return float(growth ** (TRADING_DAYS / r.size) - 1.0) if growth > 0 else -1.0
 
 
+@np.errstate(**_IEEE)
 def volatility(returns: np.ndarray) -> float:
     """Annualised standard deviation of daily returns."""
     r = _clean(returns)
     return float(r.std(ddof=1) * math.sqrt(TRADING_DAYS)) if r.size > 1 else math.nan
 
 
+@np.errstate(**_IEEE)
 def sharpe(returns: np.ndarray) -> float:
     """Annualised Sharpe ratio, risk-free rate 0: mean / std * sqrt(252)."""
     r = _clean(returns)
@@ -113,6 +133,7 @@ def sharpe(returns: np.ndarray) -> float:
     return float(r.mean() / r.std(ddof=1) * math.sqrt(TRADING_DAYS))
 
 
+@np.errstate(**_IEEE)
 def sortino(returns: np.ndarray) -> float:
     """Annualised Sortino ratio: mean / downside deviation * sqrt(252), where the downside
     deviation is the root mean square of min(r, 0) over all days (target 0)."""
@@ -121,23 +142,27 @@ def sortino(returns: np.ndarray) -> float:
     return float(r.mean() / downside * math.sqrt(TRADING_DAYS)) if downside > 0 else math.nan
 
 
+@np.errstate(**_IEEE)
 def drawdown(returns: np.ndarray) -> np.ndarray:
     """Equity / running peak - 1 each day (<= 0); NaN returns count as 0."""
     equity = np.cumprod(1.0 + np.nan_to_num(returns))
     return equity / np.maximum.accumulate(np.r_[1.0, equity])[1:] - 1.0
 
 
+@np.errstate(**_IEEE)
 def max_drawdown(returns: np.ndarray) -> float:
     """Largest peak-to-trough fall of the equity curve, as a negative fraction."""
     return float(drawdown(returns).min()) if len(returns) else math.nan
 
 
+@np.errstate(**_IEEE)
 def calmar(returns: np.ndarray) -> float:
     """CAGR / |max drawdown|."""
     mdd = max_drawdown(returns)
     return cagr(returns) / abs(mdd) if mdd < 0 else math.nan
 
 
+@np.errstate(**_IEEE)
 def var_cvar(returns: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Historical one-day value at risk and conditional VaR (expected shortfall) at
     ``level``, as positive loss fractions."""
@@ -148,6 +173,7 @@ def var_cvar(returns: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return -q, -float(r[r <= q].mean())
 
 
+@np.errstate(**_IEEE)
 def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     """Per-day Sharpe ratio, skewness, (non-excess) kurtosis and count of daily returns."""
     r = _clean(returns)
@@ -157,6 +183,7 @@ def moments(returns: np.ndarray) -> tuple[float, float, float, int]:
     return float(r.mean() / r.std(ddof=1)), float(np.mean(z**3)), float(np.mean(z**4)), int(r.size)
 
 
+@np.errstate(**_IEEE)
 def sharpe_tstat(returns: np.ndarray) -> float:
     """t-statistic of a per-day Sharpe ratio against 0, with the standard error of Mertens
     (2002): sqrt((1 - skew SR + (kurt - 1) / 4 SR^2) / (n - 1))."""
@@ -167,6 +194,7 @@ def sharpe_tstat(returns: np.ndarray) -> float:
     return sr / math.sqrt(var) if var > 0 else math.nan
 
 
+@np.errstate(**_IEEE)
 def probabilistic_sharpe(returns: np.ndarray, benchmark_sr: float = 0.0) -> float:
     """P(true per-day Sharpe > ``benchmark_sr``) given the sample (Bailey and Lopez de Prado)."""
     sr, skew, kurt, n = moments(returns)
@@ -176,6 +204,7 @@ def probabilistic_sharpe(returns: np.ndarray, benchmark_sr: float = 0.0) -> floa
     return _NORMAL.cdf((sr - benchmark_sr) / math.sqrt(var)) if var > 0 else math.nan
 
 
+@np.errstate(**_IEEE)
 def expected_max_sharpe(trial_srs: np.ndarray) -> float:
     """Expected maximum per-day Sharpe ratio of ``len(trial_srs)`` unskilled trials whose
     Sharpe ratios have the sample variance of ``trial_srs`` (0 for a single trial)."""
@@ -196,13 +225,19 @@ def deflated_sharpe(returns: np.ndarray, trial_srs: np.ndarray) -> float:
 
 
 # --- relative to a benchmark ----------------------------------------------------------
+@np.errstate(**_IEEE)
 def relative(returns: np.ndarray, benchmark: np.ndarray, suffix: str) -> dict[str, float]:
     """Against one benchmark, on the days both exist: excess CAGR, CAPM alpha (annualised)
     and beta, tracking error, information ratio, and the t-stat and two-sided p-value of
-    the active return's Sharpe ratio. Keys end in ``suffix`` (e.g. ``_vs_index``)."""
+    the active return's Sharpe ratio. Keys end in ``suffix`` (e.g. ``_vs_index``).
+
+    A day's active return within rounding of 0 is 0: a portfolio that is its benchmark
+    (one symbol against its equal-weight universe) has no active risk, and no t-stat.
+    """
     both = ~(np.isnan(returns) | np.isnan(benchmark))
     r, b = returns[both], benchmark[both]
     active = r - b
+    active[np.abs(active) <= _ROUNDING * np.maximum(np.abs(r), np.abs(b))] = 0.0
     out = {"excess_cagr": cagr(r) - cagr(b), "days": float(both.sum())}
     if r.size > 2 and b.var() > 0:
         out["beta"] = float(np.cov(r, b, ddof=1)[0, 1] / b.var(ddof=1))
@@ -218,6 +253,7 @@ def relative(returns: np.ndarray, benchmark: np.ndarray, suffix: str) -> dict[st
     return {f"{key}{suffix}": value for key, value in out.items()}
 
 
+@np.errstate(**_IEEE)
 def portfolio_summary(returns: np.ndarray, prefix: str = "", full: bool = True) -> dict[str, float]:
     """CAGR, total return, volatility, Sharpe and max drawdown, plus (``full``) Sortino,
     Calmar, 95 % VaR and CVaR; keys prefixed."""
@@ -240,6 +276,7 @@ def portfolio_summary(returns: np.ndarray, prefix: str = "", full: bool = True) 
 
 
 # --- attribution ----------------------------------------------------------------------
+@np.errstate(**_IEEE)
 def sector_attribution(
     weights: np.ndarray,
     period_returns: np.ndarray,

@@ -22,11 +22,11 @@ Point in time: every input at rebalance T (scores, returns windows) is dated <= 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from engine.config import PortfolioSpec
 from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, Weighting
 
 log = logging.getLogger(__name__)
@@ -40,26 +40,6 @@ _EPS = 1e-12
 
 class PortfolioError(ValueError):
     """The portfolio cannot be built as configured."""
-
-
-@dataclass(frozen=True)
-class PortfolioSpec:
-    """How scores become weights.
-
-    Attributes
-    ----------
-    n : names held at each rebalance.
-    scheme : weighting scheme.
-    max_weight : cap on each name (fraction of capital); raised to 1/n when below it.
-    sector_cap : cap on each sector's total weight, or None.
-    risk_aversion : lambda of mean-variance, on annualised mean and covariance.
-    """
-
-    n: int
-    scheme: Weighting = Weighting.EQUAL
-    max_weight: float = 1.0
-    sector_cap: float | None = None
-    risk_aversion: float = 1.0
 
 
 def top_n(predictions: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -117,21 +97,27 @@ def capped(raw: np.ndarray, groups: np.ndarray, cap: float, group_cap: float | N
 
 
 def ledoit_wolf_covariance(returns: np.ndarray) -> np.ndarray:
-    """Annualised Ledoit-Wolf covariance of daily returns (days x names); NaN counts as 0."""
+    """Annualised Ledoit-Wolf covariance of daily returns (days x names); NaN counts as 0.
+    Not finite where returns are beyond what a variance can hold (implausible prices)."""
     from sklearn.covariance import ledoit_wolf  # lazily: only the optimised schemes need it
 
-    cov, _ = ledoit_wolf(np.nan_to_num(returns))
+    clean = np.nan_to_num(returns)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(np.square(clean).sum()):  # a variance beyond a float's range
+            return np.full((clean.shape[1], clean.shape[1]), np.nan)
+        cov, _ = ledoit_wolf(clean)
     return cov * _TRADING_DAYS
 
 
 def inverse_vol_raw(returns: np.ndarray) -> np.ndarray:
     """1 / sd of each column's daily returns (NaN ignored); names with sd 0 or no data get
-    the median of the others."""
-    sd = (
-        np.nanstd(returns, axis=0, ddof=1)
-        if len(returns) > 1
-        else np.full(returns.shape[1], np.nan)
-    )
+    the median of the others, as do names whose sd overflows (implausible prices)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        sd = (
+            np.nanstd(returns, axis=0, ddof=1)
+            if len(returns) > 1
+            else np.full(returns.shape[1], np.nan)
+        )
     ok = np.isfinite(sd) & (sd > 0)
     fill = np.median(sd[ok]) if ok.any() else 1.0
     return 1.0 / np.where(ok, sd, fill)
@@ -194,12 +180,14 @@ def date_weights(
     groups : integer sector code of each held name.
     """
     cap = max(spec.max_weight, 1.0 / len(scores))
-    if spec.scheme is Weighting.EQUAL:
+    if spec.weighting is Weighting.EQUAL:
         return capped(np.ones(len(scores)), groups, cap, spec.sector_cap)
-    if spec.scheme is Weighting.INVERSE_VOL:
+    if spec.weighting is Weighting.INVERSE_VOL:
         return capped(inverse_vol_raw(history[-VOL_WINDOW:]), groups, cap, spec.sector_cap)
     cov = ledoit_wolf_covariance(history)
-    mu = grinold_mu(z, cov) if spec.scheme is Weighting.MEAN_VARIANCE else None
+    if not np.isfinite(cov).all():  # no covariance to optimise: the capped equal weights
+        return capped(np.ones(len(scores)), groups, cap, spec.sector_cap)
+    mu = grinold_mu(z, cov) if spec.weighting is Weighting.MEAN_VARIANCE else None
     return optimised(cov, mu, groups, cap, spec.sector_cap, spec.risk_aversion)
 
 
@@ -220,11 +208,15 @@ def scheme_weights(
     returns : daily simple returns, days x symbols, NaN where missing.
     sector_code : integer sector of each symbol of ``symbols``.
     """
-    if spec.scheme is Weighting.EQUAL and spec.sector_cap is None and spec.max_weight * spec.n >= 1:
-        return weights(predictions, spec.n)
+    if (
+        spec.weighting is Weighting.EQUAL
+        and spec.sector_cap is None
+        and spec.max_weight * spec.top_stocks >= 1
+    ):
+        return weights(predictions, spec.top_stocks)
     scored = predictions.filter(pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan())
     z = (pl.col(SCORE) - pl.col(SCORE).mean().over(DATE)) / pl.col(SCORE).std().over(DATE)
-    held = top_n(scored.with_columns(z.fill_nan(0.0).fill_null(0.0).alias("_z")), spec.n)
+    held = top_n(scored.with_columns(z.fill_nan(0.0).fill_null(0.0).alias("_z")), spec.top_stocks)
     out = []
     for (date,), day in held.group_by(DATE, maintain_order=True):
         cols = np.searchsorted(symbols, day[SYMBOL].to_numpy())

@@ -1,28 +1,28 @@
-"""Exact per-date ranks of a column sorted by date, in numpy: the fast kernel behind
+"""Exact per-date ranks of a column sorted by date, in numpy: the kernel behind
 ``crosssection.rank_frame``.
+
+Hand-written for speed: with Polars' ``rank().over(date)`` instead, a cold ``engine run``
+(the model frame build) takes about twice as long, and longer with more features
+(docs/benchmarks.md, "The rank kernel").
 
 The definition is the Polars expression ``crosssection.rank_to_unit``: the average rank
 within the date mapped to [-0.5, 0.5], ``(rank - 1) / (n - 1) - 0.5`` over the date's n
-non-null values. Polars evaluates ``rank().over(date)`` group by group (~0.2 s a column on
-1.9M rows); this kernel gives the same values to the bit in ~15 ms a column (one core).
-
-Why hand-written, and how:
+non-null values; this kernel gives the same values to the bit (tested). How:
 
 - The rows of a date-sorted column form blocks of consecutive dates with the same number
   of rows (``DateBlocks``): each block is a (dates x rows) matrix without a copy, sized to
   stay in the L2 cache, sorted row-wise by one ``np.sort`` call.
-- ``np.argsort`` is ~4x slower than ``np.sort`` (numpy's SIMD sort) on these rows. So each
+- ``np.argsort`` is much slower than ``np.sort`` (numpy's SIMD sort) on these rows. So each
   value becomes an order-preserving int64 key whose lowest bits are replaced by the value's
   row in the block: sorting the keys sorts the values and carries the rows along.
 - Truncated keys can collide for values a relative ~3e-11 apart. Any block with a
   collision (in practice: ties) has its order checked against the values; if it is wrong
-  (not seen on the synthetic archive) the block is sorted again by ``np.argsort``. The
-  ranks are always exact.
+  the block is sorted again by ``np.argsort``. The ranks are always exact.
 - Each rank becomes its unit value through a table per non-null count n (the same
   float64 arithmetic as the expression), and one scatter writes it to the value's row.
 - The column is read in place (Arrow values and validity bitmap), and each thread's
   buffers are reused block after block and column after column: fresh memory costs page
-  faults, which on this machine can cost more than the sort.
+  faults, which cost as much as the sort itself.
 """
 
 from __future__ import annotations
@@ -143,8 +143,7 @@ def unit_ranks(
 
 class Scratch:
     """Buffers for the largest block of ``blocks``, reused block after block and column
-    after column by one thread: fresh memory costs page faults (~5 MiB a column here,
-    allocated anew, was ~1/4 of the system time of the ranking). ``values`` holds the
+    after column by one thread: fresh memory costs page faults. ``values`` holds the
     block's values (NaN at the nulls), ``keys`` their sorted keys."""
 
     def __init__(self, rows: int, dtype: np.dtype) -> None:

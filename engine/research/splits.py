@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.schema import Rebalance, TrainWindow
 
+SEARCH_ROWS = 1 << 20  # rows searched at once
 _PERIOD_UNIT = {Rebalance.WEEKLY: "W", Rebalance.MONTHLY: "M", Rebalance.QUARTERLY: "Q"}
 
 
@@ -40,23 +41,50 @@ def rebalance_dates(calendar: np.ndarray, freq: Rebalance) -> np.ndarray:
 
 
 def available_period(label_end: np.ndarray, rebalances: np.ndarray) -> np.ndarray:
-    """Index of the first rebalance date >= ``label_end`` for each row.
+    """Index of the first rebalance date >= ``label_end`` for each row (int32).
 
-    Rows whose label is never known (``NaT``) get ``len(rebalances)``: never trained on.
+    ``label_end`` is datetime64[D], where ``NaT`` means never known, or integer days since
+    1970-01-01, where a day after the last rebalance (e.g. the int32 maximum) means never
+    known. Rows whose label is never known get ``len(rebalances)``: never trained on.
     """
-    ends = np.asarray(label_end, dtype="datetime64[D]")
-    period = np.searchsorted(rebalances, ends, side="left")
-    period[np.isnat(ends)] = len(rebalances)
+    ends, marks = _day_numbers(label_end, rebalances)
+    period = np.empty(len(ends), np.int32)
+    for rows in _chunks(len(ends)):
+        period[rows] = np.searchsorted(marks, ends[rows], side="left")
+    if ends.dtype.kind == "M":  # NaT sorts first: it got 0
+        period[np.isnat(ends)] = len(rebalances)
     return period
 
 
 def prediction_period(dates: np.ndarray, rebalances: np.ndarray) -> np.ndarray:
-    """Index of the rebalance date equal to each row's date, or -1 if none."""
-    days = np.asarray(dates, dtype="datetime64[D]")
-    pos = np.searchsorted(rebalances, days, side="left")
-    pos_clipped = np.minimum(pos, len(rebalances) - 1)
-    hit = (pos < len(rebalances)) & (rebalances[pos_clipped] == days)
-    return np.where(hit, pos, -1)
+    """Index of the rebalance date equal to each row's date, or -1 if none (int32).
+
+    ``dates`` is datetime64[D] or integer days since 1970-01-01; ``rebalances`` any sorted
+    unique dates (the trading calendar gives each row's day index)."""
+    days, marks = _day_numbers(dates, rebalances)
+    out = np.full(len(days), -1, np.int32)
+    if len(marks) == 0:
+        return out
+    for rows in _chunks(len(days)):
+        pos = np.searchsorted(marks, days[rows], side="left")
+        hit = marks[np.minimum(pos, len(marks) - 1)] == days[rows]
+        out[rows] = np.where(hit, pos, -1)
+    return out
+
+
+def _day_numbers(dates: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``dates`` as they are (datetime64[D] or integer days) and the sorted ``marks`` in
+    the same type, so that a search compares without converting the rows."""
+    dates = np.asarray(dates)
+    marks = np.asarray(marks, dtype="datetime64[D]")
+    if dates.dtype.kind == "M":
+        return dates.astype("datetime64[D]", copy=False), marks
+    return dates, marks.view(np.int64).astype(dates.dtype)
+
+
+def _chunks(rows: int) -> list[slice]:
+    """``rows`` in slices of ``SEARCH_ROWS``: the temporaries of a search stay that small."""
+    return [slice(start, start + SEARCH_ROWS) for start in range(0, rows, SEARCH_ROWS)]
 
 
 @dataclass(frozen=True)

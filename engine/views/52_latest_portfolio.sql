@@ -9,6 +9,7 @@ with source as (
 renamed as (
     select
         regexp_extract(parse_filename(filename, true), '^[a-z]+_(.+)$', 1) as model,
+        date::date as date,
         symbol::varchar as symbol,
         name::varchar as name,
         sector::varchar as sector,

@@ -17,6 +17,10 @@ the exact files the views read, extension auto-install/auto-load off, Python rep
 scans off, and the configuration locked. DuckDB's ``allowed_paths`` grants writes as well as
 reads (``COPY ... TO '<an allowed file>' (use_tmp_file false)`` would overwrite a cache file),
 so statements are also parsed by DuckDB and only a single SELECT is executed.
+
+Resources: every connection opened here has DuckDB's ``memory_limit`` and
+``max_temp_directory_size`` set from the memory available (``engine.io.memory.query_budget``);
+an ad hoc query (``query.run_query``) also returns a bounded number of rows and bytes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
 from engine.views import sql_files
@@ -85,6 +90,17 @@ OUTPUT_VIEWS = (
 
 class QueryError(ValueError):
     """An ad hoc query DuckDB refused or the engine does not run; one line."""
+
+
+def _config(budget: tuple[int, int] | None = None) -> dict[str, object]:
+    """DuckDB settings of every connection: locked down, and within ``budget`` (memory,
+    temporary disk; default ``memory.query_budget()``, nothing when unknown)."""
+    budget = budget or memory.query_budget()
+    if budget is None:
+        return dict(_LOCKED_DOWN)
+    ram, disk = budget
+    limits = {"memory_limit": f"{ram} bytes", "max_temp_directory_size": f"{disk} bytes"}
+    return {**_LOCKED_DOWN, **limits}
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,7 @@ def create_views(con: duckdb.DuckDBPyConnection, sources: Sources) -> None:
             _create_output_view(con, view, sources.outputs[view.view], sql)
         except duckdb.Error as exc:
             con.execute(f"drop view if exists src_{view.view}")
-            log.warning("view %s left out: %s", view.view, _first_line(exc))
+            log.warning("view %s left out: %s", view.view, first_line(exc))
 
 
 def _create_output_view(
@@ -163,7 +179,7 @@ def _create_output_view(
 
 def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
     """An in-memory connection carrying every view (writable: for the engine's own use)."""
-    con = duckdb.connect(config=_LOCKED_DOWN)
+    con = duckdb.connect(config=_config())
     create_views(con, sources)
     return con
 
@@ -209,7 +225,7 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
 
 
 # Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
-# time, not the whole panel's (1x: peak ~0.75 GB against ~1.1 GB in one query, same time).
+# time, not the whole panel's.
 BATCH_ROWS = 500_000
 
 
@@ -240,7 +256,7 @@ def ensure_database(path: Path, sources: Sources) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with duckdb.connect(str(tmp), config=_LOCKED_DOWN) as con:
+        with duckdb.connect(str(tmp), config=_config()) as con:
             create_views(con, sources)
             con.execute(f"create table {BUILD_TABLE} (views_key varchar)")
             con.execute(f"insert into {BUILD_TABLE} values (?)", [key])
@@ -248,7 +264,7 @@ def ensure_database(path: Path, sources: Sources) -> Path:
         os.replace(tmp, path)
         fsync(path.parent)
     except (OSError, duckdb.IOException) as exc:
-        raise QueryError(f"cannot write {path}: {_first_line(exc)}") from None
+        raise QueryError(f"cannot write {path}: {first_line(exc)}") from None
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             with contextlib.suppress(OSError):
@@ -261,21 +277,24 @@ def _built_key(path: Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        with duckdb.connect(str(path), read_only=True, config=_LOCKED_DOWN) as con:
+        with duckdb.connect(str(path), read_only=True, config=_config()) as con:
             return con.sql(f"select views_key from {BUILD_TABLE}").fetchall()[0][0]
     except (duckdb.Error, IndexError) as exc:
-        log.info("rebuilding %s (%s)", path, _first_line(exc))
+        log.info("rebuilding %s (%s)", path, first_line(exc))
         return None
 
 
 # --- read-only ad hoc queries ---------------------------------------------------------------
-def open_read_only(database: Path, sources: Sources) -> duckdb.DuckDBPyConnection:
-    """``database`` opened read-only, able to open only the files its views read.
+def open_read_only(
+    database: Path, sources: Sources, budget: tuple[int, int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """``database`` opened read-only, able to open only the files its views read, within
+    ``budget`` (memory and temporary disk, bytes; default from the memory available).
 
     ``allowed_paths`` must be set before external access is switched off, and both before
     the configuration is locked; after that no statement can change any setting.
     """
-    con = duckdb.connect(str(database), read_only=True, config=_LOCKED_DOWN)
+    con = duckdb.connect(str(database), read_only=True, config=_config(budget))
     try:
         con.execute("set allowed_paths = ?", [sources.paths()])
         con.execute("set enable_external_access = false")
@@ -286,44 +305,8 @@ def open_read_only(database: Path, sources: Sources) -> duckdb.DuckDBPyConnectio
     return con
 
 
-def run_query(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
-    """The result of one SELECT (or FROM, DESCRIBE, SHOW, SUMMARIZE) statement.
-
-    Raises
-    ------
-    QueryError
-        Not exactly one statement, not a SELECT, or any DuckDB error; the message is one
-        line and names a missing run-output view.
-    """
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from None
-    if len(statements) != 1:
-        raise QueryError(f"expected exactly one SQL statement, got {len(statements)}")
-    (statement,) = statements
-    if statement.type != duckdb.StatementType.SELECT:
-        kind = statement.type.name
-        raise QueryError(f"only SELECT queries are allowed (this is a {kind} statement)")
-    try:
-        return con.sql(statement).pl()
-    except duckdb.Error as exc:
-        raise QueryError(_first_line(exc) + _missing_output_hint(exc)) from None
-
-
-def _missing_output_hint(exc: duckdb.Error) -> str:
-    if not isinstance(exc, duckdb.CatalogException):
-        return ""
-    for view in OUTPUT_VIEWS:
-        if f"name {view.view} does not exist" in str(exc):
-            return (
-                f" (the {view.view} view appears once OUTPUT_PATH holds "
-                f"{view.prefix}_<model>{view.suffix}: run `engine run` first)"
-            )
-    return ""
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of a DuckDB error's message (or its type's name)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 

@@ -15,6 +15,8 @@ Line numbers in messages are 1-based with the header as line 1, so data row ``i`
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,8 +39,9 @@ from engine.data.archive.checks import (
     validate,
     validate_unique,
 )
-from engine.data.archive.csvfile import read
+from engine.data.archive.csvfile import BATCH_ROWS, read
 from engine.data.archive.diagnosis import ArchiveError
+from engine.data.archive.quality import Findings, scan_findings
 from engine.data.archive.spec import COMPANIES, INDEX, TABLE_SCHEMAS, finish, parsed_dates
 from engine.data.archive.stream import stream_prices
 from engine.schema import DataSource
@@ -62,15 +65,16 @@ class Archive:
 
     Attributes
     ----------
-    prices : daily prices, ``schema.PRICES_SCHEMA``, empty pre-listing rows dropped,
+    prices : daily prices, ``spec.PRICES_SCHEMA``, empty pre-listing rows dropped,
         sorted by (symbol, date).
-    index : S&P 500 price index level (no dividends), ``schema.INDEX_SCHEMA``, by date.
-    companies : one row per constituent, ``schema.COMPANIES_SCHEMA`` (snapshot columns
+    index : S&P 500 price index level (no dividends), ``spec.INDEX_SCHEMA``, by date.
+    companies : one row per constituent, ``spec.COMPANIES_SCHEMA`` (snapshot columns
         are as of the download date: never features).
     fingerprint : sha256 hex over the three files' names and contents.
     source : real Kaggle files or the synthetic archive.
     cache_dir : folder holding ``prices.parquet``, ``index.parquet``, ``companies.parquet``.
-    warnings : data problems that are not errors, e.g. symbols without a companies row.
+    warnings : data problems that are not errors, e.g. symbols without a companies row,
+        implausible prices (``quality``).
     """
 
     prices: pl.LazyFrame
@@ -89,7 +93,11 @@ def archive_present(data_path: Path) -> bool:
 
 
 def load_archive(
-    data_path: Path, cache_path: Path, source: DataSource = DataSource.REAL
+    data_path: Path,
+    cache_path: Path,
+    source: DataSource = DataSource.REAL,
+    *,
+    strict: bool = False,
 ) -> Archive:
     """Validate the archive in ``data_path`` (once per content) and scan its Parquet cache.
 
@@ -98,11 +106,13 @@ def load_archive(
     data_path : folder holding the three Kaggle CSVs; only read, never written.
     cache_path : cache root; the tables go to ``cache_path/<fingerprint[:16]>/``.
     source : recorded on the result (real Kaggle files or the synthetic archive).
+    strict : refuse implausible prices (``quality``) instead of warning about them.
 
     Raises
     ------
     ArchiveError
-        A file is missing, unreadable or invalid; nothing is written to the cache.
+        A file is missing, unreadable or invalid (nothing is written to the cache), or
+        ``strict`` and some prices are implausible (the valid cache is kept).
     """
     paths = _archive_paths(Path(data_path))
     cache_path = Path(cache_path)
@@ -115,7 +125,10 @@ def load_archive(
     entry = cache.cached_tables(cache_path, fingerprint, TABLE_SCHEMAS, build, streamed="prices")
     rows = int(entry.manifest["tables"]["prices"]["rows"])
     memory.ensure_fits(memory.scan_estimate(rows), f"the archive in {data_path} ({rows:,} rows)")
-    warnings = tuple(entry.manifest.get("warnings", ()))
+    implausible = _findings(entry).message(s.STOCKS_FILE)
+    if implausible and strict:
+        raise ArchiveError(f"{implausible} (strict validation)")
+    warnings = (*entry.manifest.get("warnings", ()), *([implausible] if implausible else []))
     for warning in warnings:
         logger.warning("%s", warning)
     return Archive(
@@ -129,15 +142,49 @@ def load_archive(
     )
 
 
+def _findings(entry: cache.CacheEntry) -> Findings:
+    """The implausible prices of a cache entry: from its manifest, or (an entry built
+    before the check existed) scanned from its prices now."""
+    if "quality" in entry.manifest:
+        return Findings.from_json(entry.manifest["quality"])
+    prices = pl.scan_parquet(entry.table_path("prices"))
+    return scan_findings(prices.collect_batches(chunk_size=BATCH_ROWS, engine="streaming"))
+
+
 def _archive_paths(data_path: Path) -> list[Path]:
-    """The three files in ``schema.ARCHIVE_FILES`` order; ArchiveError names any missing."""
+    """The three files in ``schema.ARCHIVE_FILES`` order; ArchiveError names any missing,
+    or what a path is when it is not a regular file (never opened: a FIFO would block)."""
     paths = [data_path / name for name in s.ARCHIVE_FILES]
+    for path in paths:
+        kind = _not_a_file(path)
+        if kind:
+            raise ArchiveError(f"{path.name} in {data_path} is {kind}, not a regular file")
     missing = [p.name for p in paths if not p.is_file()]
     if len(missing) == len(paths):
         raise ArchiveError(f"none of {', '.join(s.ARCHIVE_FILES)} found in {data_path}")
     if missing:
         raise ArchiveError(f"{', '.join(missing)} not found in {data_path}")
     return paths
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is if it exists and is not a regular file (after symbolic links)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else None
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror}") from None
+    return next((kind for is_kind, kind in _KINDS if is_kind(mode)), None)
 
 
 def _build(
@@ -150,12 +197,16 @@ def _build(
     size = sum(sizes[0] for sizes in before)  # file_signature: (size, mtime, inode, device)
     where = f"the archive in {stocks.parent} ({size / 2**20:,.0f} MB of CSV)"
     memory.ensure_fits(memory.parse_estimate(size), where)
-    symbols = stream_prices(stocks, sink)
+    streamed = stream_prices(stocks, sink)
     tables = {"index": index_levels(index), "companies": constituents(companies)}
     if [cache.file_signature(p) for p in paths] != list(before):
         raise ArchiveError(f"files in {stocks.parent} changed while being loaded; run again")
-    warnings = _missing_companies(symbols, tables["companies"])
-    return tables, {"source": DataSource(source).value, "warnings": list(warnings)}
+    warnings = _missing_companies(streamed.symbols, tables["companies"])
+    return tables, {
+        "source": DataSource(source).value,
+        "warnings": list(warnings),
+        "quality": streamed.findings.to_json(),
+    }
 
 
 # --- the three tables ------------------------------------------------------------------------

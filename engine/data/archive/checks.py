@@ -14,18 +14,34 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.data.archive.diagnosis import ArchiveError, lines_of, row_error
-from engine.data.archive.spec import PARSED_DATE, PRICE_COLUMNS, ROW, STOCK_NUMBERS, SYMBOL_PATTERN, Spec
+from engine.data.archive.diagnosis import ArchiveError, lines_of, row_error, written_number_error
+from engine.data.archive.spec import (
+    FIRST_YEAR,
+    ISO_DATE,
+    LAST_YEAR,
+    NUMBER_PADDING,
+    PARSED_DATE,
+    PRICE_COLUMNS,
+    ROW,
+    STOCK_NUMBERS,
+    SYMBOL_PATTERN,
+    Spec,
+)
 
 
 @dataclass(frozen=True)
 class Check:
-    """Rows where ``bad`` is true fail with ``problem``; ``show`` columns go in the message."""
+    """Rows where ``bad`` is true fail with ``problem``; ``show`` columns go in the message.
+
+    ``as_written``: the check is of a number the reader may have changed (a value beyond a
+    64-bit float's range reads as inf or 0): the file's text decides the message.
+    """
 
     column: str
     bad: pl.Expr
     problem: str
     show: tuple[str, ...] = ()
+    as_written: bool = False
 
 
 # --- the checks ------------------------------------------------------------------------------
@@ -52,14 +68,14 @@ def price_checks() -> list[Check]:
 
 
 def date_checks() -> list[Check]:
+    text = pl.col("Date")
+    iso = text.str.contains(ISO_DATE)
     return [
-        Check("Date", pl.col("Date").is_null(), "empty date"),
-        Check(
-            "Date",
-            pl.col("Date").is_not_null() & pl.col(PARSED_DATE).is_null(),
-            "not a date in YYYY-MM-DD form (years 1900-2199)",
-        ),
-    ]
+        Check("Date", text.is_null(), "empty date"),
+        Check("Date", text.is_not_null() & ~iso,
+              f"not a date in YYYY-MM-DD form (years {FIRST_YEAR}-{LAST_YEAR})"),
+        Check("Date", iso & pl.col(PARSED_DATE).is_null(), "not a valid calendar date"),
+    ]  # fmt: skip
 
 
 def symbol_checks() -> list[Check]:
@@ -73,18 +89,25 @@ def symbol_checks() -> list[Check]:
 
 
 def finite_checks(columns: Iterable[str]) -> list[Check]:
-    return [Check(c, ~pl.col(c).is_finite(), "non-finite number") for c in columns]
+    return [Check(c, ~pl.col(c).is_finite(), "non-finite number", as_written=True) for c in columns]
 
 
 def positive_checks(columns: Iterable[str], problem: str) -> list[Check]:
-    return [Check(c, pl.col(c) <= 0, problem) for c in columns]
+    return [Check(c, pl.col(c) <= 0, problem, as_written=True) for c in columns]
+
+
+def number_from_text(column: str, kind: pl.DataType) -> pl.Expr:
+    """A text field as a number of type ``kind`` (null if it is not one), spaces around it
+    allowed: exactly what is accepted in a numeric column."""
+    return pl.col(column).str.strip_chars(NUMBER_PADDING).cast(kind, strict=False)
 
 
 def unparsable_checks(spec: Spec) -> list[Check]:
     """On text columns: a numeric field that is not a number."""
+    kinds = spec.read_schema
     return [
-        Check(c, pl.col(c).str.strip_chars().cast(pl.Float64, strict=False).is_null()
-              & pl.col(c).is_not_null(), "unparsable number")
+        Check(c, number_from_text(c, kinds[c]).is_null() & pl.col(c).is_not_null(),
+              "unparsable number")
         for c in spec.numeric
     ]  # fmt: skip
 
@@ -105,6 +128,8 @@ def violation(
     if hit is None:
         return None
     row, check = hit
+    if check.as_written:
+        return written_number_error(path, spec, frame, row, check.column, check.problem)
     return row_error(path, spec, frame, row, (check.column,), check.problem, check.show)
 
 

@@ -7,16 +7,19 @@ pass over the file). Only the error path reads a file line by line.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import polars as pl
 
-from engine.data.archive.spec import ROW, Spec
+from engine.data.archive.spec import NUMBER_PADDING, ROW, Spec
 
 _BLOCK_BYTES = 1 << 24  # 16 MiB read at a time when scanning a file
+_EXCERPT = 24  # characters shown of a longer value
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -32,8 +35,10 @@ def row_error(
     columns: tuple[str, ...],
     problem: str,
     show: tuple[str, ...] = (),
+    written: str | None = None,
 ) -> ArchiveError:
-    """ArchiveError naming file, line, column(s) (and symbol) with the offending values.
+    """ArchiveError naming file, line, column(s) (and symbol) with the offending values
+    (or ``written``, the field as written in the file, when given).
 
     ``frame`` holds data row ``row`` in its ``ROW`` column (the whole file or one batch).
     """
@@ -47,6 +52,8 @@ def row_error(
     symbol = values.get("Symbol") if "Symbol" not in columns else None
     where = f"line {lines_of(path, [row])[0]}" + (f" (Symbol {symbol!r})" if symbol else "")
     label = ("column " if len(columns) == 1 else "columns ") + ", ".join(f"'{c}'" for c in columns)
+    if written is not None:
+        return ArchiveError(f"{spec.file}: {where}, {label}: {problem}: {_excerpt(written)}")
     if all(values[c] is None for c in show):
         return ArchiveError(f"{spec.file}: {where}, {label}: {problem}")
     return ArchiveError(f"{spec.file}: {where}, {label}: {problem}: {shown}")
@@ -54,6 +61,42 @@ def row_error(
 
 def _shown(value: object) -> str:
     return repr(value.isoformat() if isinstance(value, date) else value)
+
+
+def _excerpt(text: str) -> str:
+    """``text`` quoted, or its first characters and its length when it is long."""
+    if len(text) <= 2 * _EXCERPT:
+        return repr(text)
+    return f"{text[:_EXCERPT]!r}... ({len(text):,} characters)"
+
+
+def written_number_error(
+    path: Path, spec: Spec, frame: pl.DataFrame, row: int, column: str, problem: str
+) -> ArchiveError:
+    """``row_error`` for a number that failed a check, unless the file does not hold the
+    value read: the reader turns a number beyond a 64-bit float's range into inf (or 0
+    when too small), so such a field is reported as out of range with its first
+    characters as written, instead of ``problem`` with a value the file does not contain.
+    """
+    written = field_text(path, spec, row, column) or ""
+    parsed = frame.filter(pl.col(ROW) == row)[column].item()
+    try:
+        exact = Decimal(written.strip(NUMBER_PADDING))
+    except InvalidOperation:
+        exact = Decimal("NaN")
+    if not exact.is_finite() or (math.isfinite(parsed) and (exact > 0) == (parsed > 0)):
+        return row_error(path, spec, frame, row, (column,), problem)
+    bound = "beyond +-1.8e308" if not math.isfinite(parsed) else "too small: it reads as 0"
+    problem = f"number out of range for a 64-bit float ({bound})"
+    return row_error(path, spec, frame, row, (column,), problem, written=written)
+
+
+def field_text(path: Path, spec: Spec, row: int, column: str) -> str | None:
+    """Data row ``row``'s ``column`` as written in the file (one pass over the file, as
+    text; for error messages only)."""
+    scan = pl.scan_csv(path, schema=spec.text_schema).with_row_index(ROW)
+    found = scan.filter(pl.col(ROW) == row).select(column).collect()
+    return found.item() if found.height else None
 
 
 def first_line(exc: BaseException) -> str:

@@ -18,12 +18,22 @@ PRICE_COLUMNS = ("Adj Close", "Close", "High", "Low", "Open")
 STOCK_NUMBERS = (*PRICE_COLUMNS, "Volume")
 PRICE_KEYS = ("Symbol", "Date")  # the prices table's order and primary key
 SYMBOL_PATTERN = r"^[A-Za-z0-9.\-]+$"  # e.g. BRK-B
-ISO_DATE = r"^(19|20|21)\d{2}-\d{2}-\d{2}$"  # YYYY-MM-DD, years 1900-2199
-TABLE_SCHEMAS = {
-    "prices": s.PRICES_SCHEMA,
-    "index": s.INDEX_SCHEMA,
-    "companies": s.COMPANIES_SCHEMA,
-}
+FIRST_YEAR, LAST_YEAR = 1900, 2199  # the years a date may have: typos beyond are refused
+ISO_DATE = r"^(19|20|21)\d{2}-\d{2}-\d{2}$"  # YYYY-MM-DD, years FIRST_YEAR-LAST_YEAR
+# Accepted around a number (the CSV reader skips them in front; they are stripped behind).
+NUMBER_PADDING = " \t"
+# The validated cache's tables, as the rest of the engine reads them.
+PRICES_SCHEMA = pl.Schema(
+    {s.DATE: pl.Date, s.SYMBOL: pl.String}
+    | dict.fromkeys((s.ADJ_CLOSE, s.CLOSE, s.HIGH, s.LOW, s.OPEN, s.VOLUME), pl.Float64)
+)
+INDEX_SCHEMA = pl.Schema({s.DATE: pl.Date, s.INDEX_LEVEL: pl.Float64})
+COMPANIES_TEXT = (s.NAME, s.SECTOR, s.INDUSTRY, s.SYMBOL, "exchange", "shortname", "city",
+                  "state", "country", "longbusinesssummary")  # fmt: skip
+COMPANIES_SCHEMA = pl.Schema(
+    {n: pl.String if n in COMPANIES_TEXT else pl.Float64 for n in s.COMPANIES_NAMES}
+)
+TABLE_SCHEMAS = {"prices": PRICES_SCHEMA, "index": INDEX_SCHEMA, "companies": COMPANIES_SCHEMA}
 
 
 @dataclass(frozen=True)
@@ -51,9 +61,9 @@ class Spec:
         return tuple(raw for raw, kind in self.read_schema.items() if kind.is_numeric())
 
 
-STOCKS = Spec(s.STOCKS_FILE, s.STOCKS_COLUMNS, s.STOCKS_RENAME, s.PRICES_SCHEMA)
-INDEX = Spec(s.INDEX_FILE, s.INDEX_COLUMNS, s.INDEX_RENAME, s.INDEX_SCHEMA)
-COMPANIES = Spec(s.COMPANIES_FILE, s.COMPANIES_COLUMNS, s.COMPANIES_RENAME, s.COMPANIES_SCHEMA)
+STOCKS = Spec(s.STOCKS_FILE, s.STOCKS_COLUMNS, s.STOCKS_RENAME, PRICES_SCHEMA)
+INDEX = Spec(s.INDEX_FILE, s.INDEX_COLUMNS, s.INDEX_RENAME, INDEX_SCHEMA)
+COMPANIES = Spec(s.COMPANIES_FILE, s.COMPANIES_COLUMNS, s.COMPANIES_RENAME, COMPANIES_SCHEMA)
 
 
 def with_parsed_date(frame: pl.DataFrame) -> pl.DataFrame:

@@ -11,6 +11,9 @@ the file. The outcome is the one a whole-file read gives:
 - the rows are written as read when the file is strictly increasing by (Symbol, Date), as
   the Kaggle file is. Otherwise the price rows are read again, sorted in memory and
   checked for duplicates (``checks.sorted_unique``): correct, but not bounded.
+
+The rows written are also scanned for implausible prices (``quality``) on their way to
+the sink.
 """
 
 from __future__ import annotations
@@ -23,31 +26,42 @@ from pathlib import Path
 
 import polars as pl
 
+from engine import schema as s
 from engine.data.archive.checks import increasing, placeholder, price_checks, sorted_unique, violation
 from engine.data.archive.csvfile import UnreadableCsv, check_header, diagnose, typed_batches
 from engine.data.archive.diagnosis import ArchiveError
+from engine.data.archive.quality import Findings, PriceScan
 from engine.data.archive.spec import PRICE_KEYS, STOCKS, finish, parsed_dates
 from engine.data.cache import Sink
 
 logger = logging.getLogger(__name__)
 
 
-def stream_prices(path: Path, sink: Sink) -> frozenset[str]:
+@dataclass(frozen=True)
+class StreamedPrices:
+    """What ``stream_prices`` wrote: its symbols, and the implausible prices among them."""
+
+    symbols: frozenset[str]
+    findings: Findings
+
+
+def stream_prices(path: Path, sink: Sink) -> StreamedPrices:
     """Validate ``sp500_stocks.csv`` and write its prices, by (symbol, date), through ``sink``.
 
-    Returns the symbols written. Raises ArchiveError as a whole-file read would (the
-    sink's output is then incomplete: the cache discards it).
+    Raises ArchiveError as a whole-file read would (the sink's output is then
+    incomplete: the cache discards it).
     """
     check_header(path, STOCKS)
-    found = _Pass()
-    sink(found.price_batches(path))
+    found, scan = _Pass(), PriceScan()
+    sink(scan.watch(found.price_batches(path)))
     found.raise_problem(path)
     if found.ordered:
-        return frozenset(found.symbols)
+        return StreamedPrices(frozenset(found.symbols), scan.finish())
     logger.info("%s is not sorted by (Symbol, Date): sorting it in memory", STOCKS.file)
-    ordered = sorted_unique(path, STOCKS, _price_rows(path), PRICE_KEYS)
-    sink([finish(ordered, STOCKS)])
-    return frozenset(ordered["Symbol"].unique())
+    ordered = finish(sorted_unique(path, STOCKS, _price_rows(path), PRICE_KEYS), STOCKS)
+    scan = PriceScan()  # the sink's second call replaces what the first wrote
+    sink(scan.watch([ordered]))
+    return StreamedPrices(frozenset(ordered[s.SYMBOL].unique()), scan.finish())
 
 
 @dataclass

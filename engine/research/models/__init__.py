@@ -12,7 +12,7 @@ Nothing here imports scikit-learn at module import.
 
 from __future__ import annotations
 
-from engine.research.models.estimators import BASELINES, TREE_MODELS, to_sklearn, tree_factory
+from engine.research.models.estimators import TREE_MODELS, to_sklearn, tree_factory
 from engine.research.models.linear import (
     DEFAULT_ALPHA,
     LINEAR_MODELS,
@@ -23,7 +23,6 @@ from engine.research.models.linear import (
     fit_linear,
     period_stats,
     ridge_from_moments,
-    ridge_from_stats,
 )
 from engine.research.models.tuning import InnerSplit
 from engine.research.models.walkforward import (
@@ -34,7 +33,7 @@ from engine.research.models.walkforward import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.schema import ModelName
+from engine.schema import BASELINES, ModelName
 
 
 class ModelError(ValueError):
@@ -64,7 +63,6 @@ __all__ = [
     "fit_linear",
     "period_stats",
     "ridge_from_moments",
-    "ridge_from_stats",
     "to_sklearn",
     "training_mask",
     "tree_factory",

@@ -1,13 +1,12 @@
 """Name -> estimator for the scikit-learn (tree) models, and the sklearn view of any fit.
 
-scikit-learn is imported inside the functions: with scipy it costs ~2.7 s cold, and the
-linear models and baselines never need it.
+scikit-learn is imported inside the functions: it is a slow import, and the linear
+models and baselines never need it.
 
 Hyperparameters are fixed and deliberately small: the trees see ~60k rows (sampled
-dates) at each yearly refit, and ``engine run --model all`` must stay under two
-minutes on two cores (measured: ~1-2 s per forest fit and ~0.3-0.5 s per boosting fit
-on one thread). Shallow trees with large leaves also suit a label whose
-signal-to-noise ratio is tiny (a rank IC of a few percent).
+dates) at each yearly refit, and ``engine run --model all`` must stay under two minutes
+on two cores (docs/benchmarks.md). Shallow trees with large leaves also suit a label
+whose signal-to-noise ratio is tiny (a rank IC of a few percent).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from engine.research.models.linear import LinearFit, to_sklearn_linear
 from engine.schema import ModelName
 
 TREE_MODELS = frozenset({ModelName.RANDOM_FOREST, ModelName.HIST_GBM})
-BASELINES = frozenset({ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT})
 
 RANDOM_FOREST_PARAMS: dict[str, Any] = {
     "n_estimators": 40,

@@ -3,8 +3,8 @@
 Rows are grouped by the period in which their label becomes known (see ``splits``);
 each period contributes its sums X'X, X'y, y'y, sum(X), sum(y) and n once. A training
 window is a contiguous run of periods, so its statistics are a difference of
-cumulative sums and each refit is a k x k problem (k ~ 18) instead of a pass over
-~1.5M rows.
+cumulative sums and each refit is a k x k problem (k features) instead of a pass over
+every training row.
 
 All three models use scikit-learn's conventions with ``fit_intercept=True``: X and y
 are centred on the training means, the penalty never touches the intercept, and
@@ -42,6 +42,7 @@ from engine.schema import ModelName
 DEFAULT_ALPHA = {ModelName.RIDGE: 1.0, ModelName.LASSO: 1e-4, ModelName.ELASTICNET: 2e-4}
 LINEAR_MODELS = frozenset(DEFAULT_ALPHA)
 _KKT_SLACK = 1e-9  # relative slack on |gradient| <= l1 for inactive coordinates
+_ROUNDING = 64 * np.finfo(np.float64).eps  # relative rounding error of a residual xy - G w
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,23 @@ class PeriodStats:
     n: np.ndarray
 
     def window(self, first: int, last: int) -> Moments:
-        """Sums over periods first..last inclusive (empty when last < first)."""
+        """Sums over periods first..last inclusive (empty when last < first).
+
+        Raises ValueError for a period outside the sums: a negative index would silently
+        read the cumulative sums from their end.
+        """
         a, b = first, max(last + 1, first)
-        return Moments(
-            xtx=self.xtx[b] - self.xtx[a],
-            xty=self.xty[b] - self.xty[a],
-            sx=self.sx[b] - self.sx[a],
-            sy=float(self.sy[b] - self.sy[a]),
-            yty=float(self.yty[b] - self.yty[a]),
-            n=float(self.n[b] - self.n[a]),
-        )
+        if a < 0 or b >= len(self.n):
+            raise ValueError(f"periods {first}..{last} outside the sums' 0..{len(self.n) - 2}")
+        with np.errstate(invalid="ignore"):  # sums that overflowed to inf: inf - inf is NaN
+            return Moments(
+                xtx=self.xtx[b] - self.xtx[a],
+                xty=self.xty[b] - self.xty[a],
+                sx=self.sx[b] - self.sx[a],
+                sy=float(self.sy[b] - self.sy[a]),
+                yty=float(self.yty[b] - self.yty[a]),
+                n=float(self.n[b] - self.n[a]),
+            )
 
 
 @dataclass(frozen=True)
@@ -104,15 +112,17 @@ def period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: in
 
     ``X`` may be float32; each period's block is promoted to float64 before its products,
     so the sums are exact to float64 rounding of the stored values. BLAS runs on one
-    thread here: for ~10k x 18 blocks, OpenBLAS's thread hand-offs cost 4-6x the work.
+    thread here: on blocks this small, handing work to other threads costs more than it.
+    A sum beyond a float's range (labels of implausible prices: ``archive.quality``) is
+    inf, as IEEE arithmetic has it, without a numpy warning.
     """
-    with _single_blas_thread():
+    with _single_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
         return _period_stats(X, y, period, n_periods)
 
 
 def _single_blas_thread() -> contextlib.AbstractContextManager:
     try:
-        from threadpoolctl import threadpool_limits  # ~10 ms; a scikit-learn dependency
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
     except ImportError:  # pragma: no cover
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
@@ -175,13 +185,6 @@ def ridge_from_moments(m: Moments, alpha: float) -> LinearFit:
     gram, xy, mx, my = m.centred()
     coef = np.linalg.solve(gram + alpha * np.eye(len(mx)), xy)
     return LinearFit(coef, float(my - mx @ coef), ModelName.RIDGE, alpha, 0.0, int(m.n))
-
-
-def ridge_from_stats(
-    xtx: np.ndarray, xty: np.ndarray, sx: np.ndarray, sy: float, n: float, alpha: float
-) -> LinearFit:
-    """Ridge from raw sums (kept for callers that hold the sums separately)."""
-    return ridge_from_moments(Moments(xtx, xty, sx, sy, 0.0, n), alpha)
 
 
 def enet_from_moments(
@@ -257,9 +260,12 @@ def polish(
         if not np.array_equal(np.sign(out[active]), signs):
             return None
     slack = np.abs(xy - gram @ out)
+    # The residual's own rounding error, which dominates l1 when the sums are huge (labels
+    # of implausible prices) and is negligible otherwise.
+    rounding = _ROUNDING * (np.abs(xy) + np.abs(gram) @ np.abs(out))
     inactive = np.ones(len(w), dtype=bool)
     inactive[active] = False
-    if np.any(slack[inactive] > l1 * (1 + _KKT_SLACK) + 1e-300):
+    if np.any(slack[inactive] > l1 * (1 + _KKT_SLACK) + rounding[inactive] + 1e-300):
         return None
     return out
 
@@ -276,7 +282,7 @@ def fit_linear(
 
 def to_sklearn_linear(fit: LinearFit) -> object:
     """The fitted scorer as the matching scikit-learn estimator (fitted attributes set)."""
-    from sklearn.linear_model import ElasticNet, Lasso, Ridge  # lazily: ~1-2 s cold
+    from sklearn.linear_model import ElasticNet, Lasso, Ridge  # lazily: a slow import
 
     if fit.model is ModelName.RIDGE:
         est = Ridge(alpha=fit.alpha)

@@ -8,6 +8,7 @@ none). The model used at rebalance p trains only on rows with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from engine.research.models.linear import LinearFit, Moments, fit_linear, period
 from engine.research.models.tuning import InnerSplit, tuned_alpha
 from engine.research.splits import Schedule
 from engine.schema import ModelName
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,16 @@ def walk_forward_linear(
 ) -> WalkForwardResult:
     """Purged walk-forward of a linear model from cumulated per-period sums.
 
-    ``y`` must be finite wherever ``available < len(plan.rebalances)``.
+    ``y`` must be finite wherever ``available < len(plan.rebalances)``. With
+    ``spec.tuning``, a rebalance with too few periods to tune keeps ``spec.alpha``;
+    ``info["tuned_rebalances"]`` counts those that were tuned.
     """
     n_periods = len(plan.rebalances)
     stats = period_stats(X, y, available, n_periods)
     targets = rows_by_period(predict_at, n_periods)
     scores = np.full(len(X), np.nan)
     fits: dict[int, LinearFit] = {}
-    start, min_rows, warm = None, X.shape[1] + 2, {}
+    start, min_rows, warm, tuned = None, X.shape[1] + 2, {}, 0
     for p in np.flatnonzero(plan.active):
         first, rows = int(plan.first[p]), targets[p]
         moments: Moments = stats.window(first, int(p))
@@ -93,12 +98,48 @@ def walk_forward_linear(
             chosen = tuned_alpha(
                 stats, first, int(p), spec.model, spec.l1_ratio, spec.tuning, min_rows, warm
             )
-            alpha = spec.alpha if chosen is None else chosen
-        fit = fit_linear(moments, spec.model, alpha, spec.l1_ratio, start)
+            if chosen is not None:
+                alpha, tuned = chosen, tuned + 1
+        fit = _fit(moments, spec, alpha, start, plan.rebalances[p])
         start = fit.coef
         scores[rows] = fit.predict(X[rows].astype(np.float64, copy=False))
         fits[int(p)] = fit
-    return WalkForwardResult(scores, fits, _linear_info(fits))
+    info = _linear_info(fits)
+    if spec.tuning is not None:
+        info["tuned_rebalances"] = float(tuned)
+        _report_tuning(spec, len(fits), tuned)
+    return WalkForwardResult(scores, fits, info)
+
+
+def _fit(
+    moments: Moments, spec: LinearSpec, alpha: float, start: np.ndarray | None, day: Any
+) -> LinearFit:
+    """``fit_linear``; a solver that finds no exact optimum (a lasso whose training rows do
+    not determine every coefficient) is a one-line ``ModelError``, not a traceback."""
+    try:
+        return fit_linear(moments, spec.model, alpha, spec.l1_ratio, start)
+    except ArithmeticError:
+        from engine.research.models import ModelError  # the package imports this module
+
+        raise ModelError(
+            f"{spec.model.value} with alpha {alpha:g} has no unique solution at the rebalance "
+            f"of {day}: its training rows do not determine every coefficient (a larger "
+            "--alpha, more symbols or ridge would)"
+        ) from None
+
+
+def _report_tuning(spec: LinearSpec, fitted: int, tuned: int) -> None:
+    """Say how many rebalances were tuned; warn when none was (the fixed penalty ran)."""
+    split = spec.tuning
+    if fitted and not tuned:
+        log.warning(
+            "penalty tuning holds out %d periods (+%d purge gap): no rebalance has that many "
+            "training periods plus one, so every rebalance used the fixed penalty %g "
+            "(use fewer --validation-periods)", split.validation, split.gap, spec.alpha
+        )  # fmt: skip
+    else:
+        log.info("penalty tuned at %d of %d rebalances (the others: fixed %g)",
+                 tuned, fitted, spec.alpha)  # fmt: skip
 
 
 def _linear_info(fits: dict[int, LinearFit]) -> dict[str, float]:

@@ -1,39 +1,28 @@
-"""``engine bench``: measure speed and memory of every stage; JSON and a markdown table.
-
-The suite lives in the checkout's ``benchmarks/`` folder (with the pandas reference it
-compares against), so this command needs a source checkout, not just the installed package.
+"""``python -m benchmarks``: measure speed and memory of every stage; JSON and a markdown
+table. Run from a source checkout (the suite and its pandas references live here, not in
+the installed package): ``python3 dev.py python -m benchmarks --help``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import click
 
-from engine.cli import EngineError, friendly, main
+from benchmarks import suite
+from engine.cli import EngineError, friendly
 
 EXIT_OVER_CEILING = 4
-CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def _suite() -> ModuleType:
-    if not (CHECKOUT / "benchmarks" / "suite.py").is_file():
-        raise EngineError(f"engine bench needs a source checkout: no benchmarks/ in {CHECKOUT}")
-    if str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))
-    from benchmarks import suite
-
-    return suite
+CHECKOUT = Path(__file__).resolve().parents[1]
+PROG = "python -m benchmarks"
 
 
 def _names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
-@main.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -95,7 +84,6 @@ def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | 
     Each stage runs in a fresh process: median and min wall time, CPU time and peak RSS.
     Exits with status 4 when an engine stage or run passes the 2 GB ceiling.
     """
-    suite = _suite()
     if from_json is not None:
         document = json.loads(from_json.read_text())
         for path in suite.write(document, out, update_doc, data=False):
@@ -134,7 +122,7 @@ def bench(out: Path, work: Path | None, repeat: int, quick: bool, scales: str | 
 
 
 def _command_line() -> str:
-    """``engine bench`` with the flags given (those that differ from their defaults)."""
+    """This command with the flags given (those that differ from their defaults)."""
     ctx = click.get_current_context()
     parts = [ctx.command_path]
     for param in ctx.command.params:
@@ -143,3 +131,7 @@ def _command_line() -> str:
             continue
         parts.append(param.opts[0] if value is True else f"{param.opts[0]} {value}")
     return " ".join(parts)
+
+
+if __name__ == "__main__":
+    bench(prog_name=PROG)

@@ -1,0 +1,71 @@
+"""The ``engine`` command (the console script, and ``python -m engine``): the click
+command line of ``engine.cli``, which Ctrl-C ends, whenever it comes, with click's one
+line "Aborted!" and the exit status of a command ended by SIGINT (130), no traceback.
+
+This module imports nothing at its top: a Ctrl-C during the command line's own imports
+is answered too, and the tracking worker (``multiprocessing`` re-imports the program's
+main module in it) imports only this.
+"""
+
+from __future__ import annotations
+
+import sys
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+ABORTED = "Aborted!"  # click's words for an interrupted command
+
+
+def main() -> None:
+    """Run the command line on ``sys.argv`` and exit with its status."""
+    try:
+        from engine.cli import main as command_line
+
+        status = command_line.main(prog_name="engine", standalone_mode=False)
+    except KeyboardInterrupt:
+        status = _aborted()
+    except Exception as exc:
+        status = _ended(exc)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _ended(exc: Exception) -> int:
+    """The status of a command line that raised ``exc``; click's own handling of it
+    (``standalone_mode``), except that an interrupt exits with 130."""
+    import click
+
+    if _interrupted(exc):  # click's Abort, or whatever the interrupt broke on its way out
+        return _aborted(newline=not isinstance(exc, click.Abort))
+    if isinstance(exc, click.Abort):  # end of input at a prompt
+        click.echo(ABORTED, err=True)
+        return 1
+    if isinstance(exc, click.ClickException):
+        exc.show()
+        return exc.exit_code
+    raise exc
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by, or while handling, a KeyboardInterrupt."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, KeyboardInterrupt):
+            return True
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return False
+
+
+def _aborted(newline: bool = True) -> int:
+    """Say "Aborted!" (on a line of its own) and give the interrupted status; a second
+    Ctrl-C meanwhile is ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.stderr.write(("\n" if newline else "") + ABORTED + "\n")
+    sys.stderr.flush()
+    return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    main()

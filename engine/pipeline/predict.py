@@ -1,0 +1,90 @@
+"""The portfolio for one date from a fitted scorer: the features of that date computed
+exactly as ``engine run`` computes them (the same cached model frame), scored, and turned
+into weights by the run's own portfolio code."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from engine.config import RunSpec
+from engine.data.archive import Archive
+from engine.pipeline import evaluate as ev
+from engine.pipeline import latest_holdings
+from engine.pipeline.frame import frame_file, model_frame
+from engine.pipeline.framefile import day_numbers
+from engine.pipeline.market import market
+from engine.research.models import ModelError
+from engine.schema import DATE, PORTFOLIO_COLUMNS, SCORE, SYMBOL
+
+EPOCH = dt.date(1970, 1, 1)
+
+
+class LookAhead(ModelError):
+    """The scorer was fitted after the day to score: using it would look ahead."""
+
+    def __init__(self, day: dt.date, fitted_at: dt.date | None) -> None:
+        fix = (f"use a version fitted on or before {day} (--model-uri "
+               "models:/<name>/<version>; `engine registry list` shows each version's fit date)")  # fmt: skip
+        if fitted_at is None:
+            super().__init__(f"the model's fit date is unknown (logged by an older engine), so "
+                             f"it may know labels after {day}; {fix}")  # fmt: skip
+        else:
+            super().__init__(f"the model was fitted at the {fitted_at} rebalance, on labels "
+                             f"known by then: scoring {day} with it would use the future; {fix}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The holdings (``PORTFOLIO_COLUMNS``) built on ``day`` from ``scored`` symbols."""
+
+    day: dt.date
+    holdings: pl.DataFrame
+    scored: int
+
+
+def features_on(
+    archive: Archive, spec: RunSpec, names: tuple[str, ...], as_of: dt.date
+) -> pl.DataFrame:
+    """Normalised features (and keys) of every scoreable symbol on the last trading day
+    on or before ``as_of``, read from the run's model frame (that day's rows only)."""
+    file = frame_file(archive, spec.features, spec.paths, names)
+    frame = model_frame(archive, spec.features, names) if file is None else None
+    days = day_numbers(file.column(DATE) if frame is None else frame[DATE])
+    limit = (as_of - EPOCH).days
+    if not (days <= limit).any():
+        first = EPOCH + dt.timedelta(int(days.min())) if days.size else "never"
+        raise ModelError(f"no scoreable day on or before {as_of} (first: {first})")
+    rows = np.flatnonzero(days == int(days[days <= limit].max()))
+    return file.frame(rows) if frame is None else frame[rows]
+
+
+def predict(
+    archive: Archive,
+    spec: RunSpec,
+    names: tuple[str, ...],
+    score: Callable[[pl.DataFrame], np.ndarray],
+    as_of: dt.date,
+    fitted_at: dt.date | None,
+) -> Prediction:
+    """Score the features ``names`` of the last trading day on or before ``as_of`` with
+    ``score`` (rows in, one score per row out) and build ``spec``'s portfolio from them.
+
+    ``fitted_at`` is the date the scorer was fitted at: it was trained on labels known by
+    then, so a day before it would be scored with knowledge of its future. That is refused
+    (``LookAhead``), as is a scorer whose fit date is unknown (None).
+    """
+    day_frame = features_on(archive, spec, names, as_of)
+    day = day_frame[DATE][0]
+    if fitted_at is None or day < fitted_at:
+        raise LookAhead(day, fitted_at)
+    predictions = day_frame.select(DATE, SYMBOL).with_columns(pl.Series(SCORE, score(day_frame)))
+    portfolio = ev.portfolio_spec(spec.portfolio, spec.model.name, predictions.height)
+    panel = market(archive)
+    history = ev.holdings_history(predictions, portfolio, panel, spec.backtest.execution_lag)
+    holdings = latest_holdings(history, archive.companies).select(PORTFOLIO_COLUMNS)
+    return Prediction(day, holdings, day_frame.height)
