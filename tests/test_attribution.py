@@ -6,7 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.research.attribution import ALPHA, factor_attribution, newey_west_lags
+from engine.research.attribution import (
+    ALPHA,
+    factor_attribution,
+    newey_west_lags,
+    newey_west_ols,
+)
 from engine.research.backtest import backtest
 from engine.research.factors import (
     MARKET,
@@ -111,3 +116,22 @@ def test_too_few_days_give_nans_not_an_error(panel):
     fit = regress(np.full(factors.height, np.nan), factors)
     assert fit.days == 0 and np.isnan(fit.r2)
     assert fit.table["term"].to_list() == [ALPHA, MARKET, "momentum", "low_vol", "reversal"]
+
+
+def test_newey_west_ols_matches_statsmodels():
+    """The numpy Newey-West OLS gives statsmodels' HAC fit (its test oracle)."""
+    from statsmodels.regression.linear_model import OLS
+
+    rng = np.random.default_rng(11)
+    n = 600
+    x = rng.standard_normal((n, 3))
+    noise = np.convolve(rng.standard_normal(n + 4), np.ones(5) / 5, mode="valid")  # autocorrelated
+    y = 0.001 + x @ np.array([0.4, -0.2, 0.0]) + noise * (1 + np.abs(x[:, 0]))
+    design = np.column_stack([np.ones(n), x])
+    for lags in (0, 1, 8):
+        ours = newey_west_ols(y, design, lags)
+        oracle = OLS(y, design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
+        np.testing.assert_allclose(ours.params, oracle.params, rtol=1e-10)
+        np.testing.assert_allclose(ours.tvalues, oracle.tvalues, rtol=1e-9)
+        np.testing.assert_allclose(ours.pvalues, oracle.pvalues, rtol=1e-7, atol=1e-12)
+        assert ours.r2 == pytest.approx(oracle.rsquared, rel=1e-10)

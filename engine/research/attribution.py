@@ -7,7 +7,9 @@ The regression, on daily simple returns over the days every series exists::
 
 ``f_k`` are the factor returns of ``research.factors`` (the market factor is the
 universe itself, so its loading is the beta to the universe minus 1). Ordinary least
-squares (statsmodels) with Newey-West (HAC, Bartlett kernel) standard errors, whose lag
+squares with Newey-West (HAC, Bartlett kernel) standard errors (``newey_west_ols``, the
+covariance statsmodels gives for ``cov_type="HAC"``: no small-sample correction, normal
+p-values; the tests hold it to statsmodels), whose lag
 follows the Newey-West (1994) plug-in rule floor(4 (T / 100)^(2/9)) (8 lags for T =
 2,500 days): daily portfolio returns carry little autocorrelation, but the factor legs
 are held for a rebalance period, and heteroskedasticity is the rule in daily returns.
@@ -89,8 +91,6 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
         row of ``factors``; NaN where unknown.
     factors : one Float64 column per factor (no date column), aligned with ``excess``.
     """
-    from statsmodels.regression.linear_model import OLS  # imports scipy.stats, pandas
-
     names = factors.columns
     x = factors.to_numpy().astype(np.float64)
     y = np.asarray(excess, np.float64)
@@ -99,7 +99,7 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
         return empty_fit(names)
     lags = newey_west_lags(int(keep.sum()))
     design = np.column_stack([np.ones(keep.sum()), x[keep]])
-    fit = OLS(y[keep], design).fit(cov_type="HAC", cov_kwds={"maxlags": lags})
+    fit = newey_west_ols(y[keep], design, lags)
     scale = np.r_[TRADING_DAYS, np.ones(len(names))]
     contribution = np.r_[fit.params[0], fit.params[1:] * x[keep].mean(axis=0)] * TRADING_DAYS
     table = pl.DataFrame(
@@ -111,6 +111,35 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
             "contribution": contribution,
         }
     )
-    return FactorFit(
-        table, float(fit.rsquared), int(keep.sum()), lags, float(y[keep].mean() * TRADING_DAYS)
-    )
+    return FactorFit(table, fit.r2, int(keep.sum()), lags, float(y[keep].mean() * TRADING_DAYS))
+
+
+@dataclass(frozen=True)
+class OLSFit:
+    """An OLS fit with Newey-West standard errors: params, tvalues and two-sided normal
+    pvalues (one per column of the design), and the R^2 (centred)."""
+
+    params: np.ndarray
+    tvalues: np.ndarray
+    pvalues: np.ndarray
+    r2: float
+
+
+def newey_west_ols(y: np.ndarray, design: np.ndarray, lags: int) -> OLSFit:
+    """OLS of ``y`` (n,) on ``design`` (n, k; the caller adds the intercept column) with
+    the Newey-West covariance: (X'X)^-1 S (X'X)^-1, S = sum over lags l = 0 .. ``lags`` of
+    Bartlett weight 1 - l / (lags + 1) times the score autocovariances (both sides)."""
+    params, *_ = np.linalg.lstsq(design, y, rcond=None)
+    resid = y - design @ params
+    scores = design * resid[:, None]
+    s = scores.T @ scores
+    for lag in range(1, lags + 1):
+        gamma = scores[lag:].T @ scores[:-lag]
+        s += (1 - lag / (lags + 1)) * (gamma + gamma.T)
+    bread = np.linalg.pinv(design.T @ design)
+    se = np.sqrt(np.diag(bread @ s @ bread))
+    tvalues = params / se
+    pvalues = np.array([math.erfc(abs(t) / math.sqrt(2)) for t in tvalues])
+    centred = y - y.mean()
+    r2 = 1 - float(resid @ resid) / float(centred @ centred)
+    return OLSFit(params, tvalues, pvalues, r2)
