@@ -3,6 +3,7 @@ read back unchanged; consistent with the run's own metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,16 +11,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.config import Settings
+from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.pipeline import StageTimer, evaluate_model, prepare
+from engine.pipeline.factors import (
+    live_factors,
+    model_attribution,
+    rebalance_features,
+    run_factors,
+)
 from engine.report.tables import (
     TABLES,
-    attribution_metrics,
     read_report_tables,
-    rebalance_features,
     report_tables,
-    run_factors,
     write_report_tables,
 )
 from engine.research.factors import STYLE_FACTORS, feature_factor
@@ -29,14 +33,14 @@ from engine.schema import ModelName
 @pytest.fixture(scope="module")
 def run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
     archive = load_archive(small_archive, tmp_path_factory.mktemp("report-cache"))
-    settings = Settings(output_path=tmp_path_factory.mktemp("report-out"), tracking=False)
-    prepared = prepare(archive, settings, StageTimer())
-    factors = run_factors(prepared.data, prepared.market, settings.execution_lag)
+    out = tmp_path_factory.mktemp("report-out")
+    spec = RunSpec().replace(**{"paths.output": out, "tracking.enabled": False})
+    prepared = prepare(archive, spec, StageTimer())
     results = {
-        m: evaluate_model(archive, settings.replace(model=m), prepared, StageTimer())
+        m: evaluate_model(archive, spec.with_model(m), prepared, StageTimer())
         for m in (ModelName.RIDGE, ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT)
     }
-    return settings, prepared, factors, results
+    return spec, prepared, prepared.factors, results
 
 
 def test_rebalance_features_are_the_model_frame_rows_on_rebalance_dates(run):
@@ -52,8 +56,8 @@ def test_rebalance_features_are_the_model_frame_rows_on_rebalance_dates(run):
 
 
 def test_tables_round_trip_through_the_files(run, tmp_path: Path):
-    _, prepared, factors, results = run
-    tables = report_tables(results[ModelName.RIDGE], prepared.market, factors)
+    results = run[3]
+    tables = report_tables(results[ModelName.RIDGE])
     assert set(tables.tables) == set(TABLES)
     files = write_report_tables(tables, tmp_path)
     assert sorted(p.name for p in files.values()) == ["report_ridge.json", "report_ridge.parquet"]
@@ -72,16 +76,16 @@ def test_tables_round_trip_through_the_files(run, tmp_path: Path):
 
 
 def test_ic_decay_at_the_label_horizon_is_the_runs_ic(run):
-    settings, prepared, factors, results = run
+    settings, results = run[0], run[3]
     result = results[ModelName.RIDGE]
-    decay = report_tables(result, prepared.market, factors).tables["ic_decay"]
-    at_label = decay.filter(pl.col("horizon") == settings.horizon).row(0, named=True)
+    decay = report_tables(result).tables["ic_decay"]
+    at_label = decay.filter(pl.col("horizon") == settings.features.horizon).row(0, named=True)
     assert at_label["ic_mean"] == pytest.approx(result.metrics["ic_mean"], abs=2e-3)
 
 
 def test_contributions_add_up_to_the_excess_every_day(run):
-    _, prepared, factors, results = run
-    daily = report_tables(results[ModelName.RIDGE], prepared.market, factors).daily
+    results = run[3]
+    daily = report_tables(results[ModelName.RIDGE]).daily
     parts = daily.select(pl.sum_horizontal(pl.col("^contrib_.*_cum$"))).to_series()
     np.testing.assert_allclose(parts.to_numpy(), daily["excess_cum"].to_numpy(), atol=1e-12)
     assert daily["equity_universe"].equals(results[ModelName.RIDGE].equity["equity_universe"])
@@ -89,16 +93,17 @@ def test_contributions_add_up_to_the_excess_every_day(run):
 
 def test_the_momentum_baseline_loads_on_the_momentum_factor(run):
     """The baseline holds the top 10 of 40 names by mom_12_1: a momentum tilt."""
-    _, prepared, factors, results = run
-    fit = report_tables(results[ModelName.MOMENTUM], prepared.market, factors).tables["factor_fit"]
+    results = run[3]
+    fit = report_tables(results[ModelName.MOMENTUM]).tables["factor_fit"]
     momentum = fit.filter(pl.col("term") == "momentum").row(0, named=True)
     assert momentum["coef"] > 0.2 and momentum["tstat"] > 3
 
 
 def test_attribution_metrics_are_flat_and_named(run):
-    _, prepared, factors, results = run
-    tables = report_tables(results[ModelName.RIDGE], prepared.market, factors)
-    flat = attribution_metrics(tables)
+    _, _, _, results = run
+    result = results[ModelName.RIDGE]
+    flat = result.factor_fit.metrics()
+    assert flat.items() <= result.metrics.items()
     assert {
         "factor_alpha",
         "factor_alpha_tstat",
@@ -107,23 +112,27 @@ def test_attribution_metrics_are_flat_and_named(run):
         "factor_market_tstat",
         "factor_reversal_loading",
     } <= set(flat)
-    assert flat["factor_alpha"] == tables.tables["factor_fit"]["coef"][0]
+    assert flat["factor_alpha"] == result.factor_fit.table["coef"][0]
     assert all(isinstance(v, float) for v in flat.values())
 
 
 def test_any_feature_can_be_a_factor(run):
     settings, prepared, _, results = run
     specs = (*STYLE_FACTORS, feature_factor("beta_63d"))
-    factors = run_factors(prepared.data, prepared.market, settings.execution_lag, specs)
-    tables = report_tables(results[ModelName.RIDGE], prepared.market, factors)
+    lag = settings.backtest.execution_lag
+    factors = run_factors(prepared.data, prepared.market, lag, specs)
+    ridge = results[ModelName.RIDGE]
+    live = live_factors(ridge.equity, factors)
+    fit = model_attribution(ridge.equity, live)
+    tables = report_tables(dataclasses.replace(ridge, factors=live, factor_fit=fit))
     assert tables.tables["factor_fit"]["term"].to_list()[-1] == "beta_63d"
     assert tables.factors["beta_63d"] == "beta_63d, top minus bottom quintile"
     assert "factor_beta_63d" in tables.daily.columns
 
 
 def test_equal_weight_has_no_ic_but_a_report(run, tmp_path: Path):
-    _, prepared, factors, results = run
-    tables = report_tables(results[ModelName.EQUAL_WEIGHT], prepared.market, factors)
+    results = run[3]
+    tables = report_tables(results[ModelName.EQUAL_WEIGHT])
     assert tables.tables["ic"].height == 0
     assert tables.tables["ic_decay"]["periods"].to_list() == [0, 0, 0, 0]
     write_report_tables(tables, tmp_path)

@@ -30,6 +30,23 @@ import polars as pl
 from engine.research.metrics import TRADING_DAYS
 
 ALPHA = "alpha"
+# The attribution's metric names (metrics JSON, MLflow, comparison.csv), defined here only.
+ALPHA_METRIC = "factor_alpha"  # annualised
+ALPHA_TSTAT_METRIC = "factor_alpha_tstat"
+R2_METRIC = "factor_r2"
+DAYS_METRIC = "factor_days"
+
+
+def loading_metric(factor: str) -> str:
+    """The metric name of ``factor``'s loading."""
+    return f"factor_{factor}_loading"
+
+
+def tstat_metric(factor: str) -> str:
+    """The metric name of the t-stat of ``factor``'s loading."""
+    return f"factor_{factor}_tstat"
+
+
 MIN_DAYS = 30  # fewer common days than this: no regression
 
 
@@ -71,6 +88,18 @@ class FactorFit:
             "lags": float(self.lags),
             "excess_mean": self.excess_mean,
         }
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metrics: ``factor_alpha`` (annualised) and its t-stat, ``factor_r2``,
+        ``factor_days``, and each factor's loading and its t-stat (NaN when unknown)."""
+        out = {R2_METRIC: self.r2, DAYS_METRIC: float(self.days)}
+        for row in self.table.iter_rows(named=True):
+            if row["term"] == ALPHA:
+                out |= {ALPHA_METRIC: row["coef"], ALPHA_TSTAT_METRIC: row["tstat"]}
+            else:
+                name = row["term"]
+                out |= {loading_metric(name): row["coef"], tstat_metric(name): row["tstat"]}
+        return {k: math.nan if v is None else float(v) for k, v in out.items()}
 
 
 def empty_fit(names: list[str]) -> FactorFit:

@@ -176,3 +176,19 @@ def quintile_spread(
             "periods": pl.Int64,
         },
     )
+
+
+SIGNAL_TABLES = ("ic_decay", "quintiles", "quintile_spread")
+
+
+def signal_tables(
+    scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
+) -> dict[str, pl.DataFrame]:
+    """The score's quality over ``horizons`` (``SIGNAL_TABLES``): ``ic_decay``,
+    ``quintile_returns`` as ``quintiles``, and ``quintile_spread``."""
+    forward = forward_returns(scores, market, horizons)
+    return {
+        "ic_decay": ic_decay(forward, market.calendar, horizons),
+        "quintiles": quintile_returns(forward, horizons),
+        "quintile_spread": quintile_spread(forward, market.calendar, horizons),
+    }
