@@ -12,16 +12,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from markupsafe import escape
 
-from engine.config import Settings
+from engine.cli import main
+from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.pipeline import StageTimer, evaluate_model, prepare
 from engine.pipeline.compare import comparison_table, deflate
 from engine.report import write_comparison, write_outputs
-from engine.report.html import ReportError, render_comparison, render_report, write_report
+from engine.report.html import ReportError, render_report
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
-from engine.report.tables import run_factors
 from engine.schema import ModelName
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,20 +40,18 @@ CHARTS = 11  # Plotly charts of a model's page
 
 @pytest.fixture(scope="module")
 def outputs(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with every output of a three-model run and its reports."""
+    """A folder with every output of a three-model run and its reports, written as
+    ``engine run`` writes them."""
     archive = load_archive(small_archive, tmp_path_factory.mktemp("html-cache"))
     folder = tmp_path_factory.mktemp("html-out")
-    settings = Settings(output_path=folder, tracking=False)
-    prepared = prepare(archive, settings, StageTimer())
+    spec = RunSpec().replace(**{"paths.output": folder, "tracking.enabled": False})
+    prepared = prepare(archive, spec, StageTimer())
     results = deflate(
-        [evaluate_model(archive, settings.replace(model=m), prepared, StageTimer()) for m in MODELS]
+        [evaluate_model(archive, spec.with_model(m), prepared, StageTimer()) for m in MODELS]
     )
-    write_comparison(comparison_table(results), results, folder, plots=False)
-    factors = run_factors(prepared.data, prepared.market, settings.execution_lag)
     for result in results:
-        write_outputs(result, folder, plots=False)
-        write_report(result, prepared.market, factors, folder)
-    render_comparison(folder)
+        write_outputs(result, folder)
+    write_comparison(comparison_table(results), folder, [m.value for m in MODELS])
     return folder
 
 
@@ -81,6 +80,31 @@ def test_a_missing_file_is_a_one_line_error(outputs: Path, tmp_path: Path):
     shutil.copy(outputs / "metrics_ridge.json", tmp_path)
     with pytest.raises(ReportError, match=r"report_ridge\.parquet not found .*engine run"):
         render_report(tmp_path, "ridge")
+
+
+def test_engine_report_rebuilds_every_page_from_the_outputs(outputs: Path, tmp_path: Path):
+    for path in outputs.iterdir():
+        if path.is_file() and not path.name.endswith(".html"):
+            shutil.copy(path, tmp_path / path.name)
+    done = CliRunner().invoke(main, ["report", "--output-path", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    pages = sorted(p.name for p in outputs.glob("report_*.html"))
+    assert sorted(p.name for p in tmp_path.glob("report_*.html")) == pages
+    assert len(pages) == len(MODELS) + 1
+    for name in pages:
+        assert (tmp_path / name).read_bytes() == (outputs / name).read_bytes(), name
+    one = CliRunner().invoke(main, ["report", "-m", "momentum", "--output-path", str(tmp_path)])
+    assert one.exit_code == 0 and one.stdout.strip().endswith("report_momentum.html")
+
+
+@pytest.mark.parametrize("model", [None, "ridge"])
+def test_engine_report_without_outputs_is_a_one_line_error(tmp_path: Path, model):
+    flags = ["-m", model] if model else []
+    for folder in (tmp_path / "absent", tmp_path):
+        done = CliRunner().invoke(main, ["report", *flags, "--output-path", str(folder)])
+        assert done.exit_code == 1
+        assert done.stderr.startswith("engine: error: ") and done.stderr.count("\n") == 1
+        assert "run `engine run` first" in done.stderr
 
 
 def test_the_verdict_of_the_comparison_names_the_trials(outputs: Path):

@@ -5,9 +5,10 @@ so a reader or a crash never sees a half-written file under its final name.
 
 Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
 rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
-``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the plots
-``equity_m.png``, ``drawdown_m.png``, ``rolling_ic_m.png``. ``engine run --model all``
-adds ``comparison.csv`` and ``equity_all.png``.
+``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the research report:
+its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the page
+``report_m.html`` rendered from the files (``report.html``). ``engine run --model all``
+adds ``comparison.csv`` and ``report_comparison.html``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import polars as pl
 
 from engine.io.files import atomic_write
 from engine.pipeline import RunResult
-from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
+from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
 from engine.schema import PORTFOLIO_COLUMNS
 
 CAVEATS = (
@@ -66,8 +67,9 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
-def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
-    """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
+def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[str, Path]:
+    """Write the model's CSVs, metrics JSON and (``report``) its research report, each
+    file atomically and the page last (it is rendered from the files); return key -> path."""
     model = result.spec.model.name.value
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
     document = json.dumps(metrics_document(result), indent=2).encode()
@@ -79,27 +81,38 @@ def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[s
         "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
         "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
     }
-    if plots:
-        files |= {
-            "plot_equity": (f"equity_{model}.png", lambda f: equity_plot(result, f)),
-            "plot_drawdown": (f"drawdown_{model}.png", lambda f: drawdown_plot(result, f)),
-            "plot_rolling_ic": (f"rolling_ic_{model}.png", lambda f: rolling_ic_plot(result, f)),
-        }
+    if report:
+        files |= _report_files(result, folder)
     return {key: atomic_write(folder / name, fn) for key, (name, fn) in files.items()}
 
 
+def _report_files(
+    result: RunResult, folder: Path
+) -> dict[str, tuple[str, Callable[[IO[bytes]], object]]]:
+    """The report's data files and its page (written in this order, after the others)."""
+    from engine.report.html import report_name, report_page
+    from engine.report.tables import report_files, report_tables, tables_document
+
+    tables = report_tables(result)
+    names = {k: p.name for k, p in report_files(folder, tables.model).items()}
+    return {
+        "report_daily": (names["report_daily"], tables.daily.write_parquet),
+        "report_tables": (names["report_tables"], lambda f: f.write(tables_document(tables))),
+        "report": (report_name(tables.model), lambda f: f.write(report_page(folder, tables.model))),
+    }
+
+
 def write_comparison(
-    table: pl.DataFrame,
-    results: list[RunResult] | tuple[RunResult, ...],
-    folder: Path,
-    plots: bool = True,
+    table: pl.DataFrame, folder: Path, models: list[str] | None = None
 ) -> dict[str, Path]:
-    """``comparison.csv`` and (``plots``) ``equity_all.png``."""
+    """``comparison.csv`` and, given the ``models`` whose reports are written,
+    ``report_comparison.html`` (after them: it reads their files)."""
     out = {"comparison": atomic_write(folder / "comparison.csv", table.write_csv)}
-    if plots:
-        out["plot_comparison"] = atomic_write(
-            folder / "equity_all.png", lambda f: comparison_plot(results, f)
-        )
+    if models:
+        from engine.report.html import COMPARISON_REPORT, comparison_page
+
+        page = comparison_page(folder, models)
+        out["report_comparison"] = atomic_write(folder / COMPARISON_REPORT, lambda f: f.write(page))
     return out
 
 
@@ -137,6 +150,10 @@ def summary(result: RunResult) -> str:
         f"{_pct(m['excess_cagr_vs_index'])}",
         f"  vs equal-weight universe: {_pct(m['universe_cagr'])} -> excess "
         f"{_pct(m['excess_cagr_vs_universe'])} (t {_num(m.get('excess_tstat_vs_universe', nan), '+.2f')})",
+        f"  after factors: alpha {_pct(m.get(ALPHA_METRIC, nan))} a year "
+        f"(t {_num(m.get(ALPHA_TSTAT_METRIC, nan), '+.2f')}, Newey-West), "
+        f"R2 {_num(m.get(R2_METRIC, nan), '.2f')} (excess over the universe on the market, "
+        f"momentum, low-vol and reversal factors)",
     ]
     return "\n".join([*lines, *(f"  caveat: {c}" for c in CAVEATS)])
 
@@ -146,8 +163,9 @@ def comparison_summary(table: pl.DataFrame) -> str:
     shown = table.select(
         "model", "ic_mean", "r2_oos", "net_cagr", "index_cagr", "excess_cagr_vs_index",
         "excess_cagr_vs_universe", "net_sharpe", "deflated_sharpe_vs_universe",
+        ALPHA_METRIC, ALPHA_TSTAT_METRIC,
     )  # fmt: skip
-    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
+    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}{'alpha':>9}{'t':>7}"
     rows = [header]
     for r in shown.iter_rows(named=True):
         rows.append(
@@ -155,10 +173,13 @@ def comparison_summary(table: pl.DataFrame) -> str:
             f"{_pct(r['net_cagr']):>10}{_pct(r['index_cagr']):>9}"
             f"{_pct(r['excess_cagr_vs_index']):>10}{_pct(r['excess_cagr_vs_universe']):>9}"
             f"{_num(r['net_sharpe'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+            f"{_pct(r[ALPHA_METRIC]):>9}{_num(r[ALPHA_TSTAT_METRIC], '+.2f'):>7}"
         )
     note = (
         f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "
         f"adjusted for the {table.height} models compared (P[skill beats the luckiest of "
         f"{table.height} unskilled trials]; > 0.95 is significant)."
+        "\n  alpha, t: annualised alpha of the return over the equal-weight universe after "
+        "the market, momentum, low-volatility and reversal factors, and its Newey-West t."
     )
     return "\n".join([*rows, note, *(f"  caveat: {c}" for c in CAVEATS)])

@@ -22,21 +22,13 @@ from typing import Any
 import polars as pl
 
 from engine.io.files import atomic_write
-from engine.pipeline import RunResult
 from engine.report import charts
+from engine.report.errors import ReportError
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
-from engine.report.tables import (
-    read_report_tables,
-    report_files,
-    report_tables,
-    write_report_tables,
-)
+from engine.report.tables import read_report_tables, report_files
 from engine.report.verdict import SIGNIFICANT_T, verdict
-from engine.research.backtest import Market
 
-
-class ReportError(ValueError):
-    """A report cannot be rendered from the output folder (a file is missing); one line."""
+COMPARISON_REPORT = "report_comparison.html"
 
 
 def _need(path: Path) -> Path:
@@ -137,14 +129,21 @@ def report_context(folder: Path, model: str) -> dict[str, Any]:
     }
 
 
+def report_page(folder: Path, model: str) -> bytes:
+    """The HTML of ``report_<model>.html`` from the run's output files in ``folder``."""
+    template = _environment().get_template("report.html.j2")
+    return template.render(**report_context(folder, model), **_assets()).encode()
+
+
 def render_report(folder: Path, model: str) -> Path:
     """Write ``report_<model>.html`` in ``folder`` from the run's output files; return it."""
-    html = (
-        _environment()
-        .get_template("report.html.j2")
-        .render(**report_context(folder, model), **_assets())
-    )
-    return atomic_write(Path(folder) / f"report_{model}.html", lambda f: f.write(html.encode()))
+    page = report_page(folder, model)
+    return atomic_write(Path(folder) / report_name(model), lambda f: f.write(page))
+
+
+def report_name(model: str) -> str:
+    """The file name of ``model``'s report page."""
+    return f"report_{model}.html"
 
 
 def comparison_context(folder: Path, models: list[str] | None = None) -> dict[str, Any]:
@@ -180,20 +179,40 @@ def comparison_context(folder: Path, models: list[str] | None = None) -> dict[st
     }
 
 
+def comparison_page(folder: Path, models: list[str] | None = None) -> bytes:
+    """The HTML of ``report_comparison.html`` from the output files in ``folder``."""
+    template = _environment().get_template("comparison.html.j2")
+    return template.render(**comparison_context(folder, models), **_assets()).encode()
+
+
 def render_comparison(folder: Path, models: list[str] | None = None) -> Path:
     """Write ``report_comparison.html`` (every model of ``comparison.csv`` by default)."""
-    html = (
-        _environment()
-        .get_template("comparison.html.j2")
-        .render(**comparison_context(folder, models), **_assets())
-    )
-    return atomic_write(Path(folder) / "report_comparison.html", lambda f: f.write(html.encode()))
+    page = comparison_page(folder, models)
+    return atomic_write(Path(folder) / COMPARISON_REPORT, lambda f: f.write(page))
 
 
-def write_report(
-    result: RunResult, market: Market, factors: pl.DataFrame, folder: Path
-) -> dict[str, Path]:
-    """Compute one model's report data, write it to ``folder``, and render the page from
-    the files (the run's other outputs must be written first); return key -> path."""
-    files = write_report_tables(report_tables(result, market, factors), folder)
-    return files | {"report_html": render_report(folder, result.settings.model.value)}
+def reported_models(folder: Path) -> list[str]:
+    """The models with report data (``report_<model>.json``) in ``folder``, sorted."""
+    names = (p.name for p in Path(folder).glob("report_*.json"))
+    return sorted(n.removeprefix("report_").removesuffix(".json") for n in names)
+
+
+def rebuild(folder: Path, model: str | None = None) -> list[Path]:
+    """Render the pages of ``model`` (default: every model with report data, and the
+    comparison page when ``comparison.csv`` is there) from the files in ``folder``, holding
+    the folder's output lock (a run writing there meanwhile is waited for)."""
+    from engine.io.locks import output_lock
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"output folder {folder} not found: run `engine run` first")
+    with output_lock(folder):
+        models = [model] if model else reported_models(folder)
+        if not models:
+            raise ReportError(
+                f"no report data (report_<model>.json) in {folder}: run `engine run` first"
+            )
+        pages = [render_report(folder, m) for m in models]
+        if model is None and (folder / "comparison.csv").is_file():
+            pages.append(render_comparison(folder))
+    return pages

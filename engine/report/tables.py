@@ -26,19 +26,10 @@ import polars as pl
 
 from engine.io.files import atomic_write
 from engine.pipeline import RunResult
-from engine.pipeline.modeldata import ModelData
 from engine.research import signal, tearsheet
-from engine.research.attribution import ALPHA, FactorFit, factor_attribution
-from engine.research.backtest import Market
-from engine.research.factors import (
-    MARKET,
-    STYLE_FACTORS,
-    FactorSpec,
-    factor_labels,
-    factor_returns,
-    feature_factor,
-)
-from engine.schema import DATE, SYMBOL
+from engine.research.attribution import FactorFit
+from engine.research.factors import MARKET, factor_labels, feature_factor
+from engine.schema import DATE
 
 FORMAT_VERSION = 1
 DAILY = (
@@ -102,44 +93,6 @@ class ReportTables:
     meta: dict[str, Any]
 
 
-def rebalance_features(data: ModelData, names: tuple[str, ...]) -> pl.DataFrame:
-    """date, symbol and the normalised ``names`` features of every row dated on a
-    rebalance (the model frame's values, as the models see them)."""
-    index = [data.features.index(n) for n in names]
-    values = np.asarray(data.X[data.scored], dtype=np.float64)[:, index]
-    return data.keys.select(DATE, SYMBOL).with_columns(
-        pl.Series(n, values[:, i]) for i, n in enumerate(names)
-    )
-
-
-def run_factors(
-    data: ModelData,
-    market: Market,
-    execution_lag: int,
-    specs: tuple[FactorSpec, ...] = STYLE_FACTORS,
-) -> pl.DataFrame:
-    """Daily factor returns of a run (shared by every model of it): ``factor_returns`` of
-    the rebalance-date features on the run's schedule and lag."""
-    features = rebalance_features(data, tuple(dict.fromkeys(s.feature for s in specs)))
-    return factor_returns(features, market, execution_lag, specs)
-
-
-def attribution_metrics(tables: ReportTables) -> dict[str, float]:
-    """Flat metrics of the factor regression (for the metrics JSON, the printed summary
-    and MLflow): factor_alpha (annualised), factor_alpha_tstat, factor_r2, factor_days,
-    and factor_<name>_loading and factor_<name>_tstat of each factor."""
-    out = {"factor_r2": tables.fit["r2"], "factor_days": tables.fit["days"]}
-    for row in tables.tables["factor_fit"].iter_rows(named=True):
-        if row["term"] == ALPHA:
-            out |= {"factor_alpha": row["coef"], "factor_alpha_tstat": row["tstat"]}
-        else:
-            out |= {
-                f"factor_{row['term']}_loading": row["coef"],
-                f"factor_{row['term']}_tstat": row["tstat"],
-            }
-    return {k: math.nan if v is None else float(v) for k, v in out.items()}
-
-
 def default_labels(factors: pl.DataFrame) -> dict[str, str]:
     """Description of each factor column: the style factors' own, else a feature's."""
     known = factor_labels()
@@ -172,10 +125,10 @@ def _contributions(excess: np.ndarray, factors: pl.DataFrame, fit: FactorFit) ->
     return [*out, pl.Series("excess_cum", np.cumsum(np.where(days, excess, 0.0)))]
 
 
-def daily_table(result: RunResult, factors: pl.DataFrame, fit: FactorFit) -> pl.DataFrame:
+def daily_table(result: RunResult) -> pl.DataFrame:
     """The daily series of ``DAILY`` over the live period."""
-    eq = result.equity
-    live = eq.select(DATE).join(factors, on=DATE, how="left").drop(DATE).fill_null(np.nan)
+    eq, fit = result.equity, result.factor_fit
+    live = result.factors.drop(DATE)
     excess = (eq["net"] - eq["universe"]).to_numpy()
     dd = tearsheet.drawdowns(eq)
     frame = eq.select(DATE, "net", "gross", "index", "universe").with_columns(
@@ -192,43 +145,32 @@ def daily_table(result: RunResult, factors: pl.DataFrame, fit: FactorFit) -> pl.
     )
 
 
-def report_tables(
-    result: RunResult,
-    market: Market,
-    factors: pl.DataFrame,
-    labels: dict[str, str] | None = None,
-) -> ReportTables:
-    """Every table of the report of one model's run.
+def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> ReportTables:
+    """Every table of the report of one model's run (its ``factors``, ``factor_fit`` and
+    ``signal`` computed by the pipeline; the rest from its equity and IC).
 
     Parameters
     ----------
     result : the model's run.
-    market : the run's daily panel (for the forward returns of the IC decay).
-    factors : the run's daily factor returns (``run_factors``): date + one column each.
     labels : factor name -> description (default: the style factors' own, and "<feature>,
         top minus bottom quintile" for any other column).
     """
     eq = result.equity
-    live = eq.select(DATE).join(factors, on=DATE, how="left").drop(DATE).fill_null(np.nan)
-    fit = factor_attribution((eq["net"] - eq["universe"]).to_numpy(), live)
-    forward = signal.forward_returns(result.predictions, market)
     tables = {
         "monthly": tearsheet.monthly_returns(eq),
         "yearly": tearsheet.yearly_returns(eq),
         "worst_drawdowns": tearsheet.worst_drawdowns(eq),
         "ic": signal.ic_table(result.ic),
-        "ic_decay": signal.ic_decay(forward, market.calendar),
-        "quintiles": signal.quintile_returns(forward),
-        "quintile_spread": signal.quintile_spread(forward, market.calendar),
+        **result.signal,
         "trades": tearsheet.trading_costs(eq),
-        "factor_fit": fit.table,
+        "factor_fit": result.factor_fit.table,
     }
     return ReportTables(
-        model=result.settings.model.value,
-        daily=daily_table(result, factors, fit),
+        model=result.spec.model.name.value,
+        daily=daily_table(result),
         tables=tables,
-        fit=fit.stats(),
-        factors=labels if labels is not None else default_labels(factors),
+        fit=result.factor_fit.stats(),
+        factors=labels if labels is not None else default_labels(result.factors),
         meta={
             "latest_rebalance": _plain(result.holdings[DATE].max()),
             "horizons": list(signal.HORIZONS),
@@ -260,9 +202,9 @@ def _columns(frame: pl.DataFrame) -> dict[str, Any]:
     return {"columns": frame.columns, "rows": rows}
 
 
-def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
-    """Write ``report_<model>.parquet`` and ``report_<model>.json``; return key -> path."""
-    files = report_files(Path(folder), tables.model)
+def tables_document(tables: ReportTables) -> bytes:
+    """The content of ``report_<model>.json``: every small table, the fit's scalars, the
+    factors' descriptions and the metadata."""
     document = {
         "format_version": FORMAT_VERSION,
         "model": tables.model,
@@ -271,7 +213,13 @@ def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
         "meta": tables.meta,
         "tables": {name: _columns(frame) for name, frame in tables.tables.items()},
     }
-    body = json.dumps(document, indent=1).encode()
+    return json.dumps(document, indent=1).encode()
+
+
+def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
+    """Write ``report_<model>.parquet`` and ``report_<model>.json``; return key -> path."""
+    files = report_files(Path(folder), tables.model)
+    body = tables_document(tables)
     atomic_write(files["report_daily"], tables.daily.write_parquet)
     atomic_write(files["report_tables"], lambda f: f.write(body))
     return files
