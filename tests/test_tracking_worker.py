@@ -61,3 +61,27 @@ def test_a_failed_pipeline_ends_the_worker_and_writes_no_store(tmp_path: Path):
                           "--output-path", str(tmp_path / "out"))  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert not (tmp_path / "out" / "mlflow.db").exists()
+
+
+def test_a_termination_during_the_start_or_end_of_a_run_waits_for_it():
+    """SIGTERM (how the engine ends its worker) arriving while a run is created or ended
+    in the store is answered only after: the block finishes first."""
+    import os
+    import signal
+
+    from engine.lifecycle.tracking.record import _whole
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    steps = []
+    try:
+        with pytest.raises(SystemExit) as ended:
+            with _whole():
+                os.kill(os.getpid(), signal.SIGTERM)
+                steps.append("the run is created")
+            steps.append("after the block")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert steps == ["the run is created"] and ended.value.code == 128 + signal.SIGTERM

@@ -5,7 +5,7 @@ the same steps in ``views.database.ensure_database``).
 A reader (another run, `engine sql`, a user) sees the old file or the new one, never half of
 one: the bytes go to a hidden temporary file in the same folder (``.<name>.<random>.tmp``),
 are fsynced, renamed over the target, and the folder is fsynced so the rename survives a
-crash. A write that fails or is interrupted removes its temporary file. The file is created
+crash. A write that fails or is interrupted removes its temporary file (``temporary``). The file is created
 as ``open`` creates one, mode 0666 less the process's umask (0644 under the usual 022).
 """
 
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -29,27 +31,48 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through ``write(binary file object)``, atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)  # named before it exists: any interrupt finds it cleaned
-    try:
-        with os.fdopen(
-            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
-        ) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with temporary(path) as tmp:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        finish(lambda: tmp.unlink(missing_ok=True))
-        raise
     fsync(path.parent)
     return path
 
 
+@contextmanager
+def temporary(path: Path) -> Iterator[Path]:
+    """A fresh hidden name ``.<name>.<random>.tmp`` beside ``path``, for the block to
+    create a file or folder under (``O_EXCL`` / ``mkdir``) and rename into place. Whatever
+    is left under the name when the block ends, normally or not, is removed.
+
+    The name is registered while the block runs: when Ctrl-C breaks the removal itself
+    (a second interrupt, or one SIGINT that a native library reports twice), the command
+    line's exit removes it (``discard_temporaries``).
+    """
+    while (tmp := path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")).exists():
+        continue
+    _in_flight.add(tmp)
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+        _in_flight.discard(tmp)
+
+
+def discard_temporaries() -> None:
+    """Remove what the ``temporary`` blocks still running or broken left: for the exit of
+    a command interrupted while it was writing."""
+    for tmp in list(_in_flight):
+        _remove(tmp)
+        _in_flight.discard(tmp)
+
+
 def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
     """Run ``cleanup`` to the end even if Ctrl-C lands in it: a KeyboardInterrupt raised
-    while it runs (a second one, or the same SIGINT reported twice by a native library)
-    restarts it, up to ``attempts`` times. For the cleanup of a write that already failed,
-    which must not leave its temporary files behind."""
+    while it runs restarts it, up to ``attempts`` times. Only for the cleanup after a
+    failure, while that failure is raised (the interrupt it swallows is a repeat)."""
     for _ in range(attempts):
         try:
             cleanup()
@@ -58,14 +81,15 @@ def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
             continue
 
 
-def temporary_name(path: Path) -> Path:
-    """A hidden name ``.<name>.<random>.tmp`` beside ``path`` that nothing has yet: a file
-    or folder is created under it after it is chosen, so the cleanup of an interrupted
-    write always knows it (``O_EXCL`` / ``mkdir`` refuse a name taken meanwhile)."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        if not tmp.exists():
-            return tmp
+_in_flight: set[Path] = set()  # the names of the ``temporary`` blocks not yet cleaned
+
+
+def _remove(tmp: Path) -> None:
+    """Remove the file or folder ``tmp`` if it exists."""
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def fsync(path: Path) -> None:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine.io import locks
-from engine.io.files import finish, fsync, regrouped, temporary_name
+from engine.io.files import fsync, regrouped, temporary
 from engine.pipeline import framefile
 from engine.pipeline.framefile import FEATURES, FrameFile, FrameFileError
 
@@ -104,8 +104,7 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
         for stale in root.glob(f".{key[:16]}.*.tmp"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
         final = root / f"{key[:16]}{SUFFIX}"
-        building = temporary_name(root / key[:16])  # named first: an interrupt finds it
-        try:
+        with temporary(root / key[:16]) as building:
             building.mkdir()
             spill = building / "spill"
             spill.mkdir()
@@ -113,8 +112,6 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
             write_frame(written, build(spill), key)
             os.replace(written, final)
             fsync(root)
-        finally:
-            finish(lambda: shutil.rmtree(building, ignore_errors=True))
     files = FrameFile.open(final, key)
     log.info("cached {'model_frame': %d} in %s", files.rows, final)
     return files, True

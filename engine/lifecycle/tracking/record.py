@@ -25,8 +25,12 @@ import json
 import logging
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
@@ -195,15 +199,36 @@ def log_run(
     with timer.stage("store"):
         client = client if client is not None else store.connect(spec)
     with store.store_errors(spec, "logging the run"):
-        with timer.stage("run"):
-            exp = store.experiment_id(client, spec)
-            active = mlflow.start_run(
-                experiment_id=exp, run_name=spec.model.name.value, tags=run_tags(result)
-            )
-        with active:
+        status = "FAILED"
+        try:
+            with timer.stage("run"), _whole():
+                exp = store.experiment_id(client, spec)
+                active = mlflow.start_run(
+                    experiment_id=exp, run_name=spec.model.name.value, tags=run_tags(result)
+                )
             tracked = _record(client, active.info.run_id, result, artifacts, spec, timer)
+            status = "FINISHED"
+        finally:
+            if mlflow.active_run() is not None:
+                with _whole():
+                    mlflow.end_run(status)
     log.info("%s", timer.line())
     return tracked
+
+
+@contextmanager
+def _whole() -> Iterator[None]:
+    """SIGTERM, by which the engine ends its tracking worker (``worker._stop``), waits
+    while the block runs, so that a run is created, or ended, whole: never left RUNNING
+    in the store. A SIGTERM that came meanwhile is answered when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _record(
