@@ -135,3 +135,17 @@ def test_newey_west_ols_matches_statsmodels():
         np.testing.assert_allclose(ours.tvalues, oracle.tvalues, rtol=1e-9)
         np.testing.assert_allclose(ours.pvalues, oracle.pvalues, rtol=1e-7, atol=1e-12)
         assert ours.r2 == pytest.approx(oracle.rsquared, rel=1e-10)
+
+
+def test_a_perfect_fit_and_a_constant_excess_give_nan_not_a_warning():
+    import warnings
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((200, 2))
+    design = np.column_stack([np.ones(200), x])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = newey_west_ols(x @ np.array([0.5, -1.0]), design, 4)
+        flat = newey_west_ols(np.zeros(200), design, 4)
+    assert exact.params[1:] == pytest.approx([0.5, -1.0])
+    assert np.isnan(flat.tvalues).all() and np.isnan(flat.r2)

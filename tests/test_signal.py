@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import numpy as np
@@ -111,3 +112,23 @@ def test_constant_scores_have_no_ic_and_no_spread():
     assert ic_decay(forward, market.calendar)["periods"].to_list() == [0, 0, 0, 0]
     assert quintile_returns(forward).height == 0
     assert quintile_spread(forward, market.calendar)["spread_mean"].is_nan().all()
+
+
+def test_a_total_loss_compounds_to_minus_one_without_a_warning():
+    """A -100 % day: windows across it are ~-1, later windows as if it had not happened."""
+    import warnings
+
+    market = synthetic_market(n_symbols=6, n_days=80, seed=5)
+    returns = market.returns.copy()
+    returns[40, 0] = -1.0
+    hit = dataclasses.replace(market, returns=returns)
+    days = hit.calendar[[38, 50]].astype("datetime64[D]")
+    scores = pl.DataFrame(
+        {"date": days, "symbol": [str(hit.symbols[0])] * 2, "score": [1.0, 1.0]}
+    ).with_columns(pl.col("date").cast(pl.Date))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = forward_returns(scores, hit, horizons=(5,))
+    assert out["fwd_5"][0] == pytest.approx(-1.0, abs=1e-9)
+    expected = np.prod(1 + returns[51:56, 0]) - 1
+    assert out["fwd_5"][1] == pytest.approx(expected, rel=1e-9)

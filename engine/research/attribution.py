@@ -128,7 +128,10 @@ def factor_attribution(excess: np.ndarray, factors: pl.DataFrame) -> FactorFit:
         return empty_fit(names)
     lags = newey_west_lags(int(keep.sum()))
     design = np.column_stack([np.ones(keep.sum()), x[keep]])
-    fit = newey_west_ols(y[keep], design, lags)
+    try:
+        fit = newey_west_ols(y[keep], design, lags)
+    except np.linalg.LinAlgError:  # values so large (near 1e300) that the SVD fails
+        return empty_fit(names)
     scale = np.r_[TRADING_DAYS, np.ones(len(names))]
     contribution = np.r_[fit.params[0], fit.params[1:] * x[keep].mean(axis=0)] * TRADING_DAYS
     table = pl.DataFrame(
@@ -157,18 +160,24 @@ class OLSFit:
 def newey_west_ols(y: np.ndarray, design: np.ndarray, lags: int) -> OLSFit:
     """OLS of ``y`` (n,) on ``design`` (n, k; the caller adds the intercept column) with
     the Newey-West covariance: (X'X)^-1 S (X'X)^-1, S = sum over lags l = 0 .. ``lags`` of
-    Bartlett weight 1 - l / (lags + 1) times the score autocovariances (both sides)."""
-    params, *_ = np.linalg.lstsq(design, y, rcond=None)
-    resid = y - design @ params
-    scores = design * resid[:, None]
-    s = scores.T @ scores
-    for lag in range(1, lags + 1):
-        gamma = scores[lag:].T @ scores[:-lag]
-        s += (1 - lag / (lags + 1)) * (gamma + gamma.T)
-    bread = np.linalg.pinv(design.T @ design)
-    se = np.sqrt(np.diag(bread @ s @ bread))
-    tvalues = params / se
-    pvalues = np.array([math.erfc(abs(t) / math.sqrt(2)) for t in tvalues])
-    centred = y - y.mean()
-    r2 = 1 - float(resid @ resid) / float(centred @ centred)
-    return OLSFit(params, tvalues, pvalues, r2)
+    Bartlett weight 1 - l / (lags + 1) times the score autocovariances (both sides).
+
+    A coefficient with no standard error (a perfect fit) has a NaN t-stat, a constant
+    ``y`` a NaN R^2, and values that overflow (an implausible price kept in the archive
+    gives returns near 1e300) give NaN figures, not warnings.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        params, *_ = np.linalg.lstsq(design, y, rcond=None)
+        resid = y - design @ params
+        scores = design * resid[:, None]
+        s = scores.T @ scores
+        for lag in range(1, lags + 1):
+            gamma = scores[lag:].T @ scores[:-lag]
+            s += (1 - lag / (lags + 1)) * (gamma + gamma.T)
+        bread = np.linalg.pinv(design.T @ design)
+        se = np.sqrt(np.maximum(np.diag(bread @ s @ bread), 0.0))
+        tvalues = np.divide(params, se, out=np.full_like(params, np.nan), where=se > 0)
+        centred = float(np.sum((y - y.mean()) ** 2))
+        explained = 1 - float(resid @ resid) / centred if centred > 0 else math.nan
+    pvalues = np.array([math.erfc(abs(t) / math.sqrt(2)) for t in tvalues])  # NaN stays NaN
+    return OLSFit(params, tvalues, pvalues, explained)

@@ -25,6 +25,7 @@ from engine.schema import DATE, SCORE, SYMBOL
 HORIZONS = (1, 5, 21, 63)  # trading days of the forward returns
 QUINTILES = 5
 ROLLING_IC_PERIODS = 12  # rebalance periods in the rolling mean of the IC
+TOTAL_LOSS_GAP = 1e-12  # a day's return is floored at -1 + this (see forward_returns)
 
 
 def fwd(h: int) -> str:
@@ -49,9 +50,11 @@ def forward_returns(
     Rows whose date or symbol is not in the market get NaN.
     """
     returns = market.returns
-    log_growth = np.vstack(
-        [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
-    )
+    # a total loss (-100 %, a price of 0) counts as -100 % + TOTAL_LOSS_GAP so that the log
+    # growth stays finite: the windows across it still compound to ~-100 %, and those
+    # after it are unaffected
+    daily = np.maximum(np.nan_to_num(returns), TOTAL_LOSS_GAP - 1)
+    log_growth = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.log1p(daily), axis=0)])
     seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.isfinite(returns), axis=0)])
     calendar = market.calendar.astype("datetime64[D]")
     day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
@@ -119,8 +122,9 @@ def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
             (pct.over(DATE) * QUINTILES).floor().cast(pl.Int64).add(1).alias("quintile"),
             (ret - ret.mean().over(DATE)).alias("excess"),
         )
-        .group_by(DATE, "quintile")
+        .group_by(DATE, "quintile", maintain_order=True)
         .agg(pl.col("excess").mean())
+        .sort(DATE, "quintile")  # a fixed order: the means below sum in it, bit for bit
     )
 
 
@@ -129,7 +133,7 @@ def quintile_returns(forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS) 
     dates of each quintile's h-day forward return minus the universe's (the date's mean)."""
     frames = [
         _quintile_excess(forward, h)
-        .group_by("quintile")
+        .group_by("quintile", maintain_order=True)
         .agg(pl.col("excess").mean().alias("mean_excess"), pl.len().alias("periods"))
         .with_columns(pl.lit(h, pl.Int64).alias("horizon"))
         for h in horizons
