@@ -42,6 +42,26 @@ def ic_table(ic: pl.DataFrame, window: int = ROLLING_IC_PERIODS) -> pl.DataFrame
     )
 
 
+def _running_sums(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums down each column of the (days x symbols) returns: of the log growth,
+    and of the days with a return (int32), built in place of one copy of the matrix.
+
+    A total loss (-100 %, a price of 0) counts as -100 % + TOTAL_LOSS_GAP so that the log
+    growth stays finite: windows across it still compound to ~-100 %, later ones are
+    unaffected.
+    """
+    growth = np.nan_to_num(returns)
+    np.maximum(growth, TOTAL_LOSS_GAP - 1, out=growth)
+    np.log1p(growth, out=growth)
+    np.cumsum(growth, axis=0, out=growth)
+    return growth, np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32)
+
+
+def _before(sums: np.ndarray, stop: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """The running ``sums`` of column ``col`` over the days before ``stop`` (0 for none)."""
+    return np.where(stop > 0, sums[np.maximum(stop - 1, 0), col], 0)
+
+
 def forward_returns(
     scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
 ) -> pl.DataFrame:
@@ -49,13 +69,7 @@ def forward_returns(
 
     Rows whose date or symbol is not in the market get NaN.
     """
-    returns = market.returns
-    # a total loss (-100 %, a price of 0) counts as -100 % + TOTAL_LOSS_GAP so that the log
-    # growth stays finite: the windows across it still compound to ~-100 %, and those
-    # after it are unaffected
-    daily = np.maximum(np.nan_to_num(returns), TOTAL_LOSS_GAP - 1)
-    log_growth = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.log1p(daily), axis=0)])
-    seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(np.isfinite(returns), axis=0)])
+    growth, seen = _running_sums(market.returns)
     calendar = market.calendar.astype("datetime64[D]")
     day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
     col = np.searchsorted(market.symbols, scores[SYMBOL].to_numpy())
@@ -67,8 +81,9 @@ def forward_returns(
         end = day + h
         ok = known & (end < len(calendar))
         start, stop = np.where(ok, day + 1, 0), np.where(ok, end + 1, 0)
-        full = seen[stop, col] - seen[start, col] == h
-        out = np.where(ok & full, np.expm1(log_growth[stop, col] - log_growth[start, col]), np.nan)
+        full = _before(seen, stop, col) - _before(seen, start, col) == h
+        log_return = _before(growth, stop, col) - _before(growth, start, col)
+        out = np.where(ok & full, np.expm1(log_return), np.nan)
         columns.append(pl.Series(fwd(h), out))
     return scores.with_columns(columns)
 
