@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from engine.pipeline.framefile import BATCH_ROWS
 from engine.pipeline.modeldata import ModelData
 from engine.research.attribution import FactorFit, factor_attribution
 from engine.research.backtest import Market
@@ -22,7 +23,11 @@ def rebalance_features(data: ModelData, names: tuple[str, ...]) -> pl.DataFrame:
     """date, symbol and the normalised ``names`` features of every row dated on a
     rebalance (the model frame's values, as the models see them)."""
     index = [data.features.index(n) for n in names]
-    values = np.asarray(data.X[data.scored], dtype=np.float64)[:, index]
+    # read by record batch of the frame file (the rows are in date order): one batch's
+    # pages are mapped at a time, not the whole file's
+    cuts = np.flatnonzero(np.diff(data.scored // BATCH_ROWS)) + 1
+    parts = np.split(data.scored, cuts)
+    values = np.vstack([np.asarray(data.X[rows][:, index], dtype=np.float64) for rows in parts])
     return data.keys.select(DATE, SYMBOL).with_columns(
         pl.Series(n, values[:, i]) for i, n in enumerate(names)
     )
