@@ -216,7 +216,7 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
              "--cost-bps", "25", "--execution-lag", "2", "--min-train-periods", "4"]  # fmt: skip
     result = CliRunner().invoke(
         main,
-        ["run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+        ["run", "--no-tracking", "--data-path", str(small_archive),
          "--output-path", str(tmp_path), *flags],
         catch_exceptions=False,
     )  # fmt: skip
@@ -230,3 +230,5 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     assert {k: recorded[k] for k in expected} == expected
     holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
     assert holdings["weight"].max() <= 0.15 + 1e-9
+    assert "after factors: alpha " in result.stdout and "report_lasso.html" in result.stdout
+    assert "quarterly rebalance" in (tmp_path / "report_lasso.html").read_text()
