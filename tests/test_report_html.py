@@ -107,6 +107,16 @@ def test_engine_report_without_outputs_is_a_one_line_error(tmp_path: Path, model
         assert "run `engine run` first" in done.stderr
 
 
+def test_a_truncated_report_file_is_a_one_line_error(outputs: Path, tmp_path: Path):
+    for path in outputs.glob("*_ridge.*"):
+        shutil.copy(path, tmp_path / path.name)
+    data = (tmp_path / "report_ridge.json").read_bytes()
+    (tmp_path / "report_ridge.json").write_bytes(data[: len(data) // 2])
+    done = CliRunner().invoke(main, ["report", "-m", "ridge", "--output-path", str(tmp_path)])
+    assert done.exit_code == 1 and done.stderr.count("\n") == 1
+    assert "output files of ridge" in done.stderr and "unreadable" in done.stderr
+
+
 def test_the_verdict_of_the_comparison_names_the_trials(outputs: Path):
     html = (outputs / "report_comparison.html").read_text()
     metrics = json.loads((outputs / "metrics_ridge.json").read_text())["metrics"]

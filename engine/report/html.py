@@ -37,6 +37,20 @@ def _need(path: Path) -> Path:
     return path
 
 
+def _model_files(folder: Path, model: str) -> tuple[dict[str, Any], Any]:
+    """``model``'s metrics document and report data, or a ReportError saying which files
+    are unreadable (truncated, or not the engine's)."""
+    _need(folder / f"metrics_{model}.json")
+    try:
+        document = json.loads((folder / f"metrics_{model}.json").read_text())
+        return document, read_report_tables(folder, model)
+    except (ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+        raise ReportError(
+            f"the output files of {model} in {folder} are unreadable ({type(exc).__name__}): "
+            "rerun `engine run`"
+        ) from exc
+
+
 def _finite(value: Any) -> float | None:
     return value if isinstance(value, int | float) and math.isfinite(value) else None
 
@@ -105,8 +119,7 @@ def report_context(folder: Path, model: str) -> dict[str, Any]:
     folder = Path(folder)
     for path in report_files(folder, model).values():
         _need(path)
-    document = json.loads(_need(folder / f"metrics_{model}.json").read_text())
-    report = read_report_tables(folder, model)
+    document, report = _model_files(folder, model)
     attribution = pl.read_csv(_need(folder / f"attribution_{model}.csv"))
     holdings = pl.read_csv(_need(folder / f"portfolio_{model}.csv"))
     fit_rows = report.tables["factor_fit"].to_dicts()
@@ -153,8 +166,7 @@ def comparison_context(folder: Path, models: list[str] | None = None) -> dict[st
     models = models or table["model"].to_list()
     rows, curves = [], {}
     for model in models:
-        document = json.loads(_need(folder / f"metrics_{model}.json").read_text())
-        report = read_report_tables(folder, model)
+        document, report = _model_files(folder, model)
         fit_rows = report.tables["factor_fit"].to_dicts()
         alpha = next(r for r in fit_rows if r["term"] == "alpha")
         rows.append(
