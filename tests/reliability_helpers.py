@@ -391,10 +391,12 @@ def after(seconds: float) -> Trigger:
 
 
 def first_output(out: Path, model: str) -> Trigger:
+    """The run has begun writing its outputs: a result set is being staged
+    (``engine.io.resultset``), or one of the model's files is there."""
     names = output_names(model, report=True)
     return lambda _: (
-        any((out / n).exists() for n in names)
-        or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
+        any(is_temporary(p) for p in out.glob(".engine-sets/*"))
+        or any((out / n).exists() for n in names)
     )
 
 

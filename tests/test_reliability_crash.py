@@ -14,6 +14,7 @@ and its outputs must equal, byte for byte, those of a run that was never interru
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -28,6 +29,7 @@ from tests.reliability_helpers import (
     assert_valid_cache,
     comparable_outputs,
     first_output,
+    is_temporary,
     kill_group,
     line,
     output_names,
@@ -189,3 +191,36 @@ def test_kill_while_tracking_to_sqlite_then_rerun_records_and_registers(
     aliases = {k: str(v) for k, v in client.get_registered_model("sp500-ridge").aliases.items()}
     assert set(aliases.values()) <= versions
     assert aliases["challenger"] == max(versions, key=int)
+
+
+@pytest.mark.parametrize("kills", [pytest.param(2), pytest.param(6, marks=pytest.mark.slow)])
+def test_kill_while_publishing_over_a_run_leaves_one_complete_set(
+    small_archive: Path, tmp_path: Path, reference, kills: int
+):
+    """Issue 18, item 1: a run (top 7) killed at seeded random moments while it writes
+    and publishes its outputs over a complete earlier run's (the default top 10): the
+    folder shows the earlier run's files, byte for byte, or the new run's, all of them."""
+    out = tmp_path / "out"
+    first = run_args(small_archive, out, "ridge")
+    assert run_process(first, timeout=RUN_TIMEOUT_S).code == 0
+    names = output_names("ridge", report=True)
+    rng = random.Random(f"{SEED}-publish-{kills}")
+    shown = []
+    for _ in range(kills):
+        second = [*first, "--top-stocks", "7"]
+        kill_when(second, out, first_output_after(out), rng.uniform(0, 1.5))
+        assert_consistent_after_kill(Watch(out))
+        if comparable_outputs(out, names) == reference("ridge"):
+            shown.append("earlier")
+            continue
+        document = json.loads((out / "metrics_ridge.json").read_text())
+        assert document["settings"]["portfolio.top_stocks"] == "7", "files of two runs"
+        assert all((out / n).is_file() for n in names), "an incomplete set"
+        shown.append("new")
+        assert run_process(first, timeout=RUN_TIMEOUT_S).code == 0  # the earlier one again
+    assert "earlier" in shown, "every kill came after the publish"
+
+
+def first_output_after(out: Path) -> Trigger:
+    """A new result set is being staged in ``out`` (which already shows one)."""
+    return lambda _: any(is_temporary(p) for p in out.glob(".engine-sets/*"))

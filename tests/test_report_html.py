@@ -20,8 +20,8 @@ from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.pipeline import StageTimer, evaluate_model, prepare
 from engine.pipeline.compare import comparison_table, deflate
-from engine.report import write_comparison, write_outputs
-from engine.report.html import ReportError, render_report
+from engine.report import comparison_files, output_files, publish_outputs
+from engine.report.html import ReportError, rebuild
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
 from engine.schema import ModelName
 
@@ -49,9 +49,9 @@ def outputs(small_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     results = deflate(
         [evaluate_model(archive, spec.with_model(m), prepared, StageTimer()) for m in MODELS]
     )
-    for result in results:
-        write_outputs(result, folder)
-    write_comparison(comparison_table(results), folder, [m.value for m in MODELS])
+    groups = [output_files(result) for result in results]
+    groups.append(comparison_files(comparison_table(results), groups))
+    publish_outputs(folder, groups, MODELS)
     return folder
 
 
@@ -70,7 +70,8 @@ def test_the_page_is_rebuilt_from_the_files_alone(outputs: Path, tmp_path: Path)
              "portfolio_ridge.csv", "attribution_ridge.csv"]  # fmt: skip
     for name in names:
         shutil.copy(outputs / name, tmp_path / name)
-    rebuilt = render_report(tmp_path, "ridge").read_text()
+    (page,) = rebuild(tmp_path, "ridge")
+    rebuilt = page.read_text()
     original = (outputs / "report_ridge.html").read_text()
     strip = re.compile(r'id="[0-9a-f-]{36}"|"[0-9a-f-]{36}"')  # no random ids expected, but safe
     assert strip.sub("", rebuilt) == strip.sub("", original)
@@ -78,8 +79,8 @@ def test_the_page_is_rebuilt_from_the_files_alone(outputs: Path, tmp_path: Path)
 
 def test_a_missing_file_is_a_one_line_error(outputs: Path, tmp_path: Path):
     shutil.copy(outputs / "metrics_ridge.json", tmp_path)
-    with pytest.raises(ReportError, match=r"report_ridge\.parquet not found .*engine run"):
-        render_report(tmp_path, "ridge")
+    with pytest.raises(ReportError, match=r"report_ridge\.json not found .*engine run"):
+        rebuild(tmp_path, "ridge")
 
 
 def test_engine_report_rebuilds_every_page_from_the_outputs(outputs: Path, tmp_path: Path):

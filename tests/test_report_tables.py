@@ -22,9 +22,10 @@ from engine.pipeline.factors import (
 )
 from engine.report.tables import (
     TABLES,
-    read_report_tables,
+    daily_document,
+    parse_report_tables,
     report_tables,
-    write_report_tables,
+    tables_document,
 )
 from engine.research.factors import STYLE_FACTORS, feature_factor
 from engine.schema import ModelName
@@ -55,13 +56,11 @@ def test_rebalance_features_are_the_model_frame_rows_on_rebalance_dates(run):
     assert set(frame["date"].unique().to_numpy()) <= set(data.rebalances)
 
 
-def test_tables_round_trip_through_the_files(run, tmp_path: Path):
+def test_tables_round_trip_through_the_files(run):
     results = run[3]
     tables = report_tables(results[ModelName.RIDGE])
     assert set(tables.tables) == set(TABLES)
-    files = write_report_tables(tables, tmp_path)
-    assert sorted(p.name for p in files.values()) == ["report_ridge.json", "report_ridge.parquet"]
-    back = read_report_tables(tmp_path, "ridge")
+    back = parse_report_tables(tables_document(tables), daily_document(tables))
     assert back.daily.equals(tables.daily)
     assert back.fit == pytest.approx(tables.fit)
     for name, frame in tables.tables.items():
@@ -130,12 +129,11 @@ def test_any_feature_can_be_a_factor(run):
     assert "factor_beta_63d" in tables.daily.columns
 
 
-def test_equal_weight_has_no_ic_but_a_report(run, tmp_path: Path):
+def test_equal_weight_has_no_ic_but_a_report(run):
     results = run[3]
     tables = report_tables(results[ModelName.EQUAL_WEIGHT])
     assert tables.tables["ic"].height == 0
     assert tables.tables["ic_decay"]["periods"].to_list() == [0, 0, 0, 0]
-    write_report_tables(tables, tmp_path)
-    back = read_report_tables(tmp_path, "equal_weight")
+    back = parse_report_tables(tables_document(tables), daily_document(tables))
     assert back.tables["ic"].columns == tables.tables["ic"].columns
     assert all(v is None or math.isnan(v) for v in back.tables["ic_decay"]["ic_mean"].to_list())

@@ -69,16 +69,13 @@ def test_a_termination_during_the_start_or_end_of_a_run_waits_for_it():
     import os
     import signal
 
-    from engine.lifecycle.tracking.record import _whole
+    from engine.lifecycle.tracking import termination
 
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, termination.stop)
     steps = []
     try:
         with pytest.raises(SystemExit) as ended:
-            with _whole():
+            with termination.whole():
                 os.kill(os.getpid(), signal.SIGTERM)
                 steps.append("the run is created")
             steps.append("after the block")

@@ -46,7 +46,8 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:
     registered model, scored on features computed exactly as in ``engine run`` (with the
     model's own settings, read from the spec.json its run logged)."""
     from engine.data.sources import resolve_archive
-    from engine.io.files import atomic_write
+    from engine.io import resultset
+    from engine.io.locks import output_lock
     from engine.lifecycle import registry
     from engine.lifecycle.tracking import store
     from engine.lifecycle.tracking.errors import TrackingError
@@ -65,6 +66,8 @@ def predict(as_of: dt.datetime, model_uri: str | None, **flags: Any) -> None:
     fitted_at = dt.date.fromisoformat(scorer.fitted_at) if scorer.fitted_at else None
     made = predict_on(archive, spec, scorer.features, scorer.score, as_of.date(), fitted_at)
     name = f"predict_{spec.model.name.value}_{made.day}.csv"
-    path = atomic_write(spec.paths.output / name, made.holdings.write_csv)
+    with output_lock(spec.paths.output):  # published beside the run's files, as one set
+        resultset.publish(spec.paths.output, {name: made.holdings.write_csv})
+    path = spec.paths.output / name
     click.echo(f"{uri}: {made.holdings.height} names on {made.day} from {made.scored} scored "
                f"-> {path}")  # fmt: skip

@@ -95,15 +95,16 @@ def _run_all(
     archive: Any, spec: Any, report: bool, hold: contextlib.ExitStack
 ) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline.compare import run_all
-    from engine.report import comparison_summary, write_comparison, write_outputs
+    from engine.report import comparison_files, comparison_summary, output_files, publish_outputs
 
     output = spec.paths.output
     comparison = run_all(archive, spec)
+    groups = [output_files(r, report) for r in comparison.results]
+    groups.append(comparison_files(comparison.table, groups))
+    models = tuple(r.spec.model.name for r in comparison.results)
     hold.enter_context(output_lock(output))
-    files = [write_outputs(r, output, report) for r in comparison.results]
-    models = [r.spec.model.name.value for r in comparison.results] if report else None
-    shared = write_comparison(comparison.table, output, models)
-    files = [{**f, **shared} for f in files]
+    *published, shared = publish_outputs(output, groups, models)  # one result set
+    files = [{**model_files, **shared} for model_files in published]
     click.echo(
         f"every model on {archive.source.value} data (fingerprint {archive.fingerprint[:12]})"
     )

@@ -11,7 +11,9 @@ as ``open`` creates one, mode 0666 less the process's umask (0644 under the usua
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -25,18 +27,29 @@ import pyarrow.parquet as pq
 
 FILE_MODE = 0o666  # before the umask, as open() and the shell create files
 PARQUET_ROW_GROUP = 262_144  # rows per row group of ``sink_parquet`` when not given
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # errors only a write can meet
+# How Polars (Rust's io::Error) and pyarrow word an OS error they report as their own.
+_LIBRARY_ERRNO = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through ``write(binary file object)``, atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with temporary(path) as tmp:
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    try:
+        with temporary(path) as tmp:
+            with os.fdopen(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
+            ) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except Exception as exc:
+        full = disk_full(exc, path)
+        if full is not None:
+            raise full from exc
+        raise
     fsync(path.parent)
     return path
 
@@ -67,6 +80,22 @@ def discard_temporaries() -> None:
     for tmp in list(_in_flight):
         _remove(tmp)
         _in_flight.discard(tmp)
+
+
+def disk_full(exc: BaseException, path: Path) -> OSError | None:
+    """``exc`` as ``OSError(ENOSPC or EDQUOT, strerror, path)`` if it is a full disk (or
+    quota) met while writing ``path`` that does not name its file, else None. Polars and
+    pyarrow report one in their own words, often without the file and not always as an
+    OSError (Polars' Parquet writer raises a ``ComputeError``)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return None
+    number = exc.errno if isinstance(exc, OSError) else None
+    if number is None and isinstance(exc, Exception):
+        found = _LIBRARY_ERRNO.search(str(exc))
+        number = int(found.group(1) or found.group(2)) if found else None
+    if number not in DISK_FULL:
+        return None
+    return OSError(number, os.strerror(number), str(path))
 
 
 def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:

@@ -1,18 +1,24 @@
 """Run outputs on disk and the printed summary.
 
-Every file is written atomically (temporary file in the same folder, fsync, rename),
-so a reader or a crash never sees a half-written file under its final name.
+Every output goes through ``publish_outputs``: the files of one run are published as one
+result set (``engine.io.resultset``), so a reader or a crash never sees a half-written
+file under its final name, nor files of two runs side by side. A run of model ``m``
+replaces every file of ``m`` (those it does not write, such as the report under
+``--no-report``, disappear) and the comparison files, which would otherwise compare an
+``m`` that is no longer there; other models' files stay.
 
 Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
 rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
 ``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the research report:
 its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the page
-``report_m.html`` rendered from the files (``report.html``). ``engine run --model all``
-adds ``comparison.csv`` and ``report_comparison.html``.
+``report_m.html`` (``report.html``), rendered from the bytes of those files, so that
+``engine report`` rebuilds it from them alone. ``engine run --model all`` adds
+``comparison.csv`` and ``report_comparison.html``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable
@@ -21,10 +27,10 @@ from typing import IO
 
 import polars as pl
 
-from engine.io.files import atomic_write
+from engine.io import resultset
 from engine.pipeline import RunResult
 from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
-from engine.schema import PORTFOLIO_COLUMNS
+from engine.schema import PORTFOLIO_COLUMNS, ModelName
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -67,53 +73,133 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
-def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[str, Path]:
-    """Write the model's CSVs, metrics JSON and (``report``) its research report, each
-    file atomically and the page last (it is rendered from the files); return key -> path."""
-    model = result.spec.model.name.value
+Files = dict[str, tuple[str, Callable[[IO[bytes]], object]]]  # key -> (file name, writer)
+# Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
+MODEL_FILES = {
+    "portfolio": ("portfolio", ".csv"),
+    "holdings": ("holdings", ".csv"),
+    "equity": ("equity", ".csv"),
+    "ic": ("ic", ".csv"),
+    "attribution": ("attribution", ".csv"),
+    "metrics": ("metrics", ".json"),
+    "report_daily": ("report", ".parquet"),
+    "report_tables": ("report", ".json"),
+    "report": ("report", ".html"),
+}
+COMPARISON_FILES = ("comparison.csv", "report_comparison.html")
+# What a page is rendered from: field of ``report.html.ModelFiles`` -> key of MODEL_FILES.
+PAGE_SOURCES = {"metrics": "metrics", "tables": "report_tables", "daily": "report_daily",
+                "portfolio": "portfolio", "attribution": "attribution"}  # fmt: skip
+
+
+def model_file(key: str, model: ModelName | str) -> str:
+    """The file name of output ``key`` (one of ``MODEL_FILES``) of ``model``."""
+    prefix, suffix = MODEL_FILES[key]
+    return f"{prefix}_{ModelName(model).value}{suffix}"
+
+
+def output_files(result: RunResult, report: bool = True) -> Files:
+    """The model's CSVs, metrics JSON and (``report``) its research report: key -> (file
+    name, writer). The page is rendered from the bytes the other files get."""
+    model = result.spec.model.name
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
-    document = json.dumps(metrics_document(result), indent=2).encode()
-    files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
-        "portfolio": (f"portfolio_{model}.csv", portfolio.write_csv),
-        "holdings": (f"holdings_{model}.csv", result.history.write_csv),
-        "equity": (f"equity_{model}.csv", result.equity.write_csv),
-        "ic": (f"ic_{model}.csv", result.ic.write_csv),
-        "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
-        "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
+    contents = {
+        "portfolio": _csv(portfolio),
+        "holdings": _csv(result.history),
+        "equity": _csv(result.equity),
+        "ic": _csv(result.ic),
+        "attribution": _csv(result.attribution),
+        "metrics": json.dumps(metrics_document(result), indent=2).encode(),
     }
     if report:
-        files |= _report_files(result, folder)
-    return {key: atomic_write(folder / name, fn) for key, (name, fn) in files.items()}
+        contents |= _report_contents(result, contents)
+    return {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
 
 
-def _report_files(
-    result: RunResult, folder: Path
-) -> dict[str, tuple[str, Callable[[IO[bytes]], object]]]:
-    """The report's data files and its page (written in this order, after the others)."""
-    from engine.report.html import report_name, report_page
-    from engine.report.tables import report_files, report_tables, tables_document
+def _report_contents(result: RunResult, contents: dict[str, bytes]) -> dict[str, bytes]:
+    """The report's data and page, from the run and the ``contents`` of its other files."""
+    from engine.report.html import ModelFiles, report_page
+    from engine.report.tables import daily_document, report_tables, tables_document
 
     tables = report_tables(result)
-    names = {k: p.name for k, p in report_files(folder, tables.model).items()}
-    return {
-        "report_daily": (names["report_daily"], tables.daily.write_parquet),
-        "report_tables": (names["report_tables"], lambda f: f.write(tables_document(tables))),
-        "report": (report_name(tables.model), lambda f: f.write(report_page(folder, tables.model))),
-    }
+    document, daily = tables_document(tables), daily_document(tables)
+    files = ModelFiles(contents["metrics"], document, daily, contents["portfolio"],
+                       contents["attribution"])  # fmt: skip
+    page = report_page(tables.model, files)
+    return {"report_daily": daily, "report_tables": document, "report": page}
+
+
+def comparison_files(table: pl.DataFrame, groups: list[Files] | tuple[Files, ...] = ()) -> Files:
+    """``comparison.csv`` and, given the model ``groups`` (``output_files`` with the
+    report) it compares, ``report_comparison.html``: key -> (file name, writer)."""
+    csv = _csv(table)
+    files: Files = {"comparison": (COMPARISON_FILES[0], _writer(csv))}
+    if groups and all("report" in group for group in groups):
+        from engine.report.html import ModelFiles, comparison_page
+
+        sources = {
+            _model_of(group): ModelFiles(
+                **{field: _contents(group[key][1]) for field, key in PAGE_SOURCES.items()}
+            )
+            for group in groups
+        }
+        files["report_comparison"] = (COMPARISON_FILES[1], _writer(comparison_page(csv, sources)))
+    return files
+
+
+def _model_of(group: Files) -> str:
+    """The model whose ``output_files`` ``group`` is."""
+    return group["metrics"][0].removeprefix("metrics_").removesuffix(".json")
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def _contents(write: Callable[[IO[bytes]], object]) -> bytes:
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _writer(data: bytes) -> Callable[[IO[bytes]], object]:
+    return lambda f: f.write(data)
+
+
+def publish_outputs(
+    folder: Path, groups: list[Files], replaces: tuple[ModelName, ...] = ()
+) -> list[dict[str, Path]]:
+    """Publish every file of ``groups`` in ``folder`` as one result set, retiring the
+    files of the models ``replaces`` (and, if any, the comparison) that it does not
+    write; return each group's key -> path in the published set. The caller holds the
+    folder's output lock."""
+    writers = {name: write for group in groups for name, write in group.values()}
+    if len(writers) != sum(len(group) for group in groups):
+        raise ValueError("two outputs of one run have the same file name")
+    retired = {model_file(key, m) for key in MODEL_FILES for m in replaces}
+    retired |= set(COMPARISON_FILES) if replaces else set()
+    published = resultset.publish(folder, writers, retired.__contains__)
+    return [{key: published[name] for key, (name, _) in group.items()} for group in groups]
+
+
+def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[str, Path]:
+    """Publish the model's files (``output_files``) as a result set replacing the
+    model's; return key -> path. The caller holds the folder's output lock."""
+    model = result.spec.model.name
+    return publish_outputs(folder, [output_files(result, report)], (model,))[0]
 
 
 def write_comparison(
-    table: pl.DataFrame, folder: Path, models: list[str] | None = None
+    table: pl.DataFrame,
+    results: list[RunResult] | tuple[RunResult, ...],
+    folder: Path,
+    report: bool = True,
 ) -> dict[str, Path]:
-    """``comparison.csv`` and, given the ``models`` whose reports are written,
-    ``report_comparison.html`` (after them: it reads their files)."""
-    out = {"comparison": atomic_write(folder / "comparison.csv", table.write_csv)}
-    if models:
-        from engine.report.html import COMPARISON_REPORT, comparison_page
-
-        page = comparison_page(folder, models)
-        out["report_comparison"] = atomic_write(folder / COMPARISON_REPORT, lambda f: f.write(page))
-    return out
+    """Publish ``comparison.csv`` and (``report``) ``report_comparison.html``; key -> path."""
+    groups = [output_files(r) for r in results] if report else []
+    return publish_outputs(folder, [comparison_files(table, groups)])[0]
 
 
 def _pct(value: float) -> str:

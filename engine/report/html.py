@@ -13,22 +13,26 @@ page is a Jinja2 template shipped in ``engine/report/templates``.
 
 from __future__ import annotations
 
+import io
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
-from engine.io.files import atomic_write
+from engine.io import resultset
 from engine.report import charts
 from engine.report.errors import ReportError
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
-from engine.report.tables import read_report_tables, report_files
+from engine.report.tables import ReportTables, parse_report_tables
 from engine.report.verdict import SIGNIFICANT_T, verdict
 
 COMPARISON_REPORT = "report_comparison.html"
+COMPARISON_FILE = "comparison.csv"
 
 
 def _need(path: Path) -> Path:
@@ -37,17 +41,45 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _model_files(folder: Path, model: str) -> tuple[dict[str, Any], Any]:
-    """``model``'s metrics document and report data, or a ReportError saying which files
-    are unreadable (truncated, or not the engine's)."""
-    _need(folder / f"metrics_{model}.json")
+@dataclass(frozen=True)
+class ModelFiles:
+    """The bytes of the output files one model's page is rendered from (``SOURCES``)."""
+
+    metrics: bytes
+    tables: bytes
+    daily: bytes
+    portfolio: bytes
+    attribution: bytes
+
+
+# field of ModelFiles -> its file name, "{}" standing for the model
+SOURCES = {
+    "metrics": "metrics_{}.json",
+    "tables": "report_{}.json",
+    "daily": "report_{}.parquet",
+    "portfolio": "portfolio_{}.csv",
+    "attribution": "attribution_{}.csv",
+}
+
+
+def read_model_files(folder: Path, model: str) -> ModelFiles:
+    """``model``'s files in ``folder``; a ReportError names the first one missing."""
+    return ModelFiles(
+        **{
+            key: _need(Path(folder) / name.format(model)).read_bytes()
+            for key, name in SOURCES.items()
+        }
+    )
+
+
+def _parsed(model: str, files: ModelFiles) -> tuple[dict[str, Any], ReportTables]:
+    """``model``'s metrics document and report data, or a ReportError saying they are
+    unreadable (truncated, or not the engine's)."""
     try:
-        document = json.loads((folder / f"metrics_{model}.json").read_text())
-        return document, read_report_tables(folder, model)
+        return json.loads(files.metrics), parse_report_tables(files.tables, files.daily)
     except (ValueError, KeyError, pl.exceptions.PolarsError) as exc:
         raise ReportError(
-            f"the output files of {model} in {folder} are unreadable ({type(exc).__name__}): "
-            "rerun `engine run`"
+            f"the output files of {model} are unreadable ({type(exc).__name__}): rerun `engine run`"
         ) from exc
 
 
@@ -114,14 +146,11 @@ def _charts(report: Any, attribution: pl.DataFrame) -> dict[str, str]:
     return {key: charts.chart_html(fig, f"chart-{key}") for key, fig in figures.items()}
 
 
-def report_context(folder: Path, model: str) -> dict[str, Any]:
-    """Everything the page shows, read from the output files of ``model`` in ``folder``."""
-    folder = Path(folder)
-    for path in report_files(folder, model).values():
-        _need(path)
-    document, report = _model_files(folder, model)
-    attribution = pl.read_csv(_need(folder / f"attribution_{model}.csv"))
-    holdings = pl.read_csv(_need(folder / f"portfolio_{model}.csv"))
+def report_context(model: str, files: ModelFiles) -> dict[str, Any]:
+    """Everything ``model``'s page shows, from its output ``files``."""
+    document, report = _parsed(model, files)
+    attribution = pl.read_csv(io.BytesIO(files.attribution))
+    holdings = pl.read_csv(io.BytesIO(files.portfolio))
     fit_rows = report.tables["factor_fit"].to_dicts()
     spread = {r["horizon"]: r for r in report.tables["quintile_spread"].drop("periods").to_dicts()}
     decay_rows = [r | spread.get(r["horizon"], {}) for r in report.tables["ic_decay"].to_dicts()]
@@ -142,16 +171,10 @@ def report_context(folder: Path, model: str) -> dict[str, Any]:
     }
 
 
-def report_page(folder: Path, model: str) -> bytes:
-    """The HTML of ``report_<model>.html`` from the run's output files in ``folder``."""
+def report_page(model: str, files: ModelFiles) -> bytes:
+    """The HTML of ``report_<model>.html`` from ``model``'s output ``files``."""
     template = _environment().get_template("report.html.j2")
-    return template.render(**report_context(folder, model), **_assets()).encode()
-
-
-def render_report(folder: Path, model: str) -> Path:
-    """Write ``report_<model>.html`` in ``folder`` from the run's output files; return it."""
-    page = report_page(folder, model)
-    return atomic_write(Path(folder) / report_name(model), lambda f: f.write(page))
+    return template.render(**report_context(model, files), **_assets()).encode()
 
 
 def report_name(model: str) -> str:
@@ -159,14 +182,13 @@ def report_name(model: str) -> str:
     return f"report_{model}.html"
 
 
-def comparison_context(folder: Path, models: list[str] | None = None) -> dict[str, Any]:
-    """The comparison page's content: ``comparison.csv`` and each model's report files."""
-    folder = Path(folder)
-    table = pl.read_csv(_need(folder / "comparison.csv"))
-    models = models or table["model"].to_list()
+def comparison_context(table: bytes, files: dict[str, ModelFiles]) -> dict[str, Any]:
+    """The comparison page's content: ``comparison.csv`` (``table``) and the output
+    ``files`` of each model, in the table's order."""
+    frame = pl.read_csv(io.BytesIO(table))
     rows, curves = [], {}
-    for model in models:
-        document, report = _model_files(folder, model)
+    for model in frame["model"].to_list():
+        document, report = _parsed(model, files[model])
         fit_rows = report.tables["factor_fit"].to_dicts()
         alpha = next(r for r in fit_rows if r["term"] == "alpha")
         rows.append(
@@ -183,24 +205,19 @@ def comparison_context(folder: Path, models: list[str] | None = None) -> dict[st
     return {
         "rows": rows,
         "doc": document,
-        "table": table.to_dicts(),
-        "columns": table.columns,
+        "table": frame.to_dicts(),
+        "columns": frame.columns,
         "sections": {s.id: s for s in COMPARISON_SECTIONS},
         "order": COMPARISON_SECTIONS,
         "charts": {"equity": charts.chart_html(figure, "chart-equity")},
     }
 
 
-def comparison_page(folder: Path, models: list[str] | None = None) -> bytes:
-    """The HTML of ``report_comparison.html`` from the output files in ``folder``."""
+def comparison_page(table: bytes, files: dict[str, ModelFiles]) -> bytes:
+    """The HTML of ``report_comparison.html`` from ``comparison.csv`` and each model's
+    output files."""
     template = _environment().get_template("comparison.html.j2")
-    return template.render(**comparison_context(folder, models), **_assets()).encode()
-
-
-def render_comparison(folder: Path, models: list[str] | None = None) -> Path:
-    """Write ``report_comparison.html`` (every model of ``comparison.csv`` by default)."""
-    page = comparison_page(folder, models)
-    return atomic_write(Path(folder) / COMPARISON_REPORT, lambda f: f.write(page))
+    return template.render(**comparison_context(table, files), **_assets()).encode()
 
 
 def reported_models(folder: Path) -> list[str]:
@@ -211,8 +228,9 @@ def reported_models(folder: Path) -> list[str]:
 
 def rebuild(folder: Path, model: str | None = None) -> list[Path]:
     """Render the pages of ``model`` (default: every model with report data, and the
-    comparison page when ``comparison.csv`` is there) from the files in ``folder``, holding
-    the folder's output lock (a run writing there meanwhile is waited for)."""
+    comparison page when ``comparison.csv`` is there) from the files in ``folder`` and
+    publish them there (a result set: the run's other files stay), holding the folder's
+    output lock (a run writing there meanwhile is waited for)."""
     from engine.io.locks import output_lock
 
     folder = Path(folder)
@@ -224,7 +242,15 @@ def rebuild(folder: Path, model: str | None = None) -> list[Path]:
             raise ReportError(
                 f"no report data (report_<model>.json) in {folder}: run `engine run` first"
             )
-        pages = [render_report(folder, m) for m in models]
-        if model is None and (folder / "comparison.csv").is_file():
-            pages.append(render_comparison(folder))
-    return pages
+        pages = {report_name(m): report_page(m, read_model_files(folder, m)) for m in models}
+        if model is None and (folder / COMPARISON_FILE).is_file():
+            table = (folder / COMPARISON_FILE).read_bytes()
+            names = pl.read_csv(io.BytesIO(table))["model"].to_list()
+            files = {m: read_model_files(folder, m) for m in names}
+            pages[COMPARISON_REPORT] = comparison_page(table, files)
+        resultset.publish(folder, {name: _writer(page) for name, page in pages.items()})
+    return [folder / name for name in pages]
+
+
+def _writer(data: bytes) -> Callable[[IO[bytes]], object]:
+    return lambda f: f.write(data)

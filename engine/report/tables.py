@@ -1,6 +1,6 @@
 """The research report's data: every table the HTML report shows, computed once from a
 run's results and written beside the other outputs, so that the page can be rebuilt
-from the files alone (``report.html.render_report``) without recomputing.
+from the files alone (``report.html.rebuild``) without recomputing.
 
 Files, per model ``m``:
 
@@ -8,23 +8,24 @@ Files, per model ``m``:
 * ``report_m.json``: the small tables (``TABLES``) as lists of records, the factor
   regression's scalars and the factors' descriptions.
 
-The HTML also reads the run's ``metrics_m.json``, ``portfolio_m.csv`` and
-``attribution_m.csv`` (and ``comparison.csv`` for the comparison page).
+The page is rendered from these contents and the run's ``metrics_m.json``,
+``portfolio_m.csv`` and ``attribution_m.csv`` (and ``comparison.csv`` for the comparison
+page), in memory when the run writes them, from the files when ``engine report`` rebuilds
+it: the same bytes either way.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from engine.io.files import atomic_write
 from engine.pipeline import RunResult
 from engine.research import signal, tearsheet
 from engine.research.attribution import FactorFit
@@ -179,14 +180,6 @@ def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> Re
 
 
 # --- files ------------------------------------------------------------------------------
-def report_files(folder: Path, model: str) -> dict[str, Path]:
-    """The report data files of ``model`` in ``folder``: key -> path."""
-    return {
-        "report_daily": folder / f"report_{model}.parquet",
-        "report_tables": folder / f"report_{model}.json",
-    }
-
-
 def _plain(value: Any) -> Any:
     """A JSON value: dates as ISO strings, NaN and infinities as null."""
     if isinstance(value, date):
@@ -216,29 +209,27 @@ def tables_document(tables: ReportTables) -> bytes:
     return json.dumps(document, indent=1).encode()
 
 
-def write_report_tables(tables: ReportTables, folder: Path) -> dict[str, Path]:
-    """Write ``report_<model>.parquet`` and ``report_<model>.json``; return key -> path."""
-    files = report_files(Path(folder), tables.model)
-    body = tables_document(tables)
-    atomic_write(files["report_daily"], tables.daily.write_parquet)
-    atomic_write(files["report_tables"], lambda f: f.write(body))
-    return files
+def daily_document(tables: ReportTables) -> bytes:
+    """The content of ``report_<model>.parquet``: the daily series."""
+    buffer = io.BytesIO()
+    tables.daily.write_parquet(buffer)
+    return buffer.getvalue()
 
 
-def read_report_tables(folder: Path, model: str) -> ReportTables:
-    """The report data of ``model`` as ``write_report_tables`` wrote it (dates of the small
-    tables come back as ISO strings, missing values as null)."""
-    files = report_files(Path(folder), model)
-    document = json.loads(files["report_tables"].read_text())
+def parse_report_tables(document: bytes, daily: bytes) -> ReportTables:
+    """The report data from the contents of ``report_<model>.json`` (``tables_document``)
+    and ``report_<model>.parquet`` (``daily_document``); dates of the small tables come
+    back as ISO strings, missing values as null."""
+    parsed = json.loads(document)
     tables = {
         name: pl.DataFrame(t["rows"], schema=t["columns"], orient="row", infer_schema_length=None)
-        for name, t in document["tables"].items()
+        for name, t in parsed["tables"].items()
     }
     return ReportTables(
-        model=document["model"],
-        daily=pl.read_parquet(files["report_daily"]),
+        model=parsed["model"],
+        daily=pl.read_parquet(io.BytesIO(daily)),
         tables=tables,
-        fit=document["fit"],
-        factors=document["factors"],
-        meta=document["meta"],
+        fit=parsed["fit"],
+        factors=parsed["factors"],
+        meta=parsed["meta"],
     )

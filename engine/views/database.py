@@ -120,7 +120,9 @@ class Sources:
         tables = {name: (Path(cache_dir) / f"{name}.parquet").resolve() for name in CACHE_TABLES}
         outputs = {}
         for view in OUTPUT_VIEWS if output_path is not None else ():
-            files = tuple(p.resolve() for p in view.files(Path(output_path)))
+            # by the output's own name, not the result set it links to: the views of the
+            # persistent database then read whatever set is published (``io.resultset``)
+            files = tuple(Path(os.path.abspath(p)) for p in view.files(Path(output_path)))
             if files:
                 outputs[view.view] = files
         return cls(tables, outputs)
