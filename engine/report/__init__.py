@@ -18,6 +18,7 @@ its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -73,7 +74,8 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
-Files = dict[str, tuple[str, Callable[[IO[bytes]], object]]]  # key -> (file name, writer)
+Writer = Callable[[IO[bytes]], object]
+Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 # Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
 MODEL_FILES = {
     "portfolio": ("portfolio", ".csv"),
@@ -86,6 +88,7 @@ MODEL_FILES = {
     "report_tables": ("report", ".json"),
     "report": ("report", ".html"),
 }
+REPORT_KEYS = ("report_daily", "report_tables", "report")
 COMPARISON_FILES = ("comparison.csv", "report_comparison.html")
 # What a page is rendered from: field of ``report.html.ModelFiles`` -> key of MODEL_FILES.
 PAGE_SOURCES = {"metrics": "metrics", "tables": "report_tables", "daily": "report_daily",
@@ -100,7 +103,9 @@ def model_file(key: str, model: ModelName | str) -> str:
 
 def output_files(result: RunResult, report: bool = True) -> Files:
     """The model's CSVs, metrics JSON and (``report``) its research report: key -> (file
-    name, writer). The page is rendered from the bytes the other files get."""
+    name, writer). The report is computed when its first file is written (inside the
+    result set's staging, as the files before it are), and the page rendered from the
+    bytes the other files get."""
     model = result.spec.model.name
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
     contents = {
@@ -111,9 +116,11 @@ def output_files(result: RunResult, report: bool = True) -> Files:
         "attribution": _csv(result.attribution),
         "metrics": json.dumps(metrics_document(result), indent=2).encode(),
     }
-    if report:
-        contents |= _report_contents(result, contents)
-    return {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
+    files = {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
+    if report:  # computed by the first of its writers, as the result set is written
+        made = functools.cache(lambda: _report_contents(result, contents))
+        files |= {key: (model_file(key, model), _part(made, key)) for key in REPORT_KEYS}
+    return files
 
 
 def _report_contents(result: RunResult, contents: dict[str, bytes]) -> dict[str, bytes]:
@@ -135,16 +142,31 @@ def comparison_files(table: pl.DataFrame, groups: list[Files] | tuple[Files, ...
     csv = _csv(table)
     files: Files = {"comparison": (COMPARISON_FILES[0], _writer(csv))}
     if groups and all("report" in group for group in groups):
-        from engine.report.html import ModelFiles, comparison_page
+        # a copy: the caller may append this group to its list
+        files["report_comparison"] = (COMPARISON_FILES[1], _comparison_writer(csv, tuple(groups)))
+    return files
 
+
+def _comparison_writer(csv: bytes, groups: list[Files] | tuple[Files, ...]) -> Writer:
+    """The writer of the comparison page: rendered when called, from the bytes the
+    ``groups``' writers give."""
+    from engine.report.html import ModelFiles, comparison_page
+
+    def write(f: IO[bytes]) -> object:
         sources = {
             _model_of(group): ModelFiles(
                 **{field: _contents(group[key][1]) for field, key in PAGE_SOURCES.items()}
             )
             for group in groups
         }
-        files["report_comparison"] = (COMPARISON_FILES[1], _writer(comparison_page(csv, sources)))
-    return files
+        return f.write(comparison_page(csv, sources))
+
+    return write
+
+
+def _part(made: Callable[[], dict[str, bytes]], key: str) -> Writer:
+    """The writer of the ``key`` part of what ``made`` returns."""
+    return lambda f: f.write(made()[key])
 
 
 def _model_of(group: Files) -> str:
@@ -158,13 +180,13 @@ def _csv(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _contents(write: Callable[[IO[bytes]], object]) -> bytes:
+def _contents(write: Writer) -> bytes:
     buffer = io.BytesIO()
     write(buffer)
     return buffer.getvalue()
 
 
-def _writer(data: bytes) -> Callable[[IO[bytes]], object]:
+def _writer(data: bytes) -> Writer:
     return lambda f: f.write(data)
 
 
