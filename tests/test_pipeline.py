@@ -150,14 +150,14 @@ def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
         prepare(short, base.replace(**{"paths.frame_cache": False}), StageTimer())
 
 
-def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
+def test_outputs_report_and_metrics_document(comparison, tmp_path: Path):
     result = comparison.results[0]
     files = write_outputs(result, tmp_path)
     for key in ("portfolio", "holdings", "equity", "ic", "attribution", "metrics",
-                "plot_equity", "plot_drawdown", "plot_rolling_ic"):  # fmt: skip
+                "report_daily", "report_tables", "report"):  # fmt: skip
         assert files[key].is_file() and files[key].stat().st_size > 0
-    for key in ("plot_equity", "plot_drawdown", "plot_rolling_ic"):
-        assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["report"].name == "report_ridge.html"
+    assert files["report"].read_text().lower().startswith("<!doctype html>")
     assert pl.read_csv(files["portfolio"]).columns == [
         "date",
         "symbol",
@@ -173,8 +173,13 @@ def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
         result.attribution["total"].sum()
     )
     assert metrics_document(result)["model"] == "ridge"
-    shared = write_comparison(comparison.table, comparison.results, tmp_path)
+    fit = result.factor_fit.table
+    assert doc["metrics"]["factor_alpha"] == pytest.approx(fit["coef"][0])
+    assert doc["metrics"]["factor_momentum_tstat"] == pytest.approx(fit["tstat"][2])
+    assert doc["metrics"]["factor_r2"] == pytest.approx(result.factor_fit.r2)
+    shared = write_comparison(comparison.table, comparison.results, tmp_path, report=False)
     assert pl.read_csv(shared["comparison"]).height == len(ModelName)
+    assert "report_comparison" not in shared  # the page is tested in test_report_html
     assert list(tmp_path.glob(".*.tmp")) == []  # atomic writes leave no temporary files
 
 
@@ -193,7 +198,8 @@ def test_cli_run_all_prints_the_table_and_the_caveats(small_archive: Path, tmp_p
     assert {p.name for p in out.glob("metrics_*.json")} == {
         f"metrics_{m.value}.json" for m in ModelName
     }
-    assert not list(out.glob("*.png"))
+    assert not list(out.glob("report_*"))
+    assert "alpha, t: annualised alpha" in result.stdout
 
 
 def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):
@@ -210,7 +216,7 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
              "--cost-bps", "25", "--execution-lag", "2", "--min-train-periods", "4"]  # fmt: skip
     result = CliRunner().invoke(
         main,
-        ["run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+        ["run", "--no-tracking", "--data-path", str(small_archive),
          "--output-path", str(tmp_path), *flags],
         catch_exceptions=False,
     )  # fmt: skip
@@ -224,3 +230,5 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     assert {k: recorded[k] for k in expected} == expected
     holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
     assert holdings["weight"].max() <= 0.15 + 1e-9
+    assert "after factors: alpha " in result.stdout and "report_lasso.html" in result.stdout
+    assert "quarterly rebalance" in (tmp_path / "report_lasso.html").read_text()

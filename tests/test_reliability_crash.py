@@ -63,7 +63,7 @@ def reference(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
                 args.remove("--no-tracking")
             outcome = run_process(args, timeout=RUN_TIMEOUT_S)
             assert outcome.code == 0, outcome.stderr
-            done[model, tracked] = comparable_outputs(out, output_names(model, plots=True))
+            done[model, tracked] = comparable_outputs(out, output_names(model, report=True))
         return done[model, tracked]
 
     return outputs
@@ -101,7 +101,7 @@ def test_kill_while_writing_outputs_then_rerun_equals_an_uninterrupted_run(
     out = tmp_path / "out"
     args = run_args(small_archive, out, "ridge")
     kill_when(args, out, first_output(out, "ridge"))
-    names = output_names("ridge", plots=True)
+    names = output_names("ridge", report=True)
     assert not all((out / n).exists() for n in names), "the kill came after the last output"
     assert_consistent_after_kill(Watch(out))
     assert_rerun_matches(args, out, reference("ridge"))
@@ -131,9 +131,9 @@ def test_kill_at_each_stage_then_rerun_equals_an_uninterrupted_run(
             watch = kill_when(args, out, line(rf"walk-forward {model} \.\.\.$"), delay)
             missed = watch.saw(rf"walk-forward {model} done")
         else:
-            delay = rng.uniform(0.05, 0.6)  # the plots take ~1-2 s after the first CSV
+            delay = rng.uniform(0.05, 0.6)  # the report takes ~1-2 s after the first CSV
             watch = kill_when(args, out, first_output(out, model), delay)
-            missed = all((out / n).exists() for n in output_names(model, plots=True))
+            missed = all((out / n).exists() for n in output_names(model, report=True))
         assert_consistent_after_kill(watch)
         if not missed:
             break
@@ -203,7 +203,7 @@ def test_kill_while_publishing_over_a_run_leaves_one_complete_set(
     out = tmp_path / "out"
     first = run_args(small_archive, out, "ridge")
     assert run_process(first, timeout=RUN_TIMEOUT_S).code == 0
-    names = output_names("ridge", plots=True)
+    names = output_names("ridge", report=True)
     rng = random.Random(f"{SEED}-publish-{kills}")
     shown = []
     for _ in range(kills):

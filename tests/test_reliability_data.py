@@ -158,7 +158,7 @@ KINDS = ("floor", "spike", "split")
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_run_on_implausible_prices_warns_without_a_numpy_warning(tmp_path, kind):
     """A real process under ``-W error::RuntimeWarning`` (and PYTHONWARNINGS, for any child
-    process): exit 0, the outputs and plots written, one line naming the price."""
+    process): exit 0, the outputs and the report written, one line naming the price."""
     data, where = implausible_archive(tmp_path / "data", kind)
     out = tmp_path / "out"
     args = [sys.executable, "-W", "error::RuntimeWarning", ENGINE, "run",
@@ -172,7 +172,7 @@ def test_a_run_on_implausible_prices_warns_without_a_numpy_warning(tmp_path, kin
     assert len(lines) == 1, done.stderr
     (line,) = lines
     assert where in line
-    assert (out / "equity_ridge.png").is_file()
+    assert (out / "report_ridge.html").is_file()
 
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -30,13 +30,14 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.io.memory import InsufficientMemory
     from engine.lifecycle.promotion import PolicyError
     from engine.lifecycle.registry import RegistryError
+    from engine.report.errors import ReportError
     from engine.research.models import ModelError
     from engine.research.portfolio import PortfolioError
     from engine.views.database import QueryError
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
-        RegistryError, QueryError, InsufficientMemory,
+        RegistryError, QueryError, InsufficientMemory, ReportError,
     )  # fmt: skip
 
 
@@ -176,7 +177,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict", "serve", "sql")
+COMMAND_MODULES = ("run", "report", "data", "registry", "predict", "serve", "sql")
 
 
 def _register() -> None:

@@ -26,9 +26,12 @@ from engine.data.archive import Archive
 from engine.features import DEFAULT_FEATURES
 from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
+from engine.pipeline.factors import live_factors, model_attribution, run_factors
 from engine.pipeline.frame import MIN_HISTORY_ROWS
 from engine.pipeline.market import market
 from engine.pipeline.modeldata import ModelData, model_data, model_inputs
+from engine.research import signal
+from engine.research.attribution import FactorFit
 from engine.research.backtest import Market
 from engine.research.models import ModelError
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
@@ -64,6 +67,11 @@ class RunResult:
     fitted_at : ISO date of the rebalance at which ``model`` was fitted: it was trained only
         on labels known by then ("" for baselines).
     input_example : a few normalised feature rows (for the model signature).
+    factors : date and the daily factor returns over the live period (the days of
+        ``equity``; NaN where a factor has none).
+    factor_fit : the regression of the daily net return minus the universe's on
+        ``factors`` (loadings, annualised alpha, Newey-West t-stats, R^2).
+    signal : the score's quality over horizons (``research.signal.signal_tables``).
     """
 
     spec: RunSpec
@@ -81,15 +89,20 @@ class RunResult:
     timings: dict[str, float]
     attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
     fitted_at: str = ""
+    factors: pl.DataFrame = field(default_factory=pl.DataFrame)
+    factor_fit: FactorFit | None = None
+    signal: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The data every model of a run shares."""
+    """The data every model of a run shares: the model frame's arrays, the daily market
+    panel, the model signature's example rows and the daily factor returns."""
 
     data: ModelData
     market: Market
     input_example: pl.DataFrame
+    factors: pl.DataFrame
 
 
 def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
@@ -110,7 +123,9 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
         )
     # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
-    return Prepared(data, panel, example)
+    with timer.stage("factors"):
+        factors = run_factors(data, panel, spec.backtest.execution_lag)
+    return Prepared(data, panel, example, factors)
 
 
 def _no_label(horizon: int, days: int) -> str:
@@ -151,6 +166,11 @@ def evaluate_model(
         ic, metrics = ev.prediction_metrics(predictions, data.label, model, overlap)
         metrics |= ev.backtest_metrics(equity)
         metrics |= {f"model_{k}": v for k, v in result.info.items()}
+    with timer.stage("attribution"):
+        factors = live_factors(equity, prepared.factors)
+        fit = model_attribution(equity, factors)
+        quality = signal.signal_tables(predictions, panel)
+        metrics |= fit.metrics()
     return RunResult(
         spec=spec,
         fingerprint=archive.fingerprint,
@@ -167,6 +187,9 @@ def evaluate_model(
         timings=dict(timer.seconds),
         fitted_at=str(data.rebalances[max(result.fits)]) if result.fits else "",
         attribution=attribution,
+        factors=factors,
+        factor_fit=fit,
+        signal=quality,
     )
 
 

@@ -3,19 +3,23 @@
 Every output goes through ``publish_outputs``: the files of one run are published as one
 result set (``engine.io.resultset``), so a reader or a crash never sees a half-written
 file under its final name, nor files of two runs side by side. A run of model ``m``
-replaces every file of ``m`` (those it does not write, such as plots under
-``--no-plots``, disappear) and the comparison files, which would otherwise compare an
+replaces every file of ``m`` (those it does not write, such as the report under
+``--no-report``, disappear) and the comparison files, which would otherwise compare an
 ``m`` that is no longer there; other models' files stay.
 
 Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
 rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
-``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the plots
-``equity_m.png``, ``drawdown_m.png``, ``rolling_ic_m.png``. ``engine run --model all``
-adds ``comparison.csv`` and ``equity_all.png``.
+``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the research report:
+its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the page
+``report_m.html`` (``report.html``), rendered from the bytes of those files, so that
+``engine report`` rebuilds it from them alone. ``engine run --model all`` adds
+``comparison.csv`` and ``report_comparison.html``.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 from collections.abc import Callable
@@ -26,7 +30,7 @@ import polars as pl
 
 from engine.io import resultset
 from engine.pipeline import RunResult
-from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
+from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
 from engine.schema import PORTFOLIO_COLUMNS, ModelName
 
 CAVEATS = (
@@ -70,7 +74,8 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
-Files = dict[str, tuple[str, Callable[[IO[bytes]], object]]]  # key -> (file name, writer)
+Writer = Callable[[IO[bytes]], object]
+Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 # Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
 MODEL_FILES = {
     "portfolio": ("portfolio", ".csv"),
@@ -79,11 +84,15 @@ MODEL_FILES = {
     "ic": ("ic", ".csv"),
     "attribution": ("attribution", ".csv"),
     "metrics": ("metrics", ".json"),
-    "plot_equity": ("equity", ".png"),
-    "plot_drawdown": ("drawdown", ".png"),
-    "plot_rolling_ic": ("rolling_ic", ".png"),
+    "report_daily": ("report", ".parquet"),
+    "report_tables": ("report", ".json"),
+    "report": ("report", ".html"),
 }
-COMPARISON_FILES = ("comparison.csv", "equity_all.png")
+REPORT_KEYS = ("report_daily", "report_tables", "report")
+COMPARISON_FILES = ("comparison.csv", "report_comparison.html")
+# What a page is rendered from: field of ``report.html.ModelFiles`` -> key of MODEL_FILES.
+PAGE_SOURCES = {"metrics": "metrics", "tables": "report_tables", "daily": "report_daily",
+                "portfolio": "portfolio", "attribution": "attribution"}  # fmt: skip
 
 
 def model_file(key: str, model: ModelName | str) -> str:
@@ -92,36 +101,93 @@ def model_file(key: str, model: ModelName | str) -> str:
     return f"{prefix}_{ModelName(model).value}{suffix}"
 
 
-def output_files(result: RunResult, plots: bool = True) -> Files:
-    """The model's CSVs, metrics JSON and (``plots``) PNGs: key -> (file name, writer)."""
+def output_files(result: RunResult, report: bool = True) -> Files:
+    """The model's CSVs, metrics JSON and (``report``) its research report: key -> (file
+    name, writer). The report is computed when its first file is written (inside the
+    result set's staging, as the files before it are), and the page rendered from the
+    bytes the other files get."""
     model = result.spec.model.name
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
-    document = json.dumps(metrics_document(result), indent=2).encode()
-    writers: dict[str, Callable[[IO[bytes]], object]] = {
-        "portfolio": portfolio.write_csv,
-        "holdings": result.history.write_csv,
-        "equity": result.equity.write_csv,
-        "ic": result.ic.write_csv,
-        "attribution": result.attribution.write_csv,
-        "metrics": lambda f: f.write(document),
+    contents = {
+        "portfolio": _csv(portfolio),
+        "holdings": _csv(result.history),
+        "equity": _csv(result.equity),
+        "ic": _csv(result.ic),
+        "attribution": _csv(result.attribution),
+        "metrics": json.dumps(metrics_document(result), indent=2).encode(),
     }
-    if plots:
-        writers |= {
-            "plot_equity": lambda f: equity_plot(result, f),
-            "plot_drawdown": lambda f: drawdown_plot(result, f),
-            "plot_rolling_ic": lambda f: rolling_ic_plot(result, f),
-        }
-    return {key: (model_file(key, model), write) for key, write in writers.items()}
-
-
-def comparison_files(
-    table: pl.DataFrame, results: list[RunResult] | tuple[RunResult, ...], plots: bool = True
-) -> Files:
-    """``comparison.csv`` and (``plots``) ``equity_all.png``: key -> (file name, writer)."""
-    files: Files = {"comparison": (COMPARISON_FILES[0], table.write_csv)}
-    if plots:
-        files["plot_comparison"] = (COMPARISON_FILES[1], lambda f: comparison_plot(results, f))
+    files = {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
+    if report:  # computed by the first of its writers, as the result set is written
+        made = functools.cache(lambda: _report_contents(result, contents))
+        files |= {key: (model_file(key, model), _part(made, key)) for key in REPORT_KEYS}
     return files
+
+
+def _report_contents(result: RunResult, contents: dict[str, bytes]) -> dict[str, bytes]:
+    """The report's data and page, from the run and the ``contents`` of its other files."""
+    from engine.report.html import ModelFiles, report_page
+    from engine.report.tables import daily_document, report_tables, tables_document
+
+    tables = report_tables(result)
+    document, daily = tables_document(tables), daily_document(tables)
+    files = ModelFiles(contents["metrics"], document, daily, contents["portfolio"],
+                       contents["attribution"])  # fmt: skip
+    page = report_page(tables.model, files)
+    return {"report_daily": daily, "report_tables": document, "report": page}
+
+
+def comparison_files(table: pl.DataFrame, groups: list[Files] | tuple[Files, ...] = ()) -> Files:
+    """``comparison.csv`` and, given the model ``groups`` (``output_files`` with the
+    report) it compares, ``report_comparison.html``: key -> (file name, writer)."""
+    csv = _csv(table)
+    files: Files = {"comparison": (COMPARISON_FILES[0], _writer(csv))}
+    if groups and all("report" in group for group in groups):
+        # a copy: the caller may append this group to its list
+        files["report_comparison"] = (COMPARISON_FILES[1], _comparison_writer(csv, tuple(groups)))
+    return files
+
+
+def _comparison_writer(csv: bytes, groups: list[Files] | tuple[Files, ...]) -> Writer:
+    """The writer of the comparison page: rendered when called, from the bytes the
+    ``groups``' writers give."""
+    from engine.report.html import ModelFiles, comparison_page
+
+    def write(f: IO[bytes]) -> object:
+        sources = {
+            _model_of(group): ModelFiles(
+                **{field: _contents(group[key][1]) for field, key in PAGE_SOURCES.items()}
+            )
+            for group in groups
+        }
+        return f.write(comparison_page(csv, sources))
+
+    return write
+
+
+def _part(made: Callable[[], dict[str, bytes]], key: str) -> Writer:
+    """The writer of the ``key`` part of what ``made`` returns."""
+    return lambda f: f.write(made()[key])
+
+
+def _model_of(group: Files) -> str:
+    """The model whose ``output_files`` ``group`` is."""
+    return group["metrics"][0].removeprefix("metrics_").removesuffix(".json")
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def _contents(write: Writer) -> bytes:
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _writer(data: bytes) -> Writer:
+    return lambda f: f.write(data)
 
 
 def publish_outputs(
@@ -140,21 +206,22 @@ def publish_outputs(
     return [{key: published[name] for key, (name, _) in group.items()} for group in groups]
 
 
-def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
+def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[str, Path]:
     """Publish the model's files (``output_files``) as a result set replacing the
     model's; return key -> path. The caller holds the folder's output lock."""
     model = result.spec.model.name
-    return publish_outputs(folder, [output_files(result, plots)], (model,))[0]
+    return publish_outputs(folder, [output_files(result, report)], (model,))[0]
 
 
 def write_comparison(
     table: pl.DataFrame,
     results: list[RunResult] | tuple[RunResult, ...],
     folder: Path,
-    plots: bool = True,
+    report: bool = True,
 ) -> dict[str, Path]:
-    """Publish ``comparison.csv`` and (``plots``) ``equity_all.png``; key -> path."""
-    return publish_outputs(folder, [comparison_files(table, results, plots)])[0]
+    """Publish ``comparison.csv`` and (``report``) ``report_comparison.html``; key -> path."""
+    groups = [output_files(r) for r in results] if report else []
+    return publish_outputs(folder, [comparison_files(table, groups)])[0]
 
 
 def _pct(value: float) -> str:
@@ -191,6 +258,10 @@ def summary(result: RunResult) -> str:
         f"{_pct(m['excess_cagr_vs_index'])}",
         f"  vs equal-weight universe: {_pct(m['universe_cagr'])} -> excess "
         f"{_pct(m['excess_cagr_vs_universe'])} (t {_num(m.get('excess_tstat_vs_universe', nan), '+.2f')})",
+        f"  after factors: alpha {_pct(m.get(ALPHA_METRIC, nan))} a year "
+        f"(t {_num(m.get(ALPHA_TSTAT_METRIC, nan), '+.2f')}, Newey-West), "
+        f"R2 {_num(m.get(R2_METRIC, nan), '.2f')} (excess over the universe on the market, "
+        f"momentum, low-vol and reversal factors)",
     ]
     return "\n".join([*lines, *(f"  caveat: {c}" for c in CAVEATS)])
 
@@ -200,8 +271,9 @@ def comparison_summary(table: pl.DataFrame) -> str:
     shown = table.select(
         "model", "ic_mean", "r2_oos", "net_cagr", "index_cagr", "excess_cagr_vs_index",
         "excess_cagr_vs_universe", "net_sharpe", "deflated_sharpe_vs_universe",
+        ALPHA_METRIC, ALPHA_TSTAT_METRIC,
     )  # fmt: skip
-    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
+    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}{'alpha':>9}{'t':>7}"
     rows = [header]
     for r in shown.iter_rows(named=True):
         rows.append(
@@ -209,10 +281,13 @@ def comparison_summary(table: pl.DataFrame) -> str:
             f"{_pct(r['net_cagr']):>10}{_pct(r['index_cagr']):>9}"
             f"{_pct(r['excess_cagr_vs_index']):>10}{_pct(r['excess_cagr_vs_universe']):>9}"
             f"{_num(r['net_sharpe'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+            f"{_pct(r[ALPHA_METRIC]):>9}{_num(r[ALPHA_TSTAT_METRIC], '+.2f'):>7}"
         )
     note = (
         f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "
         f"adjusted for the {table.height} models compared (P[skill beats the luckiest of "
         f"{table.height} unskilled trials]; > 0.95 is significant)."
+        "\n  alpha, t: annualised alpha of the return over the equal-weight universe after "
+        "the market, momentum, low-volatility and reversal factors, and its Newey-West t."
     )
     return "\n".join([*rows, note, *(f"  caveat: {c}" for c in CAVEATS)])

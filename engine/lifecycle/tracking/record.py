@@ -9,7 +9,7 @@
   backtest period, package versions (``engine.lifecycle.provenance``), the promotion
   decision;
 * input: the dataset (name, fingerprint digest, source, feature schema, profile);
-* artifacts: ``outputs/`` (portfolio CSV, holdings, equity, metrics JSON, plots),
+* artifacts: ``outputs/`` (portfolio CSV, holdings, equity, metrics JSON, report),
   ``features/features.json`` (feature definitions) and ``sql/`` (the DuckDB views);
 * model: the fitted model, sklearn flavour, with a signature, an input example and
   explicit pip requirements (inferring them would import and inspect the model's
