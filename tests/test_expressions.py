@@ -222,3 +222,25 @@ def test_expression_errors_are_feature_errors() -> None:
     """The CLI turns FeatureError into one `engine: error:` line."""
     with pytest.raises(FeatureError, match=r"^cases: factor 'x': at column 1: unknown"):
         make_set("cases", [("x", "Foo($close)", "")])
+
+
+def test_duckdb_window_sums_keep_their_digits_over_a_long_history() -> None:
+    """DuckDB sums and means are differences of running sums: over 4,000 rows of volumes
+    near 1e9 and prices in the thousands, a 5-row window still holds to 1e-9 relative of
+    a direct sum."""
+    prices, index = random_panel(n_symbols=1, n_days=4_000, late=0)
+    prices = prices.with_columns(pl.col("volume") * 5_000, pl.col("adj_close") * 40)
+    factors = make_set("long", [("v5", "Mean($volume, 5)", ""), ("c5", "Sum($close, 5)", ""),
+                                ("c60", "Mean($close, 60)", "")])  # fmt: skip
+    con = duckdb.connect()
+    con.register("prices", prices.to_arrow())
+    con.register("index", index.to_arrow())
+    sql = pl.from_arrow(con.sql(panel_sql(panel_outputs(factors, (2,)), (2,))).to_arrow_table())
+    assert "over cum" in panel_sql(panel_outputs(factors, (2,)), (2,))
+    volume, close = prices["volume"].to_numpy(), prices["adj_close"].to_numpy()
+    expected = {"v5": ref.rolling("Mean", volume, 5), "c5": ref.rolling("Sum", close, 5),
+                "c60": ref.rolling("Mean", close, 60)}  # fmt: skip
+    for name, want in expected.items():
+        got = sql[name].to_numpy().astype(float)
+        assert np.array_equal(np.isnan(got), np.isnan(want)), name
+        np.testing.assert_allclose(got, want, rtol=1e-9, err_msg=name)
