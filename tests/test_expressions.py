@@ -134,6 +134,7 @@ def test_operator_matches_naive_reference(name: str) -> None:
 
 
 PANEL = _polars()
+DUCKDB_PANEL = _duckdb()
 _SCALES = {"close": 100.0, "mkt": 0.05, "vol2": 3e6}
 
 
@@ -158,6 +159,21 @@ def test_every_operator_polars_equals_duckdb() -> None:
 )
 def test_point_in_time_every_operator(cut: int, symbols: set[str], mode: str) -> None:
     """Changing or deleting every row after t leaves every value dated <= t unchanged."""
+    _check_point_in_time(cut, symbols, mode, PANEL, _polars)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cut=st.integers(min_value=10, max_value=150),
+    symbols=st.sets(st.sampled_from([f"S{i:02d}" for i in range(4)]), min_size=1),
+    mode=st.sampled_from(["change", "delete"]),
+)
+def test_point_in_time_every_operator_duckdb(cut: int, symbols: set[str], mode: str) -> None:
+    """The same in DuckDB SQL (running sums, EMA blocks and frames included)."""
+    _check_point_in_time(cut, symbols, mode, DUCKDB_PANEL, _duckdb)
+
+
+def _check_point_in_time(cut: int, symbols: set[str], mode: str, panel, compute) -> None:
     t = PRICES["date"].unique().sort()[cut]
     after = (pl.col("date") > t) & pl.col("symbol").is_in(list(symbols))
     if mode == "delete":
@@ -169,8 +185,8 @@ def test_point_in_time_every_operator(cut: int, symbols: set[str], mode: str) ->
         index = INDEX.with_columns(
             pl.when(pl.col("date") > t).then(pl.col("sp500") * 0.5).otherwise(pl.col("sp500"))
         )
-    before = PANEL.filter(pl.col("date") <= t)
-    moved = _polars(prices, index).filter(pl.col("date") <= t)
+    before = panel.filter(pl.col("date") <= t)
+    moved = compute(prices, index).filter(pl.col("date") <= t)
     assert before.select("date", "symbol").equals(moved.select("date", "symbol"))
     for name in SET.names:
         x, y = before[name].fill_null(np.nan).to_numpy(), moved[name].fill_null(np.nan).to_numpy()

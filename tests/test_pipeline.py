@@ -256,3 +256,15 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     assert {k: recorded[k] for k in expected} == expected
     holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
     assert holdings["weight"].max() <= 0.15 + 1e-9
+
+
+def test_predict_refuses_a_set_that_no_longer_gives_the_models_inputs(base, tmp_path) -> None:
+    from engine.features import FeatureError
+    from engine.pipeline.predict import scored_set
+
+    path = tmp_path / "edited.toml"
+    path.write_text('mom_10 = "$close / Ref($close, 10) - 1"\n')
+    spec = base.replace(**{"features.set": str(path)})
+    assert scored_set(spec, ("mom_10",)).names == ("mom_10",)
+    with pytest.raises(FeatureError, match="not the model's 2 inputs"):
+        scored_set(spec, ("mom_10", "hl"))
