@@ -106,13 +106,15 @@ def test_artifacts_outputs_plots_features_and_sql_views(recorded):
     def names(path: str) -> set[str]:
         return {Path(a.path).name for a in client.list_artifacts(run.info.run_id, path)}
 
-    assert {"portfolio_ridge.csv", "metrics_ridge.json", "equity_ridge.png"} <= names("outputs")
+    assert {"portfolio_ridge.csv", "metrics_ridge.json", "equity_ridge.png",
+            "features_ridge.toml"} <= names("outputs")  # fmt: skip
     assert names("features") == {"features.json"}
-    assert names("sql") == {p.name for p in views.sql_files()}
+    assert names("sql") == {p.name for p in views.sql_files()} | {views.FEATURE_VIEW_FILE}
     local = Path(client.download_artifacts(run.info.run_id, "features/features.json", str(out)))
     definitions = json.loads(local.read_text())
-    assert set(definitions["features"]) == set(DEFAULT_FEATURES)
-    assert "rolling_std" in definitions["features"]["vol_21d"]
+    assert definitions["feature_set"] == "core"
+    assert list(definitions["features"]) == list(DEFAULT_FEATURES)
+    assert definitions["features"]["vol_21d"] == "Std(Log($close / Ref($close, 1)), 21)"
     assert (out / "mlartifacts").is_dir(), "artifacts belong beside the SQLite store"
 
 
