@@ -26,8 +26,7 @@ import polars as pl
 from engine.config import FeatureSpec, Paths
 from engine.data.archive import Archive
 from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, label_name
-from engine.features.panel import expression_panel, label_end_name, panel_outputs
-from engine.features.plan import build_plan
+from engine.features.panel import expression_panel, label_end_name, plan_width
 from engine.features.sets import FeatureSet
 from engine.pipeline import store
 from engine.pipeline.framefile import FrameFile
@@ -54,8 +53,8 @@ FRAME_CHUNK_COLUMNS = 24  # factors of a frame (core: 18)
 
 def batch_rows(features: FeatureSet) -> int:
     """Rows of whole symbols per batch of ``features``' panel."""
-    columns = len(build_plan(panel_outputs(features, (1,))).columns)
-    return max(1, FEATURE_BATCH_ROWS * FEATURE_BATCH_COLUMNS // max(columns, FEATURE_BATCH_COLUMNS))
+    columns = max(plan_width(features), FEATURE_BATCH_COLUMNS)
+    return max(1, FEATURE_BATCH_ROWS * FEATURE_BATCH_COLUMNS // columns)
 
 
 def chunk_rows(features: FeatureSet) -> int:
