@@ -268,3 +268,14 @@ def test_predict_refuses_a_set_that_no_longer_gives_the_models_inputs(base, tmp_
     assert scored_set(spec, ("mom_10",)).names == ("mom_10",)
     with pytest.raises(FeatureError, match="not the model's 2 inputs"):
         scored_set(spec, ("mom_10", "hl"))
+
+
+@pytest.mark.slow
+def test_every_model_walks_forward_on_alpha158(archive, base) -> None:
+    """`engine run --model all --features alpha158`: 157 factors into every model."""
+    spec = base.replace(**{"features.set": "alpha158", "model.train_dates": 40})
+    comparison = run_all(archive, spec)
+    assert comparison.table.height == len(ModelName)
+    assert {len(r.features) for r in comparison.results} == {157}
+    ridge = next(r for r in comparison.results if r.spec.model.name is ModelName.RIDGE)
+    assert len(ridge.model.coef) == 157 and np.isfinite(ridge.metrics["ic_mean"])
