@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,23 +53,30 @@ def _cache_dir(archive: Path, cache: Path) -> Path:
     return load_archive(archive, cache).cache_dir
 
 
+def core_panel(prices: Any, index: Any) -> Any:
+    """The engine's lazy feature panel of the ``core`` set."""
+    from engine.features.panel import expression_panel
+    from engine.features.sets import feature_set
+
+    return expression_panel(prices, index, feature_set("core"))
+
+
 def make_task(name: str, cache_dir: Path) -> Task:
     """The timed callable of ``name``; its inputs are prepared here, untimed."""
     import polars as pl
 
     prices, index = cache_dir / "prices.parquet", cache_dir / "index.parquet"
     if name == "polars_features":
-        from engine.features import ENGINE, feature_panel
+        from engine.features import ENGINE
 
-        return lambda: feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).collect(
+        return lambda: core_panel(pl.scan_parquet(prices), pl.scan_parquet(index)).collect(
             engine=ENGINE
         )
     if name in ("duckdb_views", "duckdb_views_unsorted"):
-        from engine.features import feature_panel
         from engine.views import database as sqlviews
 
         sources = sqlviews.Sources.find(cache_dir)
-        panel = feature_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
+        panel = core_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
         columns = panel.collect_schema().names()  # the Polars output's columns, in order
         if name == "duckdb_views":
             return lambda: sqlviews.feature_frame(sources, columns)
@@ -88,7 +96,7 @@ def make_task(name: str, cache_dir: Path) -> Task:
 
         return lambda: pandas_panel(pd.read_parquet(prices), pd.read_parquet(index))
     panel = panel_by_date(prices, index)
-    from engine.features import DEFAULT_FEATURES
+    from engine.features.sets import DEFAULT_FEATURES
 
     if name == "polars_normalise":
         from engine.features import ENGINE
@@ -117,7 +125,7 @@ def panel_by_date(prices: Path, index: Path, load: bool = True):
 
     import polars as pl
 
-    from engine import features
+    from engine.features import panel as features
 
     code_key = hashlib.sha256(inspect.getsource(features).encode()).hexdigest()[:12]
     saved = prices.parent.with_name(f"{prices.parent.name}-panel-by-date-{code_key}.parquet")
@@ -125,8 +133,9 @@ def panel_by_date(prices: Path, index: Path, load: bool = True):
         tmp = saved.with_name(f".{saved.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         code = (
             "import sys, polars as pl\n"
-            "from engine.features import ENGINE, feature_panel\n"
-            "panel = feature_panel(pl.scan_parquet(sys.argv[1]), pl.scan_parquet(sys.argv[2]))\n"
+            "from engine.features import ENGINE\n"
+            "from benchmarks.bench_features import core_panel\n"
+            "panel = core_panel(pl.scan_parquet(sys.argv[1]), pl.scan_parquet(sys.argv[2]))\n"
             "panel = panel.collect(engine=ENGINE).sort('date', maintain_order=True)\n"
             "panel.write_parquet(sys.argv[3])\n"
         )

@@ -21,14 +21,13 @@ def feature_panel(prices: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
     """date, symbol, adj_close, history_rows, the 18 default features, the labels and
     their end dates; sorted by (symbol, date)."""
     df = prices.sort_values(["symbol", "date"], ignore_index=True)
-    market = index.sort_values("date")
-    market = market.assign(mkt_ret_1d=np.log(market["sp500"] / market["sp500"].shift(1)))
+    df = df.merge(index[["date", "sp500"]], on="date", how="left")
     by = df.groupby("symbol", sort=False)
     df["history_rows"] = by.cumcount() + 1
     df["ret_1d"] = np.log(df["adj_close"] / by["adj_close"].shift(1))
     df["range_hl"] = (df["high"] - df["low"]) / df["close"]
-    df = df.merge(market[["date", "mkt_ret_1d"]], on="date", how="left")
-    by = df.groupby("symbol", sort=False)
+    # the index's log return between the symbol's consecutive rows (null at an index gap)
+    df["mkt_ret_1d"] = np.log(df["sp500"] / by["sp500"].shift(1))
 
     def rolling(column: str, window: int, how: str) -> pd.Series:
         rolled = getattr(by[column].rolling(window), how)()

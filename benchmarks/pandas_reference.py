@@ -23,9 +23,12 @@ DATE, LABEL_END = "date", "label_end"
 def inputs(archive: Any, settings: Any, data: Any) -> tuple[pd.DataFrame, pd.DatetimeIndex]:
     """The engine's model frame as pandas (features as float64) and the rebalance dates the
     engine scores (its active rebalances)."""
-    from engine.pipeline.frame import cached_model_frame, label_end_name
+    from engine.features.panel import label_end_name
+    from engine.features.sets import feature_set
+    from engine.pipeline.frame import cached_model_frame
 
-    frame = cached_model_frame(archive, settings.features, settings.paths, data.features)
+    features = feature_set(settings.features.set)
+    frame = cached_model_frame(archive, settings.features, settings.paths, features)
     frame = frame.rename({label_end_name(settings.features.horizon): LABEL_END}).to_pandas()
     frame[list(data.features)] = frame[list(data.features)].astype(np.float64)
     return frame, pd.DatetimeIndex(data.rebalances[data.plan.active])

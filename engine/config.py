@@ -87,14 +87,20 @@ class Paths:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What the model frame holds: every field here changes its values (and its cache key)."""
+    """What the model frame holds: every field here changes its values (and its cache key;
+    for ``set``, through the set's expressions, not its name)."""
 
+    set: str = setting("core", "Feature set: core, alpha158, or the path of a TOML file of "
+                       "factor expressions (docs/features.md).", env="FEATURE_SET",
+                       flag="--features")  # fmt: skip
     horizon: int = setting(21, "Label horizon, trading days.")
     normalisation: Normalisation = setting(Normalisation.RANK, "Per-date feature normalisation.")
     sector_neutral: bool = setting(False, "Demean normalised features within each sector.")
 
     def __post_init__(self) -> None:
         _at_least(self, "horizon", 1)
+        if not self.set:
+            raise SettingsError("the feature set is empty: give core, alpha158 or a .toml file")
 
 
 @dataclass(frozen=True)

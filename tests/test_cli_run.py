@@ -63,6 +63,43 @@ def test_run_writes_portfolio_metrics_and_an_mlflow_run(small_archive: Path, tmp
     assert run.data.metrics["ic_mean"] == pytest.approx(metrics["metrics"]["ic_mean"])
 
 
+FACTORS = """
+mom_10 = "$close / Ref($close, 10) - 1"
+
+[hl_vol]
+expression = "Std(($high - $low) / $close, 10)"
+description = "10-day std of the day's range"
+"""
+
+
+def test_run_with_a_factor_file_records_its_expressions(small_archive: Path, tmp_path: Path):
+    """`engine run --features FILE.toml`: the model's inputs are the file's factors; the
+    outputs and the MLflow run carry their expressions (a TOML file --features reads back)."""
+    factors, out = tmp_path / "my_factors.toml", tmp_path / "out"
+    factors.write_text(FACTORS)
+    code, stdout, stderr = _run("--model", "ridge", "--features", str(factors),
+                                "--data-path", str(small_archive), "--output-path", str(out),
+                                "--no-plots")  # fmt: skip
+    assert code == 0, stdout + stderr
+    metrics = json.loads((out / "metrics_ridge.json").read_text())
+    assert metrics["features"] == ["mom_10", "hl_vol"]
+    expressions = {"mom_10": "$close / Ref($close, 10) - 1",
+                   "hl_vol": "Std(($high - $low) / $close, 10)"}  # fmt: skip
+    assert metrics["feature_set"] == {"source": str(factors), "expressions": expressions}
+    from engine.features.sets import feature_set
+
+    assert feature_set(out / "features_ridge.toml").expressions == expressions
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.params["features.set"] == str(factors)
+    local = client.download_artifacts(run.info.run_id, "features/features.json", str(tmp_path))
+    assert json.loads(Path(local).read_text())["features"] == expressions
+    view = client.download_artifacts(run.info.run_id, "sql/20_feature_panel.sql", str(tmp_path))
+    assert '"hl_vol"' in Path(view).read_text()
+
+
 def test_no_tracking_never_imports_mlflow(small_archive: Path, tmp_path: Path):
     out = tmp_path / "out"
     code = (

@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 
 from engine.cli import main
 from engine.data.synth import SynthSpec, synthesize
-from engine.features import DEFAULT_FEATURES
+from engine.features.alpha158 import alpha158
+from engine.features.sets import DEFAULT_FEATURES
 from tests.test_sqlviews import assert_same_panel
 
 SPEC = SynthSpec(n_symbols=25, start=date(2016, 1, 4), end=date(2018, 6, 29))
@@ -96,27 +97,78 @@ def test_features_are_written_batch_by_batch(invoke, tmp_path, monkeypatch, engi
     assert_same_panel(batched, whole)
 
 
-def test_features_with_chosen_names(invoke, tmp_path: Path) -> None:
-    result = invoke("features", "--features", "vol_10d,mom_5d", "-f", "beta_21d,vol_10d")
+FACTORS = """
+mom_10 = "$close / Ref($close, 10) - 1"
+
+[hl_vol]
+expression = "Std(($high - $low) / $close, 10)"
+description = "10-day std of the day's range"
+"""
+
+
+@pytest.fixture
+def factor_file(tmp_path: Path) -> Path:
+    path = tmp_path / "factors.toml"
+    path.write_text(FACTORS)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["polars", "duckdb"])
+def test_features_of_a_user_file(invoke, tmp_path: Path, factor_file: Path, engine: str) -> None:
+    result = invoke("features", "--features", str(factor_file), "--engine", engine)
     assert result.exit_code == 0, result.output
     frame = pl.read_parquet(tmp_path / "out" / "features.parquet")
-    assert frame.columns[4:7] == ["vol_10d", "mom_5d", "beta_21d"]
-    assert frame.columns[7] == "fwd_ret_5d"
-    assert frame["vol_10d"].null_count() < frame.height
+    assert frame.columns[4:7] == ["mom_10", "hl_vol", "fwd_ret_5d"]
+    assert frame["hl_vol"].null_count() < frame.height
+
+
+def test_features_from_the_environment(data_path, cache_path, tmp_path, factor_file) -> None:
+    args = ["features", "--data-path", str(data_path), "--cache-path", str(cache_path),
+            "--output-path", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner(env={"FEATURE_SET": str(factor_file)}).invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert pl.read_parquet(tmp_path / "out" / "features.parquet").columns[4:6] == [
+        "mom_10", "hl_vol"]  # fmt: skip
+
+
+def test_features_list_prints_names_and_expressions(invoke) -> None:
+    result = invoke("features", "--list", "alpha158")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "# alpha158: 157 factors"
+    listed = dict(line.split(" = ", 1) for line in lines[1:])
+    assert {k.strip(): v for k, v in listed.items()} == {n: e for n, e, _ in alpha158()}
+    core = invoke("features", "--list").stdout.splitlines()
+    assert core[0] == "# core: 18 factors" and core[1].split()[0] == "ret_1d"
 
 
 @pytest.mark.parametrize(
-    ("names", "fragment"),
-    [("vol_0d", "windows must be > 0"), ("px_sma0", "windows must be > 0"),
-     ("nonsense", "unknown feature 'nonsense'"), ("mom_21_63", "skip")],
+    ("text", "fragments"),
+    [('x = "Mean($close, 0)"', ["factor 'x'", "window"]),
+     ('x = "Mean($close 5)"', ["factor 'x'", "column"]),
+     ('x = "Ref($close, -1)"', ["factor 'x'", "future"]),
+     ('x = "Foo($close)"', ["factor 'x'", "unknown"]),
+     ('x = "$vwap"', ["factor 'x'", "vwap"]),
+     ("x = [", ["invalid TOML"])],
 )  # fmt: skip
-def test_features_refuses_bad_names(invoke, names: str, fragment: str) -> None:
-    assert_one_line_error(invoke("features", "--features", names), fragment)
+def test_bad_expressions_are_one_line_errors(invoke, tmp_path, text: str, fragments) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    for command in (["features"], ["features", "--list"], ["sql", "select 1"]):
+        result = invoke(*command, "--features", str(path))
+        assert_one_line_error(result, str(path), *fragments)
 
 
-def test_duckdb_engine_refuses_windows_outside_its_views(invoke) -> None:
-    result = invoke("features", "--engine", "duckdb", "--features", "vol_10d")
-    assert_one_line_error(result, "vol_10d", "--engine polars")
+def test_an_unknown_set_is_a_one_line_error(invoke) -> None:
+    assert_one_line_error(invoke("features", "--features", "alpha360"), "alpha360", "core")
+
+
+def test_sql_shows_the_chosen_set(invoke, factor_file: Path) -> None:
+    result = invoke("sql", "select * from features limit 5", "--features", str(factor_file),
+                    "--format", "csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0].split(",")
+    assert header == ["date", "symbol", "adj_close", "history_rows", "mom_10", "hl_vol"]
 
 
 # --- engine sql -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Features against a naive per-symbol loop, and the point-in-time property."""
+"""The core set against a naive per-symbol loop, and the point-in-time property."""
 
 from __future__ import annotations
 
@@ -6,21 +6,31 @@ import math
 
 import numpy as np
 import polars as pl
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.features import DEFAULT_FEATURES, FeatureError, feature_expr, feature_panel
+from engine.features.panel import expression_panel
+from engine.features.sets import DEFAULT_FEATURES, feature_set
 from tests.panels import random_panel
 
 PRICES, INDEX = random_panel()
+
+
+def feature_panel(prices: pl.LazyFrame, index: pl.LazyFrame) -> pl.LazyFrame:
+    """The engine's panel of the core set."""
+    return expression_panel(prices, index, feature_set("core"))
 
 
 def _naive(sym: pl.DataFrame, market: dict) -> dict[str, list[float | None]]:
     """Every default feature and label for one symbol with plain Python loops."""
     a = sym["adj_close"].to_list()
     hi, lo, cl, vol = (sym[c].to_list() for c in ("high", "low", "close", "volume"))
-    m = [market.get(d) for d in sym["date"].to_list()]
+    # the index's log return between the symbol's own consecutive rows ($index, Ref($index, 1)):
+    # null where the index lacks either date
+    levels = [market.get(d) for d in sym["date"].to_list()]
+    m = [None] + [
+        math.log(x / y) if x and y else None for x, y in zip(levels[1:], levels[:-1], strict=True)
+    ]
     n = len(a)
     ret = [None] + [math.log(a[i] / a[i - 1]) for i in range(1, n)]
     rng = [(hi[i] - lo[i]) / cl[i] for i in range(n)]
@@ -69,9 +79,8 @@ def _naive(sym: pl.DataFrame, market: dict) -> dict[str, list[float | None]]:
 
 
 def _market(index: pl.DataFrame) -> dict:
-    lv = index.sort("date")
-    levels, days = lv["sp500"].to_list(), lv["date"].to_list()
-    return {days[i]: math.log(levels[i] / levels[i - 1]) for i in range(1, len(days))}
+    """date -> index level."""
+    return dict(zip(index["date"].to_list(), index["sp500"].to_list(), strict=True))
 
 
 def test_features_match_naive_loop() -> None:
@@ -93,22 +102,6 @@ def test_first_valid_row_is_window_length() -> None:
     panel = feature_panel(PRICES.lazy(), INDEX.lazy()).collect().filter(pl.col("symbol") == "S01")
     first = {c: panel[c].is_not_null().arg_true()[0] for c in ("vol_21d", "mom_252d", "px_sma20")}
     assert first == {"vol_21d": 21, "mom_252d": 252, "px_sma20": 19}
-
-
-@pytest.mark.parametrize("name", ["vol_0d", "mom_0d", "px_sma0", "nonsense", "mom_21_63"])
-def test_bad_feature_names_are_refused(name: str) -> None:
-    with pytest.raises(FeatureError, match=name):
-        feature_expr(name)
-
-
-def test_repeated_feature_names_are_refused() -> None:
-    with pytest.raises(FeatureError, match="repeated: vol_5d"):
-        feature_panel(PRICES.lazy(), INDEX.lazy(), features=("vol_5d", "mom_21d", "vol_5d"))
-
-
-def test_custom_windows_are_accepted() -> None:
-    panel = feature_panel(PRICES.lazy(), INDEX.lazy(), features=("vol_10d", "mom_5d")).collect()
-    assert panel["vol_10d"].null_count() < panel.height
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import FeatureSpec, Paths, RunSpec, TrackingSpec
 from engine.data.archive import load_archive
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import feature_set
 from engine.pipeline import frame as frame_module
 from engine.pipeline.frame import frame_file, model_frame
 from engine.pipeline.framefile import LABEL_NEVER
@@ -18,19 +18,21 @@ from engine.pipeline.modeldata import model_inputs, per_distinct_day
 from engine.research.splits import available_period, prediction_period, rebalance_dates
 from engine.schema import DATE, SYMBOL, Normalisation, Rebalance
 
+CORE = feature_set("core")
+
 
 def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monkeypatch):
     """Windows never cross a symbol, so batching only moves float rounding (rolling sums
     accumulate along the column): the normalised frames are equal to float32 precision."""
     archive = load_archive(small_archive, tmp_path / "cache")
     settings = _settings(small_archive, tmp_path)
-    whole = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    whole = model_frame(archive, settings.features, CORE)
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 4_000)
     assert len(symbol_batches(archive.prices, 4_000)) > 3
-    batched = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    batched = model_frame(archive, settings.features, CORE)
     assert batched.select(DATE, SYMBOL).equals(whole.select(DATE, SYMBOL))
-    assert batched.drop(DEFAULT_FEATURES).equals(whole.drop(DEFAULT_FEATURES))
-    for name in DEFAULT_FEATURES:
+    assert batched.drop(CORE.names).equals(whole.drop(CORE.names))
+    for name in CORE.names:
         np.testing.assert_allclose(batched[name], whole[name], rtol=0, atol=1e-6, err_msg=name)
 
 
@@ -47,14 +49,14 @@ def test_model_inputs_are_the_model_frame(small_archive, tmp_path, feature_cache
     by rows) or from the computed frame, are the model frame's columns exactly."""
     archive = load_archive(small_archive, tmp_path / "cache")
     settings = _settings(small_archive, tmp_path, frame_cache=feature_cache)
-    frame = model_frame(archive, settings.features, DEFAULT_FEATURES)
-    columns = model_inputs(archive, settings.features, settings.paths, DEFAULT_FEATURES)
+    frame = model_frame(archive, settings.features, CORE)
+    columns = model_inputs(archive, settings.features, settings.paths, CORE)
     label, end = "fwd_ret_21d", "label_end_21d"
     assert np.array_equal(columns.days, frame[DATE].to_physical().to_numpy())
     assert np.array_equal(columns.y, frame[label].fill_null(np.nan).to_numpy(), equal_nan=True)
     ends = frame[end].to_physical().fill_null(LABEL_NEVER).to_numpy()
     assert np.array_equal(columns.ends, ends) and (ends == LABEL_NEVER).any()
-    X = frame.select(DEFAULT_FEATURES).to_numpy()
+    X = frame.select(CORE.names).to_numpy()
     rows = np.sort(np.random.default_rng(0).choice(frame.height, 500, replace=False))
     assert columns.X[rows].dtype == np.float32
     assert np.array_equal(columns.X[rows], X[rows]) and np.array_equal(columns.X[-3:], X[-3:])
@@ -74,16 +76,16 @@ def test_the_out_of_core_frame_equals_the_in_memory_frame(
     settings = _settings(small_archive, tmp_path, normalisation=normalisation,
                          sector_neutral=sector_neutral)  # fmt: skip
     monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 6_000)
-    in_memory = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    in_memory = model_frame(archive, settings.features, CORE)
     monkeypatch.setattr(frame_module, "FRAME_CHUNK_ROWS", 5_000)
     monkeypatch.setattr(frame_module, "SPILL_ROW_GROUP", 1_000)
     spills, real = [], frame_module._spilled
     monkeypatch.setattr(frame_module, "_spilled",
                         lambda panels, spill: spills.append(spill) or real(panels, spill))  # fmt: skip
-    out_of_core = model_frame(archive, settings.features, DEFAULT_FEATURES)
+    out_of_core = model_frame(archive, settings.features, CORE)
     assert spills and in_memory.height > 4 * 5_000
     assert out_of_core.equals(in_memory)
-    file = frame_file(archive, settings.features, settings.paths, DEFAULT_FEATURES)
+    file = frame_file(archive, settings.features, settings.paths, CORE)
     assert file is not None and file.frame().equals(in_memory)
     assert len(spills) == 2 and not list((tmp_path / "cache" / "frames").glob(".*"))
 

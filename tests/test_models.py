@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.config import RunSpec
 from engine.data.archive import load_archive
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import feature_set
 from engine.pipeline import Prepared, StageTimer, prepare
 from engine.pipeline.frame import model_frame
 from engine.research.models import (
@@ -103,7 +103,7 @@ def test_training_rows_only_have_labels_known_at_the_rebalance(archive, prepared
     end date (the date of row t + h of its symbol) <= T, so no row dated T (the scored
     rows) or later is ever trained on at T."""
     data = prepared.data
-    frame = model_frame(archive, RunSpec().replace(**CONFIG).features, DEFAULT_FEATURES)
+    frame = model_frame(archive, RunSpec().replace(**CONFIG).features, feature_set("core"))
     assert len(frame) == len(data.y)
     scored = frame.select("date", "symbol")[data.scored]
     assert scored.equals(data.keys.select("date", "symbol"))

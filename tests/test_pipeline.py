@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from engine.cli import main
 from engine.config import RunSpec
 from engine.data.archive import load_archive
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import DEFAULT_FEATURES, feature_set, make_set
 from engine.pipeline import StageTimer, prepare, run
 from engine.pipeline import frame as frame_module
 from engine.pipeline.compare import COLUMNS, run_all
@@ -123,21 +123,53 @@ def test_weighting_schemes_run_with_caps(archive, base, weighting):
 
 
 def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, base, monkeypatch):
-    names = DEFAULT_FEATURES
-    first = cached_model_frame(archive, base.features, base.paths, names)
-    again = cached_model_frame(archive, base.features, base.paths, names)
+    core = feature_set("core")
+    first = cached_model_frame(archive, base.features, base.paths, core)
+    again = cached_model_frame(archive, base.features, base.paths, core)
     assert first.equals(again)
-    assert first.equals(model_frame(archive, base.features, names))
+    assert first.equals(model_frame(archive, base.features, core))
     fingerprint, spec = archive.fingerprint, base.features
-    key = frame_key(fingerprint, spec, names)
-    assert key != frame_key(fingerprint, dataclasses.replace(spec, horizon=5), names)
-    assert key != frame_key(fingerprint, dataclasses.replace(spec, sector_neutral=True), names)
-    assert key != frame_key("0" * 64, spec, names)
-    assert key != frame_key(fingerprint, spec, names[:-1])
+    key = frame_key(fingerprint, spec, core)
+    assert key != frame_key(fingerprint, dataclasses.replace(spec, horizon=5), core)
+    assert key != frame_key(fingerprint, dataclasses.replace(spec, sector_neutral=True), core)
+    assert key != frame_key("0" * 64, spec, core)
+    fewer = make_set("core", [(f.name, f.expression, "") for f in core.factors[:-1]])
+    assert key != frame_key(fingerprint, spec, fewer)
     other = base.replace(**{"model.name": ModelName.LASSO, "portfolio.top_stocks": 3})
-    assert key == frame_key(fingerprint, other.features, names)
+    assert key == frame_key(fingerprint, other.features, core)
     monkeypatch.setattr(frame_module, "FRAME_VERSION", frame_module.FRAME_VERSION + 1)
-    assert key != frame_key(fingerprint, spec, names)
+    assert key != frame_key(fingerprint, spec, core)
+
+
+def test_model_frame_key_is_the_expressions_not_the_set_name(archive, base, tmp_path) -> None:
+    """A file of core's factors (spaced differently) keys like core; one changed window
+    does not; the set's name is no part of the key."""
+    core = feature_set("core")
+    copy = tmp_path / "copy.toml"
+    copy.write_text("".join(f'{f.name} = "{f.expression.replace(", ", ",")}"\n'
+                            for f in core.factors))  # fmt: skip
+    fingerprint = archive.fingerprint
+    renamed = dataclasses.replace(base.features, set=str(copy))
+    key = frame_key(fingerprint, base.features, core)
+    assert key == frame_key(fingerprint, renamed, feature_set(copy))
+    changed = copy.read_text().replace("Mean($close,20)", "Mean($close,21)")
+    assert changed != copy.read_text()
+    copy.write_text(changed)
+    assert key != frame_key(fingerprint, renamed, feature_set(copy))
+
+
+def test_a_user_set_walks_forward_and_momentum_keeps_its_own_signal(archive, base, tmp_path):
+    """A set without mom_12_1: the models use its factors only; the momentum baseline
+    scores core's 12-1 momentum, exactly as with core."""
+    path = tmp_path / "two.toml"
+    path.write_text('mom_10 = "$close / Ref($close, 10) - 1"\n'
+                    'hl = "Mean(($high - $low) / $close, 10)"\n')  # fmt: skip
+    spec = base.replace(**{"features.set": str(path)})
+    ridge, momentum = run_all(archive, spec, (ModelName.RIDGE, ModelName.MOMENTUM)).results
+    assert ridge.features == ("mom_10", "hl") and len(ridge.model.coef) == 2
+    assert ridge.feature_set.expressions["hl"] == "Mean(($high - $low) / $close, 10)"
+    with_core = run(archive, base.with_model(ModelName.MOMENTUM))
+    assert momentum.predictions.equals(with_core.predictions)
 
 
 def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
@@ -232,3 +264,26 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     assert holdings["weight"].max() <= 0.15 + 1e-9
     assert "after factors: alpha " in result.stdout and "report_lasso.html" in result.stdout
     assert "quarterly rebalance" in (tmp_path / "report_lasso.html").read_text()
+
+
+def test_predict_refuses_a_set_that_no_longer_gives_the_models_inputs(base, tmp_path) -> None:
+    from engine.features import FeatureError
+    from engine.pipeline.predict import scored_set
+
+    path = tmp_path / "edited.toml"
+    path.write_text('mom_10 = "$close / Ref($close, 10) - 1"\n')
+    spec = base.replace(**{"features.set": str(path)})
+    assert scored_set(spec, ("mom_10",)).names == ("mom_10",)
+    with pytest.raises(FeatureError, match="not the model's 2 inputs"):
+        scored_set(spec, ("mom_10", "hl"))
+
+
+@pytest.mark.slow
+def test_every_model_walks_forward_on_alpha158(archive, base) -> None:
+    """`engine run --model all --features alpha158`: 157 factors into every model."""
+    spec = base.replace(**{"features.set": "alpha158", "model.train_dates": 40})
+    comparison = run_all(archive, spec)
+    assert comparison.table.height == len(ModelName)
+    assert {len(r.features) for r in comparison.results} == {157}
+    ridge = next(r for r in comparison.results if r.spec.model.name is ModelName.RIDGE)
+    assert len(ridge.model.coef) == 157 and np.isfinite(ridge.metrics["ic_mean"])

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from engine.data.archive import Archive, load_archive
 from engine.data.archive.spec import COMPANIES_SCHEMA
 from engine.data.synth import SynthSpec, synthesize
-from engine.features import DEFAULT_FEATURES, feature_panel
+from engine.features.panel import expression_panel
+from engine.features.sets import DEFAULT_FEATURES, feature_set
 from engine.views import database as sv
 from engine.views.query import run_query
 from tests.panels import random_panel
@@ -41,7 +42,7 @@ def sources(archive: Archive) -> sv.Sources:
 
 
 def _polars_panel(prices: pl.LazyFrame, index: pl.LazyFrame) -> pl.DataFrame:
-    return feature_panel(prices, index).collect()
+    return expression_panel(prices, index, feature_set("core")).collect()
 
 
 def _duckdb_panel(sources: sv.Sources, columns: list[str]) -> pl.DataFrame:

@@ -16,7 +16,7 @@ import pytest
 
 from engine import views
 from engine.config import RunSpec
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import DEFAULT_FEATURES
 from engine.lifecycle.tracking import store
 from tests.mlflow_server import (
     VENV_BIN,
@@ -107,13 +107,16 @@ def test_artifacts_outputs_report_features_and_sql_views(recorded):
         return {Path(a.path).name for a in client.list_artifacts(run.info.run_id, path)}
 
     logged = {"portfolio_ridge.csv", "metrics_ridge.json", "report_ridge.html"}
-    assert logged | {"report_ridge.json", "report_ridge.parquet"} <= names("outputs")
+    assert logged | {"report_ridge.json", "report_ridge.parquet", "features_ridge.toml"} <= names(
+        "outputs"
+    )
     assert names("features") == {"features.json"}
-    assert names("sql") == {p.name for p in views.sql_files()}
+    assert names("sql") == {p.name for p in views.sql_files()} | {views.FEATURE_VIEW_FILE}
     local = Path(client.download_artifacts(run.info.run_id, "features/features.json", str(out)))
     definitions = json.loads(local.read_text())
-    assert set(definitions["features"]) == set(DEFAULT_FEATURES)
-    assert "rolling_std" in definitions["features"]["vol_21d"]
+    assert definitions["feature_set"] == "core"
+    assert list(definitions["features"]) == list(DEFAULT_FEATURES)
+    assert definitions["features"]["vol_21d"] == "Std(Log($close / Ref($close, 1)), 21)"
     assert (out / "mlartifacts").is_dir(), "artifacts belong beside the SQLite store"
 
 

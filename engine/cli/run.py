@@ -17,7 +17,7 @@ from engine.schema import ModelName
 RUN_SETTINGS = (
     "portfolio.top_stocks", *PATHS, "tracking.uri", "tracking.enabled", "paths.frame_cache", "paths.strict_data",
     "tracking.registered_model", "promotion.metrics", "promotion.thresholds",
-    "features.horizon", "walk_forward.rebalance", "walk_forward.train_window",
+    "features.set", "features.horizon", "walk_forward.rebalance", "walk_forward.train_window",
     "walk_forward.rolling_periods", "walk_forward.min_train_periods",
     "features.normalisation", "features.sector_neutral", "model.alpha", "model.l1_ratio",
     "model.tune", "model.validation_periods", "model.refit_every", "model.train_dates",

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.cli import EngineError, choice, data_options, friendly, log, main, spec_from
+from engine.cli import (
+    PATHS,
+    EngineError,
+    choice,
+    friendly,
+    log,
+    main,
+    spec_from,
+    spec_options,
+)
 from engine.schema import FeatureEngine
 from engine.views import DEFAULT_MAX_ROWS
 
@@ -19,6 +28,7 @@ if TYPE_CHECKING:
 FEATURES_FILE = "features.parquet"
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_ROWS = 20  # rows a printed table shows: the first and last half
+LIST_CHOSEN = "\0chosen"  # --list without a value: list the --features set
 
 
 @main.command()
@@ -28,58 +38,81 @@ TABLE_ROWS = 20  # rows a printed table shows: the first and last half
     type=choice(FeatureEngine),
     default=FeatureEngine.POLARS.value,
     show_default=True,
-    help="Compute with lazy Polars or with the DuckDB views in sql/ (identical to 1e-9).",
+    help="Compute with lazy Polars or with DuckDB SQL, both compiled from the same "
+    "expressions (equal to 1e-9).",
 )
 @click.option(
-    "--features",
-    "-f",
-    "names",
-    multiple=True,
-    metavar="NAMES",
-    help="Features to compute, comma-separated or repeated, e.g. vol_21d,mom_12_1 "
-    "[default: the full set]. Any window works with --engine polars.",
+    "--list",
+    "list_set",
+    is_flag=False,
+    flag_value=LIST_CHOSEN,
+    default=None,
+    metavar="[SET]",
+    help="Print the names and expressions of SET (core, alpha158 or a .toml file; "
+    "default: the --features set) and exit.",
 )
-@data_options
+@spec_options("features.set", *PATHS)
 @friendly
-def features(engine_name: str, names: tuple[str, ...], **flags: Any) -> None:
+def features(engine_name: str, list_set: str | None, **flags: Any) -> None:
     """Write OUTPUT_PATH/features.parquet: date, symbol, adj_close, history_rows, every
-    point-in-time feature, then the labels (forward 5, 21 and 63-day returns) and the date
-    each becomes known. Sorted by (symbol, date); written atomically.
+    point-in-time factor of the feature set, then the labels (forward 5, 21 and 63-day
+    returns) and the date each becomes known. Sorted by (symbol, date); written atomically.
 
     Computed and written one batch of whole symbols at a time (windows never cross a
-    symbol), so memory holds one batch, not the panel, whatever the archive's size."""
+    symbol), so memory holds one batch, not the panel, whatever the archive's size.
+
+    \b
+    engine features --list alpha158
+    engine features --features alpha158 --engine duckdb
+    """
+    from engine.features.sets import feature_set
+
+    spec = spec_from(flags)
+    chosen = feature_set(spec.features.set if list_set in (None, LIST_CHOSEN) else list_set)
+    if list_set is not None:
+        click.echo(_listing(chosen))
+        return
+    _write_features(chosen, engine_name, spec.paths)
+
+
+def _listing(chosen: Any) -> str:
+    """One line per factor, ``name = expression``, under a line naming the set."""
+    width = max(len(name) for name in chosen.names)
+    lines = [f"# {chosen.source}: {len(chosen.names)} factors"]
+    lines += [f"{f.name:<{width}} = {f.expression}" for f in chosen.factors]
+    return "\n".join(lines)
+
+
+def _write_features(chosen: Any, engine_name: str, paths: Any) -> None:
     from engine.data.sources import resolve_archive
-    from engine.features import DEFAULT_FEATURES, feature_expr, feature_panel
     from engine.pipeline import frame
     from engine.views import database as sqlviews
     from engine.views.database import DATABASE_FILE, Sources, ensure_database, write_batches
 
-    chosen = _split(names) or DEFAULT_FEATURES
-    for name in chosen:  # before any data is read: FeatureError for a bad name or window
-        feature_expr(name)
-    paths = spec_from(flags).paths
     archive = resolve_archive(paths)
-    sources = Sources.find(archive.cache_dir, paths.output)
-    # The Polars definition names the columns for DuckDB too (lazily: nothing is computed).
-    columns = feature_panel(archive.prices, archive.index, chosen).collect_schema().names()
+    sources = Sources.find(archive.cache_dir, paths.output, chosen)
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
         batches = frame.feature_batches(archive, chosen)
     else:
-        batches = sqlviews.feature_batches(sources, columns)
+        batches = sqlviews.feature_batches(sources, _panel_columns(chosen))
     rows, width = write_batches(batches, paths.output / FEATURES_FILE)
     seconds = time.perf_counter() - started
     ensure_database(paths.output / DATABASE_FILE, sources)
     click.echo(
         f"{paths.output / FEATURES_FILE}: {rows} rows x {width} columns "
-        f"({engine_name}, {len(chosen)} features, {seconds:.2f} s)"
+        f"({engine_name}, {len(chosen.names)} features of {chosen.source}, {seconds:.2f} s)"
     )
 
 
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    """Names from repeated and comma-separated options, first occurrence kept."""
-    names = (n.strip() for v in values for n in v.split(","))
-    return tuple(dict.fromkeys(n for n in names if n))
+def _panel_columns(chosen: Any) -> list[str]:
+    """The columns of a feature panel of ``chosen``, in order."""
+    from engine.features import DEFAULT_LABEL_HORIZONS, label_name
+    from engine.features.panel import label_end_name
+
+    horizons = DEFAULT_LABEL_HORIZONS
+    return ["date", "symbol", "adj_close", "history_rows", *chosen.names,
+            *map(label_name, horizons), *map(label_end_name, horizons)]  # fmt: skip
 
 
 @main.command(name="sql")
@@ -109,7 +142,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Most rows the query returns, in every format; the rest are never fetched (a "
     "note says so). A printed table shows the first and last 10 of them.",
 )
-@data_options
+@spec_options("features.set", *PATHS)
 @friendly
 def sql(
     query: str | None,
@@ -121,7 +154,8 @@ def sql(
 ) -> None:
     """Run one read-only SELECT over the engine's views and print a table.
 
-    Views: prices, index, companies (the cache), features, labels, feature_panel, and,
+    Views: prices, index, companies (the cache), features, labels, feature_panel (of the
+    --features set), and,
     once `engine run` has written them, portfolio, backtest, latest_portfolio and
     predictions (a `model` column tells the runs apart). The same views are in
     OUTPUT_PATH/engine.duckdb for the DuckDB client. Queries cannot write files, attach
@@ -134,6 +168,7 @@ def sql(
     engine sql --file query.sql --out result.parquet
     """
     from engine.data.sources import resolve_archive
+    from engine.features.sets import feature_set
     from engine.views.database import (
         DATABASE_FILE,
         Sources,
@@ -145,9 +180,11 @@ def sql(
 
     text = _query_text(query, query_file)
     fmt = _output_format(fmt, out)
-    paths = spec_from(flags).paths
+    spec = spec_from(flags)
+    paths = spec.paths
+    chosen = feature_set(spec.features.set)
     archive = resolve_archive(paths)
-    sources = Sources.find(archive.cache_dir, paths.output)
+    sources = Sources.find(archive.cache_dir, paths.output, chosen)
     database = ensure_database(paths.output / DATABASE_FILE, sources)
     con = open_read_only(database, sources)
     try:

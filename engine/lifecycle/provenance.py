@@ -84,14 +84,14 @@ def run_tags(result: RunResult) -> dict[str, str]:
 
 
 def feature_definitions(result: RunResult) -> dict[str, Any]:
-    """Every feature's Polars expression, and how features were normalised per date."""
-    from engine.features import feature_expr, feature_parts
-
+    """Every feature's expression (and the set it came from), and how features were
+    normalised per date."""
     features = result.spec.features
-    parts = {k: str(v) for name in result.features for k, v in feature_parts(name).items()}
+    factors = result.feature_set
     return {
-        "features": {name: str(feature_expr(name)) for name in result.features},
-        "hidden_columns": parts,
+        "feature_set": factors.source if factors is not None else features.set,
+        "features": dict(factors.expressions) if factors is not None else {},
+        "descriptions": dict(factors.descriptions) if factors is not None else {},
         "normalisation": features.normalisation.value,
         "sector_neutral": features.sector_neutral,
         "label_horizon_days": features.horizon,

@@ -14,6 +14,7 @@ here is the archive's and the frame cache's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +24,19 @@ import polars as pl
 
 from engine.config import RunSpec
 from engine.data.archive import Archive
-from engine.features import DEFAULT_FEATURES
+from engine.features.sets import FeatureSet, builtin_set, feature_set
 from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
 from engine.pipeline.factors import live_factors, model_attribution, run_factors
 from engine.pipeline.frame import MIN_HISTORY_ROWS
 from engine.pipeline.market import market
-from engine.pipeline.modeldata import ModelData, model_data, model_inputs
+from engine.pipeline.modeldata import (
+    MOMENTUM_FEATURE,
+    ModelData,
+    model_data,
+    model_inputs,
+    momentum_source,
+)
 from engine.research import signal
 from engine.research.attribution import FactorFit
 from engine.research.backtest import Market
@@ -72,6 +79,7 @@ class RunResult:
     factor_fit : the regression of the daily net return minus the universe's on
         ``factors`` (loadings, annualised alpha, Newey-West t-stats, R^2).
     signal : the score's quality over horizons (``research.signal.signal_tables``).
+    feature_set : the factors of ``features``: names, expressions, descriptions.
     """
 
     spec: RunSpec
@@ -92,6 +100,7 @@ class RunResult:
     factors: pl.DataFrame = field(default_factory=pl.DataFrame)
     factor_fit: FactorFit | None = None
     signal: dict[str, pl.DataFrame] = field(default_factory=dict)
+    feature_set: FeatureSet | None = None
 
 
 @dataclass(frozen=True)
@@ -103,17 +112,22 @@ class Prepared:
     market: Market
     input_example: pl.DataFrame
     factors: pl.DataFrame
+    features: FeatureSet
 
 
 def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
-    """Features, labels and purge periods as arrays, and the daily market panel."""
-    features, walk = DEFAULT_FEATURES, spec.walk_forward
+    """Features (of ``spec.features.set``), labels and purge periods as arrays, and the
+    daily market panel."""
+    features, walk = feature_set(spec.features.set), spec.walk_forward
     with timer.stage("features"):
         columns = model_inputs(archive, spec.features, spec.paths, features)
         if len(columns.y) == 0:
             raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
         panel = market(archive)
-        data = model_data(columns, spec.features, walk, panel.calendar, features)
+        data = model_data(columns, spec.features, walk, panel.calendar, features.names)
+        if not _has_core_momentum(features):
+            source = momentum_source(archive, spec.features, spec.paths, len(columns.y))
+            data = dataclasses.replace(data, momentum=source)
     if not (data.available < len(data.rebalances)).any():
         raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
     if not data.plan.active.any():
@@ -122,10 +136,17 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
             f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
         )
     # the model signature: doubles
-    example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=list(features), orient="row")
+    names = list(features.names)
+    example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=names, orient="row")
     with timer.stage("factors"):
         factors = run_factors(data, panel, spec.backtest.execution_lag)
-    return Prepared(data, panel, example, factors)
+    return Prepared(data, panel, example, factors, features)
+
+
+def _has_core_momentum(features: FeatureSet) -> bool:
+    """Whether ``features`` holds the momentum baseline's factor as ``core`` defines it."""
+    core = {f.name: f.tree for f in builtin_set("core").factors}
+    return any(f.name == MOMENTUM_FEATURE and f.tree == core[f.name] for f in features.factors)
 
 
 def _no_label(horizon: int, days: int) -> str:
@@ -190,6 +211,7 @@ def evaluate_model(
         factors=factors,
         factor_fit=fit,
         signal=quality,
+        feature_set=prepared.features,
     )
 
 

@@ -27,7 +27,6 @@ from engine.research.models import (
 from engine.research.portfolio import scheme_weights
 from engine.schema import DATE, SCORE, SYMBOL, WEIGHT, ModelName, Rebalance, Weighting
 
-MOMENTUM_FEATURE = "mom_12_1"
 PERIODS_PER_YEAR = {Rebalance.WEEKLY: 52, Rebalance.MONTHLY: 12, Rebalance.QUARTERLY: 4}
 FORECASTING_MODELS = LINEAR_MODELS | TREE_MODELS  # scores in label units: R^2 is meaningful
 CASH_TOLERANCE = 1e-9  # weights summing to within this of 1 are fully invested
@@ -53,7 +52,7 @@ def score(
     if model in (ModelName.MOMENTUM, ModelName.EQUAL_WEIGHT):
         scores = np.full(len(data.y), np.nan)
         if model is ModelName.MOMENTUM:  # read on the live rows only
-            scores[live] = data.X[live][:, data.features.index(MOMENTUM_FEATURE)]
+            scores[live] = data.momentum_scores(live)
         else:
             scores[live] = 0.0
         return WalkForwardResult(scores, {})

@@ -3,9 +3,10 @@ scoreable row, in (date, symbol) order.
 
 It is the only expensive step of a run (point-in-time features, then a
 per-date rank of every feature). Its result depends only on the dataset fingerprint,
-the feature spec and the code that computes it, so it is memoised in the cache
-(``store``) under a key made of exactly those (``frame_key``: the code is represented by
-``FRAME_VERSION``, which a change of that code bumps).
+the feature spec (with the expressions of its feature set) and the code that computes
+it, so it is memoised in the cache (``store``) under a key made of exactly those
+(``frame_key``: the code is represented by ``FRAME_VERSION``, which a change of that code
+bumps).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import polars as pl
 
 from engine.config import FeatureSpec, Paths
 from engine.data.archive import Archive
-from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, feature_panel, label_name
+from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, label_name
+from engine.features.panel import expression_panel, label_end_name, plan_width
+from engine.features.sets import FeatureSet
 from engine.pipeline import store
 from engine.pipeline.framefile import FrameFile
 from engine.pipeline.market import symbol_batches
@@ -35,41 +38,59 @@ log = logging.getLogger(__name__)
 
 # The version of the code that computes the model frame (features, normalisation, storage):
 # part of the frame's cache key, so bump it with any change that alters a cached frame.
-FRAME_VERSION = 4
+FRAME_VERSION = 5
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
-
-
-def label_end_name(horizon: int) -> str:
-    return f"label_end_{horizon}d"
 
 
 FEATURE_BATCH_ROWS = 500_000  # rows of whole symbols per batch of features
 FRAME_CHUNK_ROWS = 2_000_000  # rows of whole dates normalised at once; bigger archives spill
+# The widths those row counts are meant for: a set whose plan has more columns (Alpha158:
+# ~300) gets proportionally fewer rows per batch, and a frame of more factors fewer rows per
+# chunk, so that a batch or a chunk holds about as many values whatever the set.
+FEATURE_BATCH_COLUMNS = 80  # columns of a set's plan (core: ~40)
+FRAME_CHUNK_COLUMNS = 24  # factors of a frame (core: 18)
+
+
+def batch_rows(features: FeatureSet) -> int:
+    """Rows of whole symbols per batch of ``features``' panel."""
+    columns = max(plan_width(features), FEATURE_BATCH_COLUMNS)
+    return max(1, FEATURE_BATCH_ROWS * FEATURE_BATCH_COLUMNS // columns)
+
+
+def chunk_rows(features: FeatureSet) -> int:
+    """Rows of whole dates per chunk of ``features``' model frame."""
+    width = max(len(features.names), FRAME_CHUNK_COLUMNS)
+    return max(1, FRAME_CHUNK_ROWS * FRAME_CHUNK_COLUMNS // width)
+
+
 SPILL_ROW_GROUP = 65_536  # rows per row group of a spilled batch (the unit a date filter skips)
 
 
 def frame_chunks(
-    archive: Archive, spec: FeatureSpec, names: tuple[str, ...], spill: Path
+    archive: Archive, spec: FeatureSpec, features: FeatureSet, spill: Path
 ) -> store.Chunks:
-    """The model frame in chunks of whole dates, in (date, symbol) order: normalised
-    features (float32), the label and its end date for every scoreable row. Rows of
+    """The model frame in chunks of whole dates, in (date, symbol) order: the normalised
+    factors of ``features`` (float32), the label and its end date for every scoreable row. Rows of
     symbols with less than MIN_HISTORY_ROWS of history are dropped before normalising, so
     they never enter a cross-section.
 
     Features are computed one batch of whole symbols at a time (``symbol_batches``): a
     window never crosses a symbol, so each batch is a panel of its own. An archive of up to
-    FRAME_CHUNK_ROWS price rows is then normalised in memory, as one chunk. A bigger one
-    goes out of core: each batch is written to ``spill`` sorted by date, and read back
-    ~FRAME_CHUNK_ROWS rows of whole dates at a time (Parquet statistics skip the other
+    ``chunk_rows`` price rows (FRAME_CHUNK_ROWS for up to FRAME_CHUNK_COLUMNS factors) is
+    then normalised in memory, as one chunk. A bigger one goes out of core: each batch is
+    written to ``spill`` sorted by date, and read back ~``chunk_rows`` rows of whole dates
+    at a time (Parquet statistics skip the other
     row groups). Normalisation is per date, so chunks of whole dates give the same values
     as one chunk, and the peak memory is that of one chunk whatever the archive's size.
     """
+    names = features.names
     label, end = label_name(spec.horizon), label_end_name(spec.horizon)
     keep = [DATE, SYMBOL, *names, label, end]
     panels = feature_batches(
-        archive, names, (spec.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
+        archive, features, (spec.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
     )
-    spilling = archive.prices.select(pl.len()).collect().item() > FRAME_CHUNK_ROWS
+    chunk = chunk_rows(features)
+    spilling = archive.prices.select(pl.len()).collect().item() > chunk
     if not spilling:
         panel = pl.concat(panels, rechunk=False)
         symbols = panel[SYMBOL].unique(maintain_order=True).to_list()
@@ -78,7 +99,7 @@ def frame_chunks(
     parts, days, symbols = _spilled(panels, spill)
     reads = (
         pl.concat([pl.scan_parquet(p).filter(pl.col(DATE).is_between(lo, hi)) for p in parts])
-        for lo, hi in _date_ranges(days, FRAME_CHUNK_ROWS)
+        for lo, hi in _date_ranges(days, chunk)
     )
     frames = (_normalised(read.collect(engine=ENGINE), archive, spec, names, keep)
               for read in reads)  # fmt: skip
@@ -87,16 +108,16 @@ def frame_chunks(
 
 def feature_batches(
     archive: Archive,
-    names: Sequence[str],
+    features: FeatureSet,
     horizons: Sequence[int] = DEFAULT_LABEL_HORIZONS,
     min_history: int = 1,
     columns: Sequence[str] | None = None,
 ) -> Iterator[pl.DataFrame]:
-    """``feature_panel`` (only ``columns``, if given), one batch of whole symbols at a time
-    (``symbol_batches``), in (symbol, date) order: a window never crosses a symbol, so
-    each batch is a panel of its own and only one is in memory."""
-    for batch in symbol_batches(archive.prices, FEATURE_BATCH_ROWS):
-        panel = feature_panel(batch, archive.index, names, horizons, min_history=min_history)
+    """``expression_panel`` of ``features`` (only ``columns``, if given), one batch of whole
+    symbols at a time (``symbol_batches``), in (symbol, date) order: a window never crosses
+    a symbol, so each batch is a panel of its own and only one is in memory."""
+    for batch in symbol_batches(archive.prices, batch_rows(features)):
+        panel = expression_panel(batch, archive.index, features, horizons, min_history)
         yield (panel if columns is None else panel.select(columns)).collect(engine=ENGINE)
 
 
@@ -155,12 +176,13 @@ def _normalised(
     return frame.select(keep)
 
 
-def model_frame(archive: Archive, spec: FeatureSpec, names: tuple[str, ...]) -> pl.DataFrame:
+def model_frame(archive: Archive, spec: FeatureSpec, features: FeatureSet) -> pl.DataFrame:
     """The whole model frame (``frame_chunks``) in memory, without the cache."""
     with tempfile.TemporaryDirectory(prefix="engine-spill-") as spill:
-        chunks = frame_chunks(archive, spec, names, Path(spill))
+        chunks = frame_chunks(archive, spec, features, Path(spill))
         frames = list(chunks.frames)
-    return pl.concat(frames) if frames else pl.DataFrame(schema=frame_schema(spec, names))
+    empty = pl.DataFrame(schema=frame_schema(spec, features.names))
+    return pl.concat(frames) if frames else empty
 
 
 def frame_schema(spec: FeatureSpec, names: tuple[str, ...]) -> pl.Schema:
@@ -170,14 +192,17 @@ def frame_schema(spec: FeatureSpec, names: tuple[str, ...]) -> pl.Schema:
     )  # fmt: skip
 
 
-def frame_key(fingerprint: str, spec: FeatureSpec, names: tuple[str, ...]) -> str:
-    """Content key of the model frame: the data, the feature spec and names, and
-    ``FRAME_VERSION`` (bumped by any change of the code that computes the frame)."""
+def frame_key(fingerprint: str, spec: FeatureSpec, features: FeatureSet) -> str:
+    """Content key of the model frame: the data, the feature spec, the factors (each name
+    with its parsed expression: a set's name or a file's path is no part of it, spacing
+    in an expression neither) and ``FRAME_VERSION`` (bumped by any change of the code that
+    computes the frame)."""
+    settings = {k: v for k, v in dataclasses.asdict(spec).items() if k != "set"}
     identity = {
         "version": FRAME_VERSION,
         "fingerprint": fingerprint,
-        "features": list(names),
-        "spec": dataclasses.asdict(spec),
+        "features": [[f.name, repr(f.tree)] for f in features.factors],
+        "spec": settings,
         "min_history": MIN_HISTORY_ROWS,
         "polars": pl.__version__,
     }
@@ -185,24 +210,24 @@ def frame_key(fingerprint: str, spec: FeatureSpec, names: tuple[str, ...]) -> st
 
 
 def frame_file(
-    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
+    archive: Archive, spec: FeatureSpec, paths: Paths, features: FeatureSet
 ) -> FrameFile | None:
     """The model frame's file in the cache, made first if this data and spec have not
     made it before; None when the frame cache is off."""
     if not paths.frame_cache:
         return None
     root = paths.cache_dir / "frames"
-    key = frame_key(archive.fingerprint, spec, names)
+    key = frame_key(archive.fingerprint, spec, features)
     files, built = store.cached_frame(
-        root, key, lambda spill: frame_chunks(archive, spec, names, spill)
+        root, key, lambda spill: frame_chunks(archive, spec, features, spill)
     )
     log.info("model frame %s from %s", "computed" if built else "read", files.path)
     return files
 
 
 def cached_model_frame(
-    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
+    archive: Archive, spec: FeatureSpec, paths: Paths, features: FeatureSet
 ) -> pl.DataFrame:
     """``model_frame``, read from the cache when this data and spec made it before."""
-    files = frame_file(archive, spec, paths, names)
-    return model_frame(archive, spec, names) if files is None else files.frame()
+    files = frame_file(archive, spec, paths, features)
+    return model_frame(archive, spec, features) if files is None else files.frame()

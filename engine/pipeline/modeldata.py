@@ -9,6 +9,7 @@ for the scored rows and the trees' sampled training dates.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +19,9 @@ import polars as pl
 from engine.config import FeatureSpec, Paths, WalkForwardSpec
 from engine.data.archive import Archive
 from engine.features import label_name
-from engine.pipeline.frame import frame_file, label_end_name, model_frame
+from engine.features.panel import label_end_name
+from engine.features.sets import FeatureSet
+from engine.pipeline.frame import frame_file, model_frame
 from engine.pipeline.framefile import FeatureRows, key_arrays
 from engine.research.splits import (
     Schedule,
@@ -28,6 +31,8 @@ from engine.research.splits import (
     schedule,
 )
 from engine.schema import DATE, SYMBOL
+
+MOMENTUM_FEATURE = "mom_12_1"  # the momentum baseline's score: core's 12-1 momentum
 
 
 @dataclass(frozen=True)
@@ -51,14 +56,15 @@ class FrameColumns:
 
 
 def model_inputs(
-    archive: Archive, spec: FeatureSpec, paths: Paths, names: tuple[str, ...]
+    archive: Archive, spec: FeatureSpec, paths: Paths, features: FeatureSet
 ) -> FrameColumns:
-    """The model frame's columns: from the cache (features left on disk), or computed in
-    memory when the frame cache is off."""
+    """The model frame's columns of the factors of ``features``: from the cache (features
+    left on disk), or computed in memory when the frame cache is off."""
     label, end = label_name(spec.horizon), label_end_name(spec.horizon)
-    file = frame_file(archive, spec, paths, names)
+    names = features.names
+    file = frame_file(archive, spec, paths, features)
     if file is None:
-        frame = model_frame(archive, spec, names)
+        frame = model_frame(archive, spec, features)
         stored = key_arrays(frame, label, end)  # as read from the cache's file
         return FrameColumns(
             days=stored["date"],
@@ -94,6 +100,8 @@ class ModelData:
     rebalances, plan : rebalance dates and the training window of each.
     features, label : the feature columns of ``X`` and the label's name.
     horizon : the label's horizon, in trading days.
+    momentum : rows -> normalised ``MOMENTUM_FEATURE`` of those rows, for a feature set
+        without core's definition of it (None: read from ``X``).
     """
 
     X: np.ndarray | FeatureRows
@@ -108,6 +116,13 @@ class ModelData:
     features: tuple[str, ...]
     label: str
     horizon: int
+    momentum: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def momentum_scores(self, rows: np.ndarray) -> np.ndarray:
+        """The normalised 12-1 momentum of ``rows`` (the momentum baseline's scores)."""
+        if self.momentum is not None:
+            return self.momentum(rows)
+        return self.X[rows][:, self.features.index(MOMENTUM_FEATURE)]
 
 
 def model_data(
@@ -160,3 +175,22 @@ def per_distinct_day(
     if days.size == 0 or np.any(days[starts[1:]] < days[starts[:-1]]):
         return lookup(days, marks)
     return np.repeat(lookup(days[starts], marks), np.diff(np.r_[starts, len(days)]))
+
+
+def momentum_source(
+    archive: Archive, spec: FeatureSpec, paths: Paths, rows: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> ``MOMENTUM_FEATURE`` from a model frame of that one ``core`` factor, made (or
+    read from the cache) on first use. Its rows are the model frame's (the scoreable rows
+    of the same data: which rows are scoreable does not depend on the factors), ``rows``
+    of them."""
+    from engine.features.sets import core_factor
+
+    @functools.cache
+    def column() -> np.ndarray | FeatureRows:
+        columns = model_inputs(archive, spec, paths, core_factor(MOMENTUM_FEATURE))
+        if len(columns.y) != rows:
+            raise ValueError(f"the momentum frame has {len(columns.y)} rows, not {rows}")
+        return columns.X
+
+    return lambda wanted: column()[wanted][:, 0]

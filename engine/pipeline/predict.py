@@ -13,6 +13,8 @@ import polars as pl
 
 from engine.config import RunSpec
 from engine.data.archive import Archive
+from engine.features import FeatureError
+from engine.features.sets import FeatureSet, feature_set
 from engine.pipeline import evaluate as ev
 from engine.pipeline import latest_holdings
 from engine.pipeline.frame import frame_file, model_frame
@@ -52,8 +54,9 @@ def features_on(
 ) -> pl.DataFrame:
     """Normalised features (and keys) of every scoreable symbol on the last trading day
     on or before ``as_of``, read from the run's model frame (that day's rows only)."""
-    file = frame_file(archive, spec.features, spec.paths, names)
-    frame = model_frame(archive, spec.features, names) if file is None else None
+    features = scored_set(spec, names)
+    file = frame_file(archive, spec.features, spec.paths, features)
+    frame = model_frame(archive, spec.features, features) if file is None else None
     days = day_numbers(file.column(DATE) if frame is None else frame[DATE])
     limit = (as_of - EPOCH).days
     if not (days <= limit).any():
@@ -61,6 +64,17 @@ def features_on(
         raise ModelError(f"no scoreable day on or before {as_of} (first: {first})")
     rows = np.flatnonzero(days == int(days[days <= limit].max()))
     return file.frame(rows) if frame is None else frame[rows]
+
+
+def scored_set(spec: RunSpec, names: tuple[str, ...]) -> FeatureSet:
+    """The feature set of the run (``spec.features.set``), which must give the scorer's
+    inputs ``names``, in order (a factor file edited since the run may not)."""
+    features = feature_set(spec.features.set)
+    if features.names != tuple(names):
+        raise FeatureError(f"feature set {spec.features.set!r} gives {len(features.names)} "
+                           f"factors, not the model's {len(names)} inputs in its order: was "
+                           "the file changed since the run?")  # fmt: skip
+    return features
 
 
 def predict(

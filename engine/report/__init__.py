@@ -28,6 +28,7 @@ from typing import IO
 
 import polars as pl
 
+from engine.features.sets import to_toml
 from engine.io import resultset
 from engine.pipeline import RunResult
 from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
@@ -57,6 +58,7 @@ def metrics_document(result: RunResult) -> dict:
         "metrics": {k: _json_safe(v) for k, v in sorted(result.metrics.items())},
         "settings": result.spec.as_params(),
         "features": list(result.features),
+        "feature_set": _feature_set(result),
         "period": {
             "start": str(eq["date"].min()) if eq.height else None,
             "end": str(eq["date"].max()) if eq.height else None,
@@ -74,6 +76,13 @@ def metrics_document(result: RunResult) -> dict:
     }
 
 
+def _feature_set(result: RunResult) -> dict | None:
+    """The set's source and each factor's expression (None for a result without them)."""
+    if result.feature_set is None:
+        return None
+    return {"source": result.feature_set.source, "expressions": result.feature_set.expressions}
+
+
 Writer = Callable[[IO[bytes]], object]
 Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 # Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
@@ -84,6 +93,7 @@ MODEL_FILES = {
     "ic": ("ic", ".csv"),
     "attribution": ("attribution", ".csv"),
     "metrics": ("metrics", ".json"),
+    "features": ("features", ".toml"),
     "report_daily": ("report", ".parquet"),
     "report_tables": ("report", ".json"),
     "report": ("report", ".html"),
@@ -116,6 +126,8 @@ def output_files(result: RunResult, report: bool = True) -> Files:
         "attribution": _csv(result.attribution),
         "metrics": json.dumps(metrics_document(result), indent=2).encode(),
     }
+    if result.feature_set is not None:  # the factors, as a file --features reads back
+        contents["features"] = to_toml(result.feature_set).encode()
     files = {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
     if report:  # computed by the first of its writers, as the result set is written
         made = functools.cache(lambda: _report_contents(result, contents))

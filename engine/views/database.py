@@ -1,10 +1,10 @@
 """DuckDB views over the Parquet cache and the run outputs; read-only ad hoc queries.
 
-The views are the SQL files of this package (``engine/views/*.sql``), applied in file-name order: staging views that
-only rename and cast (``prices``, ``index``, ``companies``), the daily returns, the
-``feature_panel`` (features and labels in one window pass) split into ``features`` and
-``labels``, and, when ``engine run`` has written them, views over its outputs
-(``OUTPUT_VIEWS``).
+The views are the SQL files of this package (``engine/views/*.sql``), applied in file-name
+order: staging views that only rename and cast (``prices``, ``index``, ``companies``), the
+``feature_panel`` of the chosen feature set (features and labels; generated from the set's
+expressions, ``engine.views.feature_view_sql``) split into ``features`` and ``labels``,
+and, when ``engine run`` has written them, views over its outputs (``OUTPUT_VIEWS``).
 
 The SQL never holds a path. Every file is bound to a source relation ``src_<name>`` through
 DuckDB's relational API (``read_parquet`` / ``read_csv`` with the path as a value), and DuckDB
@@ -33,17 +33,19 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from engine.features.panel import plan_width
+from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
 from engine.schema import DATE, SYMBOL, ModelName
-from engine.views import sql_files
+from engine.views import FEATURE_VIEW_FILE, feature_view_sql, sql_files
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ DATABASE_FILE = "engine.duckdb"
 BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was built for
 CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
 FEATURE_PANEL_VIEW = "feature_panel"
-KEY_VERSION = 1
+KEY_VERSION = 2
 # Every connection: no extension is installed or loaded behind a query's back, and a query
 # cannot scan the caller's Python objects by naming them.
 _LOCKED_DOWN = {
@@ -105,7 +107,8 @@ def _config(budget: tuple[int, int] | None = None) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class Sources:
-    """The files behind the views: source relation name -> absolute paths.
+    """The files behind the views: source relation name -> absolute paths, and the feature
+    set of the ``feature_panel`` view.
 
     ``tables`` are the Parquet cache tables (always present); ``outputs`` are run outputs
     found in OUTPUT_PATH, keyed by view name.
@@ -113,10 +116,14 @@ class Sources:
 
     tables: Mapping[str, Path]
     outputs: Mapping[str, tuple[Path, ...]]
+    features: FeatureSet = field(default_factory=lambda: feature_set(DEFAULT_SET))
 
     @classmethod
-    def find(cls, cache_dir: Path, output_path: Path | None = None) -> Sources:
-        """The cache tables in ``cache_dir`` and the run outputs present in ``output_path``."""
+    def find(
+        cls, cache_dir: Path, output_path: Path | None = None, features: FeatureSet | None = None
+    ) -> Sources:
+        """The cache tables in ``cache_dir``, the run outputs present in ``output_path``, and
+        ``features`` (default: the ``core`` set) for the ``feature_panel`` view."""
         tables = {name: (Path(cache_dir) / f"{name}.parquet").resolve() for name in CACHE_TABLES}
         outputs = {}
         for view in OUTPUT_VIEWS if output_path is not None else ():
@@ -125,7 +132,7 @@ class Sources:
             files = tuple(Path(os.path.abspath(p)) for p in view.files(Path(output_path)))
             if files:
                 outputs[view.view] = files
-        return cls(tables, outputs)
+        return cls(tables, outputs, features or feature_set(DEFAULT_SET))
 
     def paths(self) -> list[str]:
         """Every file a view reads: the only files an ad hoc query may open."""
@@ -137,14 +144,23 @@ class Sources:
         absent = {v.sql_file for v in OUTPUT_VIEWS if v.view not in self.outputs}
         return [p for p in sql_files() if p.name not in absent]
 
+    def statements(self) -> Iterator[tuple[str, str, Traversable | None]]:
+        """(file name, SQL text, file) of every view definition in order: the SQL files
+        and, as ``FEATURE_VIEW_FILE``, the feature set's ``feature_panel`` (no file)."""
+        files = [(p.name, p) for p in self.sql_files()]
+        files.append((FEATURE_VIEW_FILE, None))
+        for name, path in sorted(files, key=lambda item: item[0]):
+            text = feature_view_sql(self.features) if path is None else path.read_text()
+            yield name, text, path
+
     def key(self) -> str:
         """Changes whenever a rebuilt database would differ: files, their signatures, SQL."""
         parts: dict[str, object] = {"version": KEY_VERSION, "duckdb": duckdb.__version__}
         for path in self.paths():  # cache paths are content-addressed; outputs are not
             stat = os.stat(path)
             parts[path] = [stat.st_size, stat.st_mtime_ns]
-        for sql in self.sql_files():
-            parts[sql.name] = hashlib.sha256(sql.read_bytes()).hexdigest()
+        for name, text, _ in self.statements():
+            parts[name] = hashlib.sha256(text.encode()).hexdigest()
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,10 +174,10 @@ def create_views(con: duckdb.DuckDBPyConnection, sources: Sources) -> None:
     for name, path in sources.tables.items():
         con.read_parquet(str(path)).create_view(f"src_{name}", replace=True)
     optional = {view.sql_file: view for view in OUTPUT_VIEWS}
-    for sql in sources.sql_files():
-        view = optional.get(sql.name)
+    for name, text, sql in sources.statements():
+        view = optional.get(name)
         if view is None:
-            con.execute(sql.read_text())
+            con.execute(text)
             continue
         try:
             _create_output_view(con, view, sources.outputs[view.view], sql)
@@ -211,10 +227,10 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
         missing = [c for c in columns if c not in relation.columns]
         if missing:
             raise QueryError(
-                f"the duckdb engine has no {', '.join(missing)}: its views compute the "
-                "default feature set (use --engine polars for other windows)"
+                f"the feature_panel view has no {', '.join(missing)}: it computes the "
+                f"feature set {sources.features.source!r}"
             )
-        ranges = _symbol_ranges(con, BATCH_ROWS)
+        ranges = _symbol_ranges(con, batch_rows(sources.features))
         if not ranges:
             yield relation.select(*columns).limit(0).pl()
         for first, last in ranges:
@@ -227,8 +243,15 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
 
 
 # Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
-# time, not the whole panel's.
+# time, not the whole panel's; for sets whose panel computes up to BATCH_COLUMNS columns
+# (core: ~40), proportionally fewer rows for wider ones (Alpha158: ~300).
 BATCH_ROWS = 500_000
+BATCH_COLUMNS = 80
+
+
+def batch_rows(features: FeatureSet) -> int:
+    """Rows of whole symbols per batch of ``features``' panel."""
+    return max(1, BATCH_ROWS * BATCH_COLUMNS // max(plan_width(features), BATCH_COLUMNS))
 
 
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:

@@ -140,6 +140,9 @@ def _stage_artifacts(folder: Path, result: RunResult, outputs: dict[str, Path]) 
     (folder / "sql").mkdir()
     for sql in views.sql_files():
         (folder / "sql" / sql.name).write_bytes(sql.read_bytes())
+    if result.feature_set is not None:  # the generated view of the run's feature set
+        feature_view = views.feature_view_sql(result.feature_set)
+        (folder / "sql" / views.FEATURE_VIEW_FILE).write_text(feature_view)
 
 
 def pip_requirements() -> list[str]:
