@@ -173,21 +173,25 @@ def _feature_task(name: str) -> Callable[[Context], Task]:
     return build
 
 
-def _model_frame(ctx: Context) -> Task:
-    from engine.features.sets import feature_set
-    from engine.pipeline.frame import frame_file
+def _model_frame(set_name: str = "core") -> Callable[[Context], Task]:
+    def build(ctx: Context) -> Task:
+        from engine.features.sets import feature_set
+        from engine.pipeline.frame import frame_file
 
-    archive, settings = ctx.archive, ctx.settings.replace(**{"paths.cache": ctx.work / "frames"})
+        settings = ctx.settings.replace(**{"paths.cache": ctx.work / "frames",
+                                           "features.set": set_name})  # fmt: skip
+        features, archive = feature_set(set_name), ctx.archive
 
-    def setup() -> None:  # no model frame in the cache: every round builds it
-        shutil.rmtree(ctx.work / "frames", ignore_errors=True)
+        def setup() -> None:  # no model frame in the cache: every round builds it
+            shutil.rmtree(ctx.work / "frames", ignore_errors=True)
 
-    features = feature_set(settings.features.set)
-    return Task(lambda: frame_file(archive, settings.features, settings.paths, features),
-                setup)  # fmt: skip
+        return Task(lambda: frame_file(archive, settings.features, settings.paths, features),
+                    setup)  # fmt: skip
+
+    return build
 
 
-def _features_file(engine: str) -> Callable[[Context], Task]:
+def _features_file(engine: str, set_name: str = "core") -> Callable[[Context], Task]:
     def build(ctx: Context) -> Task:
         from engine.features.panel import expression_panel
         from engine.features.sets import feature_set
@@ -196,7 +200,7 @@ def _features_file(engine: str) -> Callable[[Context], Task]:
         from engine.views.database import feature_batches as duckdb_feature_batches
 
         archive, target = ctx.archive, ctx.work / f"features_{engine}.parquet"
-        features = feature_set(ctx.settings.features.set)
+        features = feature_set(set_name)
         if engine == "polars":
             return Task(lambda: write_batches(feature_batches(archive, features), target))
         sources = Sources.find(archive.cache_dir, features=features)
@@ -297,7 +301,8 @@ def _stages() -> tuple[Stage, ...]:
         Stage("duckdb_views", "features", "the same from the DuckDB SQL views, sorted, to Polars", _feature_task("duckdb_views"), target_s=2.5, kind=KERNEL),
         Stage("polars_normalise", "normalise", "per-date rank of the 18 features (Polars)", _feature_task("polars_normalise"), target_s=0.5, kind=KERNEL),
         Stage("pandas_normalise", "normalise", "the same in pandas: groupby(date).rank", _feature_task("pandas_normalise"), kind=REFERENCE, slow=True),
-        Stage("model_frame", "features", "the pipeline's feature stage, uncached: features and labels by symbol batch, history filter, per-date rank (by chunks of dates above 2M rows), float32, written to the cache's frame files", _model_frame, target_s=1.0),
+        Stage("model_frame", "features", "the pipeline's feature stage, uncached: features and labels by symbol batch, history filter, per-date rank (by chunks of dates above 2M rows), float32, written to the cache's frame files", _model_frame(), target_s=1.0),
+        Stage("model_frame_alpha158", "features", "model_frame of the alpha158 set (157 factors)", _model_frame("alpha158")),
         *models,
         Stage("portfolio", "portfolio", "top-10 equal weights at every rebalance (ridge scores)", _portfolio(Weighting.EQUAL), needs_frame=True),
         Stage("portfolio_min_variance", "portfolio", "top-10 min-variance weights, Ledoit-Wolf, at every rebalance", _portfolio(Weighting.MIN_VARIANCE), needs_frame=True),
@@ -305,6 +310,8 @@ def _stages() -> tuple[Stage, ...]:
         Stage("mlflow_logging", "tracking", "log_run: params, dataset, model, metrics, artifacts, registry, promotion (SQLite store)", _mlflow_logging, needs_frame=True),
         Stage("features_file_polars", "features", "`engine features`: polars_features computed and written to Parquet one batch of symbols at a time", _features_file("polars")),
         Stage("features_file_duckdb", "features", "`engine features --engine duckdb`: duckdb_views the same way, one range of symbols at a time", _features_file("duckdb")),
+        Stage("alpha158_file_polars", "features", "`engine features --features alpha158`: the 157 factors and 3 labels by symbol batch, to Parquet", _features_file("polars", "alpha158"), slow=True),
+        Stage("alpha158_file_duckdb", "features", "the same with `--engine duckdb`, one range of symbols at a time", _features_file("duckdb", "alpha158"), slow=True),
     )  # fmt: skip
 
 

@@ -54,6 +54,7 @@ class Run:
     warmup: bool = False  # one untimed run first (creates the MLflow store)
     repeat: bool = True  # else a single round
     target_s: float | None = None
+    features: str = "core"  # the feature set (--features)
 
 
 COLD_NO_TRACKING = Run(
@@ -69,6 +70,7 @@ RUNS = (
         target_s=3.0),
     Run("run_all_warm", "warm caches, 7 models, MLflow logging", model="all", repeat=False,
         target_s=120.0),
+    Run("run_ridge_alpha158_no_tracking", "--features alpha158, warm price cache, no MLflow", tracking=False, repeat=False, features="alpha158"),
 )  # fmt: skip
 SCALE_RUNS = (  # the scale curve: the full run's time and peak at each size, no MLflow
     COLD_NO_TRACKING,
@@ -166,7 +168,8 @@ def run_command(run: Run, archive: Path, cache: Path, base: Path) -> list[str]:
         cache, output = base / "cold-cache", base / "cold-output"
         for folder in (cache, output):
             shutil.rmtree(folder, ignore_errors=True)
-    flags = ["--model", run.model] + ([] if run.tracking else ["--no-tracking"])
+    flags = ["--model", run.model, "--features", run.features]
+    flags += [] if run.tracking else ["--no-tracking"]
     return _engine("run", *flags, "--data-path", str(archive), "--output-path", str(output),
                    "--cache-path", str(cache))  # fmt: skip
 
@@ -175,7 +178,8 @@ def measure_run(run: Run, archive: Path, cache: Path, base: Path, repeat: int, e
                 limit: float) -> dict:  # fmt: skip
     """Wall time, CPU time and peak RSS of an ``engine run`` command, each round a fresh
     process (a cold run starts from empty folders every round)."""
-    flags = ["--model", run.model] + ([] if run.tracking else ["--no-tracking"])
+    flags = ["--model", run.model, "--features", run.features]
+    flags += [] if run.tracking else ["--no-tracking"]
     row: dict[str, Any] = {"name": run.name, "what": run.what, "target_s": run.target_s,
                            "command": " ".join(["engine", "run", *flags]),
                            "load_1m": harness.load_average()[0]}  # fmt: skip

@@ -57,11 +57,15 @@ def _interrupted(exc: BaseException) -> bool:
 
 
 def _aborted(newline: bool = True) -> int:
-    """Say "Aborted!" (on a line of its own) and give the interrupted status; a second
-    Ctrl-C meanwhile is ignored."""
+    """Remove the temporary files of the writes the interrupt broke, say "Aborted!" (on
+    a line of its own) and give the interrupted status; a second Ctrl-C meanwhile is
+    ignored."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    files = sys.modules.get("engine.io.files")  # not imported: nothing was written
+    if files is not None:
+        files.discard_temporaries()
     sys.stderr.write(("\n" if newline else "") + ABORTED + "\n")
     sys.stderr.flush()
     return EXIT_INTERRUPTED

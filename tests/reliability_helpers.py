@@ -48,11 +48,12 @@ def tiny_archive(folder: Path, spec: SynthSpec = TINY) -> Path:
     return folder
 
 
-def output_names(model: str = "ridge", plots: bool = False) -> list[str]:
-    """The files ``engine run --model <model>`` writes into OUTPUT_PATH."""
+def output_names(model: str = "ridge", report: bool = False) -> list[str]:
+    """The files ``engine run --model <model>`` writes into OUTPUT_PATH (``report``: also
+    the research report's data and page)."""
     names = [f"{kind}_{model}.csv" for kind in MODEL_OUTPUTS] + [f"metrics_{model}.json"]
-    if plots:
-        names += [f"{kind}_{model}.png" for kind in ("equity", "drawdown", "rolling_ic")]
+    if report:
+        names += [f"report_{model}.{kind}" for kind in ("parquet", "json", "html")]
     return names
 
 
@@ -192,9 +193,8 @@ def check_complete(path: Path) -> None:
         json.loads(path.read_text(), parse_constant=_refuse_constant)
     elif suffix == ".parquet":
         pl.read_parquet(path)
-    elif suffix == ".png":
-        data = path.read_bytes()
-        assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), path
+    elif suffix == ".html":
+        assert path.read_bytes().rstrip().endswith(b"</html>"), f"{path} ends early"
 
 
 def _refuse_constant(name: str) -> None:
@@ -202,10 +202,10 @@ def _refuse_constant(name: str) -> None:
 
 
 def assert_no_partial_files(folder: Path) -> list[Path]:
-    """Every visible CSV, JSON, Parquet and PNG under ``folder`` parses completely."""
+    """Every visible CSV, JSON, Parquet and HTML file under ``folder`` parses completely."""
     checked = []
     for path in visible_files(folder):
-        if path.suffix in {".csv", ".json", ".parquet", ".png"}:
+        if path.suffix in {".csv", ".json", ".parquet", ".html"}:
             try:
                 check_complete(path)
             except FileNotFoundError:  # renamed away while we looked (a rebuild): fine
@@ -391,10 +391,12 @@ def after(seconds: float) -> Trigger:
 
 
 def first_output(out: Path, model: str) -> Trigger:
-    names = output_names(model, plots=True)
+    """The run has begun writing its outputs: a result set is being staged
+    (``engine.io.resultset``), or one of the model's files is there."""
+    names = output_names(model, report=True)
     return lambda _: (
-        any((out / n).exists() for n in names)
-        or any(is_temporary(p) for p in out.glob(f".*_{model}.*"))
+        any(is_temporary(p) for p in out.glob(".engine-sets/*"))
+        or any((out / n).exists() for n in names)
     )
 
 

@@ -52,6 +52,14 @@ def data(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def memoised(monkeypatch) -> None:
+    """Memoise digests of files changed just now: ``age`` backdates the mtime, but the
+    ctime of a file the test just wrote (or touched) is always the present, which the
+    racy-clean window would otherwise refuse to trust."""
+    monkeypatch.setattr(cache, "RACY_WINDOW_NS", 0)
+
+
 # --- fingerprint ----------------------------------------------------------------------------------
 def test_fingerprint_is_sha256_over_names_and_content_digests(data, tmp_path):
     archive = load_archive(data, tmp_path / "cache")
@@ -83,7 +91,7 @@ def test_same_content_elsewhere_has_the_same_fingerprint(data, tmp_path):
     assert a.fingerprint == b.fingerprint and a.cache_dir == b.cache_dir
 
 
-def test_hash_memo_skips_rehashing_unchanged_files(data, tmp_path, monkeypatch):
+def test_hash_memo_skips_rehashing_unchanged_files(data, tmp_path, monkeypatch, memoised):
     load_archive(data, tmp_path / "cache")
     memo = json.loads((tmp_path / "cache" / cache.HASHES_FILE).read_text())
     assert str((data / schema.STOCKS_FILE).resolve()) in memo
@@ -105,8 +113,35 @@ def test_freshly_written_files_are_not_memoised(tmp_path):
     assert str((folder / schema.STOCKS_FILE).resolve()) not in memo
 
 
+def test_freshly_changed_files_are_not_memoised(data, tmp_path):
+    load_archive(data, tmp_path / "cache")  # mtime long ago, ctime now (the backdating)
+    memo_path = tmp_path / "cache" / cache.HASHES_FILE
+    memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
+    assert str((data / schema.STOCKS_FILE).resolve()) not in memo
+
+
+def test_edit_in_place_keeping_size_mtime_and_inode_is_seen(data, tmp_path, memoised):
+    first = load_archive(data, tmp_path / "cache")
+    memo = json.loads((tmp_path / "cache" / cache.HASHES_FILE).read_text())
+    path = data / schema.INDEX_FILE
+    assert str(path.resolve()) in memo  # the next load would trust the memo on a stat
+    before = path.stat()
+    raw = bytearray(path.read_bytes())
+    raw[-3] = ord("7") if raw[-3] != ord("7") else ord("8")  # one digit of the last level
+    with open(path, "r+b") as handle:  # in place: same inode, same size
+        handle.write(bytes(raw))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the mtime put back
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)  # fmt: skip
+    edited = load_archive(data, tmp_path / "cache")
+    assert edited.fingerprint != first.fingerprint
+    level = schema.INDEX_LEVEL
+    assert edited.index.collect()[level][-1] != first.index.collect()[level][-1]
+
+
 @pytest.mark.parametrize("garbage", ["{not json", "[1, 2]", '{"%s": [1]}', '{"%s": {}}'])
-def test_corrupt_hash_memo_is_ignored(data, tmp_path, garbage):
+def test_corrupt_hash_memo_is_ignored(data, tmp_path, garbage, memoised):
     first = load_archive(data, tmp_path / "cache").fingerprint
     key = str((data / schema.STOCKS_FILE).resolve())
     (tmp_path / "cache" / cache.HASHES_FILE).write_text(garbage.replace("%s", key))

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.io.files import atomic_write, regrouped, sink_parquet
+from engine.io import files
+from engine.io.files import atomic_write, regrouped, sink_parquet, temporary
 
 
 @pytest.fixture
@@ -45,6 +46,31 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path):
     with pytest.raises(RuntimeError):
         atomic_write(path, broken)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.csv"]
+
+
+def test_a_temporary_is_removed_when_its_block_ends_however_it_ends(tmp_path: Path):
+    with temporary(tmp_path / "frame") as made:
+        made.mkdir()
+        (made / "part").write_bytes(b"x")
+    with pytest.raises(KeyboardInterrupt), temporary(tmp_path / "a.csv") as written:
+        written.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert made.name.startswith(".frame.") and written.name.startswith(".a.csv.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_temporary_whose_cleanup_was_broken_is_discarded_at_exit(tmp_path: Path):
+    """An interrupt inside the block's own cleanup leaves the name registered; the
+    command line's exit (``discard_temporaries``) removes what is under it."""
+    block = temporary(tmp_path / "frame")
+    made = block.__enter__()
+    made.mkdir()
+    (made / "part").write_bytes(b"x")  # the block never ends: as if its cleanup broke
+    other = tmp_path / "kept.txt"
+    other.write_bytes(b"y")
+    files.discard_temporaries()
+    assert list(tmp_path.iterdir()) == [other]
+    files.discard_temporaries()  # nothing left to do: no error
 
 
 SCHEMA = pl.Schema({"symbol": pl.String, "x": pl.Float64, "day": pl.Int32})

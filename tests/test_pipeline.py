@@ -182,14 +182,14 @@ def test_prepare_refuses_an_archive_too_short_to_train(archive, base):
         prepare(short, base.replace(**{"paths.frame_cache": False}), StageTimer())
 
 
-def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
+def test_outputs_report_and_metrics_document(comparison, tmp_path: Path):
     result = comparison.results[0]
     files = write_outputs(result, tmp_path)
     for key in ("portfolio", "holdings", "equity", "ic", "attribution", "metrics",
-                "plot_equity", "plot_drawdown", "plot_rolling_ic"):  # fmt: skip
+                "report_daily", "report_tables", "report"):  # fmt: skip
         assert files[key].is_file() and files[key].stat().st_size > 0
-    for key in ("plot_equity", "plot_drawdown", "plot_rolling_ic"):
-        assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["report"].name == "report_ridge.html"
+    assert files["report"].read_text().lower().startswith("<!doctype html>")
     assert pl.read_csv(files["portfolio"]).columns == [
         "date",
         "symbol",
@@ -205,8 +205,13 @@ def test_outputs_plots_and_metrics_document(comparison, tmp_path: Path):
         result.attribution["total"].sum()
     )
     assert metrics_document(result)["model"] == "ridge"
-    shared = write_comparison(comparison.table, comparison.results, tmp_path)
+    fit = result.factor_fit.table
+    assert doc["metrics"]["factor_alpha"] == pytest.approx(fit["coef"][0])
+    assert doc["metrics"]["factor_momentum_tstat"] == pytest.approx(fit["tstat"][2])
+    assert doc["metrics"]["factor_r2"] == pytest.approx(result.factor_fit.r2)
+    shared = write_comparison(comparison.table, comparison.results, tmp_path, report=False)
     assert pl.read_csv(shared["comparison"]).height == len(ModelName)
+    assert "report_comparison" not in shared  # the page is tested in test_report_html
     assert list(tmp_path.glob(".*.tmp")) == []  # atomic writes leave no temporary files
 
 
@@ -225,7 +230,8 @@ def test_cli_run_all_prints_the_table_and_the_caveats(small_archive: Path, tmp_p
     assert {p.name for p in out.glob("metrics_*.json")} == {
         f"metrics_{m.value}.json" for m in ModelName
     }
-    assert not list(out.glob("*.png"))
+    assert not list(out.glob("report_*"))
+    assert "alpha, t: annualised alpha" in result.stdout
 
 
 def test_tuned_linear_run_chooses_its_penalty_from_the_grid(archive, base):
@@ -242,7 +248,7 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
              "--cost-bps", "25", "--execution-lag", "2", "--min-train-periods", "4"]  # fmt: skip
     result = CliRunner().invoke(
         main,
-        ["run", "--no-tracking", "--no-plots", "--data-path", str(small_archive),
+        ["run", "--no-tracking", "--data-path", str(small_archive),
          "--output-path", str(tmp_path), *flags],
         catch_exceptions=False,
     )  # fmt: skip
@@ -256,3 +262,28 @@ def test_cli_flags_reach_the_settings_recorded_with_the_run(small_archive: Path,
     assert {k: recorded[k] for k in expected} == expected
     holdings = pl.read_csv(tmp_path / "holdings_lasso.csv")
     assert holdings["weight"].max() <= 0.15 + 1e-9
+    assert "after factors: alpha " in result.stdout and "report_lasso.html" in result.stdout
+    assert "quarterly rebalance" in (tmp_path / "report_lasso.html").read_text()
+
+
+def test_predict_refuses_a_set_that_no_longer_gives_the_models_inputs(base, tmp_path) -> None:
+    from engine.features import FeatureError
+    from engine.pipeline.predict import scored_set
+
+    path = tmp_path / "edited.toml"
+    path.write_text('mom_10 = "$close / Ref($close, 10) - 1"\n')
+    spec = base.replace(**{"features.set": str(path)})
+    assert scored_set(spec, ("mom_10",)).names == ("mom_10",)
+    with pytest.raises(FeatureError, match="not the model's 2 inputs"):
+        scored_set(spec, ("mom_10", "hl"))
+
+
+@pytest.mark.slow
+def test_every_model_walks_forward_on_alpha158(archive, base) -> None:
+    """`engine run --model all --features alpha158`: 157 factors into every model."""
+    spec = base.replace(**{"features.set": "alpha158", "model.train_dates": 40})
+    comparison = run_all(archive, spec)
+    assert comparison.table.height == len(ModelName)
+    assert {len(r.features) for r in comparison.results} == {157}
+    ridge = next(r for r in comparison.results if r.spec.model.name is ModelName.RIDGE)
+    assert len(ridge.model.coef) == 157 and np.isfinite(ridge.metrics["ic_mean"])

@@ -304,6 +304,11 @@ def test_a_rerun_of_the_same_data_and_settings_registers_no_new_version(
     assert [str(v.version) for v in registry.versions(client, "sp500-ridge")] == ["1"]
     runs = client.search_runs([store.experiment_id(client, _settings(sqlite_uri(out), "x"))])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    held = registry.version(client, "sp500-ridge", "1")
+    rerun = next(r for r in runs if r.info.run_id != held.run_id)
+    model_id = held.source.removeprefix("models:/")
+    assert [m.model_id for m in rerun.outputs.model_outputs] == [model_id]  # linked, not copied
+    assert len(client.search_logged_models([rerun.info.experiment_id])) == 1
     other = engine(*run_args(small_archive, out, "--top-stocks", "5"))
     assert other.exit_code == 0 and "sp500-ridge v2 is challenger" in other.output
 

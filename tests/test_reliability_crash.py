@@ -14,6 +14,7 @@ and its outputs must equal, byte for byte, those of a run that was never interru
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -28,6 +29,7 @@ from tests.reliability_helpers import (
     assert_valid_cache,
     comparable_outputs,
     first_output,
+    is_temporary,
     kill_group,
     line,
     output_names,
@@ -61,7 +63,7 @@ def reference(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
                 args.remove("--no-tracking")
             outcome = run_process(args, timeout=RUN_TIMEOUT_S)
             assert outcome.code == 0, outcome.stderr
-            done[model, tracked] = comparable_outputs(out, output_names(model, plots=True))
+            done[model, tracked] = comparable_outputs(out, output_names(model, report=True))
         return done[model, tracked]
 
     return outputs
@@ -99,7 +101,7 @@ def test_kill_while_writing_outputs_then_rerun_equals_an_uninterrupted_run(
     out = tmp_path / "out"
     args = run_args(small_archive, out, "ridge")
     kill_when(args, out, first_output(out, "ridge"))
-    names = output_names("ridge", plots=True)
+    names = output_names("ridge", report=True)
     assert not all((out / n).exists() for n in names), "the kill came after the last output"
     assert_consistent_after_kill(Watch(out))
     assert_rerun_matches(args, out, reference("ridge"))
@@ -129,9 +131,9 @@ def test_kill_at_each_stage_then_rerun_equals_an_uninterrupted_run(
             watch = kill_when(args, out, line(rf"walk-forward {model} \.\.\.$"), delay)
             missed = watch.saw(rf"walk-forward {model} done")
         else:
-            delay = rng.uniform(0.05, 0.6)  # the plots take ~1-2 s after the first CSV
+            delay = rng.uniform(0.05, 0.6)  # the report takes ~1-2 s after the first CSV
             watch = kill_when(args, out, first_output(out, model), delay)
-            missed = all((out / n).exists() for n in output_names(model, plots=True))
+            missed = all((out / n).exists() for n in output_names(model, report=True))
         assert_consistent_after_kill(watch)
         if not missed:
             break
@@ -189,3 +191,36 @@ def test_kill_while_tracking_to_sqlite_then_rerun_records_and_registers(
     aliases = {k: str(v) for k, v in client.get_registered_model("sp500-ridge").aliases.items()}
     assert set(aliases.values()) <= versions
     assert aliases["challenger"] == max(versions, key=int)
+
+
+@pytest.mark.parametrize("kills", [pytest.param(2), pytest.param(6, marks=pytest.mark.slow)])
+def test_kill_while_publishing_over_a_run_leaves_one_complete_set(
+    small_archive: Path, tmp_path: Path, reference, kills: int
+):
+    """Issue 18, item 1: a run (top 7) killed at seeded random moments while it writes
+    and publishes its outputs over a complete earlier run's (the default top 10): the
+    folder shows the earlier run's files, byte for byte, or the new run's, all of them."""
+    out = tmp_path / "out"
+    first = run_args(small_archive, out, "ridge")
+    assert run_process(first, timeout=RUN_TIMEOUT_S).code == 0
+    names = output_names("ridge", report=True)
+    rng = random.Random(f"{SEED}-publish-{kills}")
+    shown = []
+    for _ in range(kills):
+        second = [*first, "--top-stocks", "7"]
+        kill_when(second, out, first_output_after(out), rng.uniform(0, 1.5))
+        assert_consistent_after_kill(Watch(out))
+        if comparable_outputs(out, names) == reference("ridge"):
+            shown.append("earlier")
+            continue
+        document = json.loads((out / "metrics_ridge.json").read_text())
+        assert document["settings"]["portfolio.top_stocks"] == "7", "files of two runs"
+        assert all((out / n).is_file() for n in names), "an incomplete set"
+        shown.append("new")
+        assert run_process(first, timeout=RUN_TIMEOUT_S).code == 0  # the earlier one again
+    assert "earlier" in shown, "every kill came after the publish"
+
+
+def first_output_after(out: Path) -> Trigger:
+    """A new result set is being staged in ``out`` (which already shows one)."""
+    return lambda _: any(is_temporary(p) for p in out.glob(".engine-sets/*"))

@@ -120,14 +120,14 @@ def run_under_rss_limit(
 def test_the_default_run_completes_in_under_2_gb(tmp_path: Path):
     """``engine run`` exactly as a new user runs it: no archive, so the default synthetic
     one (503 symbols, 2010-2024, 1.89M rows) is generated, parsed, cached, and the run is
-    tracked in SQLite with plots: the coldest, largest path."""
+    tracked in SQLite with the report: the coldest, largest path."""
     (tmp_path / "archive").mkdir()
     out = tmp_path / "output"
     args = [str(Path(sys.executable).parent / "engine"), "-q", "run"]
     code, peak, stderr = run_under_rss_limit(args, child_env(), LIMIT, cwd=tmp_path)
     assert code == 0, stderr[-3000:]
     assert peak.total < LIMIT, f"peak resident memory {peak}"
-    for name in output_names(plots=True):
+    for name in output_names(report=True):
         assert (out / name).is_file(), name
     print(f"default run: peak resident memory {peak}")
 

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def recorded(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One tracked run with plots on the small archive: (output folder, run, client)."""
+    """One tracked run with its report on the small archive: (output folder, run, client)."""
     out = tmp_path_factory.mktemp("recorded")
     result = engine("run", "--data-path", str(small_archive), "--output-path", str(out))
     assert result.exit_code == 0, result.output
@@ -100,19 +100,23 @@ def test_the_dataset_is_an_mlflow_input(recorded):
 
 
 @pytest.mark.slow
-def test_artifacts_outputs_plots_features_and_sql_views(recorded):
+def test_artifacts_outputs_report_features_and_sql_views(recorded):
     out, run, client = recorded
 
     def names(path: str) -> set[str]:
         return {Path(a.path).name for a in client.list_artifacts(run.info.run_id, path)}
 
-    assert {"portfolio_ridge.csv", "metrics_ridge.json", "equity_ridge.png"} <= names("outputs")
+    logged = {"portfolio_ridge.csv", "metrics_ridge.json", "report_ridge.html"}
+    assert logged | {"report_ridge.json", "report_ridge.parquet", "features_ridge.toml"} <= names(
+        "outputs"
+    )
     assert names("features") == {"features.json"}
-    assert names("sql") == {p.name for p in views.sql_files()}
+    assert names("sql") == {p.name for p in views.sql_files()} | {views.FEATURE_VIEW_FILE}
     local = Path(client.download_artifacts(run.info.run_id, "features/features.json", str(out)))
     definitions = json.loads(local.read_text())
-    assert set(definitions["features"]) == set(DEFAULT_FEATURES)
-    assert "rolling_std" in definitions["features"]["vol_21d"]
+    assert definitions["feature_set"] == "core"
+    assert list(definitions["features"]) == list(DEFAULT_FEATURES)
+    assert definitions["features"]["vol_21d"] == "Std(Log($close / Ref($close, 1)), 21)"
     assert (out / "mlartifacts").is_dir(), "artifacts belong beside the SQLite store"
 
 

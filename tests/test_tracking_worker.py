@@ -61,3 +61,23 @@ def test_a_failed_pipeline_ends_the_worker_and_writes_no_store(tmp_path: Path):
                           "--output-path", str(tmp_path / "out"))  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert not (tmp_path / "out" / "mlflow.db").exists()
+
+
+def test_a_termination_during_the_start_or_end_of_a_run_waits_for_it():
+    """SIGTERM (how the engine ends its worker) arriving while a run is created or ended
+    in the store is answered only after: the block finishes first."""
+    import signal
+
+    from engine.lifecycle.tracking import termination
+
+    previous = signal.signal(signal.SIGTERM, termination.stop)
+    steps = []
+    try:
+        with pytest.raises(SystemExit) as ended:
+            with termination.whole():
+                signal.raise_signal(signal.SIGTERM)  # to this thread: handled before it returns
+                steps.append("the run is created")
+            steps.append("after the block")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert steps == ["the run is created"] and ended.value.code == 128 + signal.SIGTERM

@@ -6,6 +6,7 @@ stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import logging
@@ -29,6 +30,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.io.memory import InsufficientMemory
     from engine.lifecycle.promotion import PolicyError
     from engine.lifecycle.registry import RegistryError
+    from engine.report.errors import ReportError
     from engine.research.models import ModelError
     from engine.research.portfolio import PortfolioError
     from engine.spark import SparkUnavailable
@@ -36,7 +38,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
     return (
         ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
-        RegistryError, QueryError, InsufficientMemory, SparkUnavailable,
+        RegistryError, QueryError, InsufficientMemory, ReportError, SparkUnavailable,
     )  # fmt: skip
 
 
@@ -63,12 +65,20 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except _user_errors() as exc:
             raise EngineError(str(exc)) from exc
         except OSError as exc:  # unwritable output/cache folder, full disk, ...
-            where = f": {exc.filename}" if exc.filename else ""
-            raise EngineError(f"{exc.strerror or exc}{where}") from exc
+            raise EngineError(_os_message(exc)) from exc
         except MemoryError as exc:  # numpy or Python ran out (Polars aborts: see engine.io.memory)
             raise EngineError("out of memory: free memory or use a smaller archive") from exc
 
     return wrapper
+
+
+def _os_message(exc: OSError) -> str:
+    """One line for an operating-system error: what it is and the file (a full disk
+    names the file it was writing, whoever reported it: ``io.files.disk_full``)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename:
+        return f"the disk is full ({exc.strerror}) writing {exc.filename}: free some space there"
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def choice(enum: type) -> click.Choice:
@@ -168,7 +178,7 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Each module below owns one command or group and registers it on ``main`` when imported.
-COMMAND_MODULES = ("run", "data", "registry", "predict", "serve", "sql")
+COMMAND_MODULES = ("run", "report", "data", "registry", "predict", "serve", "sql")
 
 
 def _register() -> None:

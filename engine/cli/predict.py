@@ -66,7 +66,8 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
     model's own settings, read from the spec.json its run logged). With ``--engine spark``
     the scores come from ``mlflow.pyfunc.spark_udf`` on a Spark session."""
     from engine.data.sources import resolve_archive
-    from engine.io.files import atomic_write
+    from engine.io import resultset
+    from engine.io.locks import output_lock
     from engine.lifecycle import registry
     from engine.lifecycle.tracking import store
     from engine.lifecycle.tracking.errors import TrackingError
@@ -98,6 +99,8 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
             score = spark_scorer(spark, uri, scorer.features)
         made = predict_on(archive, spec, scorer.features, score, as_of.date(), fitted_at)
     name = f"predict_{spec.model.name.value}_{made.day}.csv"
-    path = atomic_write(spec.paths.output / name, made.holdings.write_csv)
+    with output_lock(spec.paths.output):  # published beside the run's files, as one set
+        resultset.publish(spec.paths.output, {name: made.holdings.write_csv})
+    path = spec.paths.output / name
     click.echo(f"{uri}: {made.holdings.height} names on {made.day} from {made.scored} scored "
                f"-> {path}")  # fmt: skip

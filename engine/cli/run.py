@@ -36,14 +36,21 @@ RUN_SETTINGS = (
     "[env MODEL_TYPE; default ridge].",
 )
 @spec_options(*RUN_SETTINGS)
-@click.option("--no-plots", is_flag=True, help="Do not write the PNG plots.")
+@click.option(
+    "--no-report",
+    "--no-plots",
+    "no_report",
+    is_flag=True,
+    help="Do not write the HTML research report (report_<model>.html and its data).",
+)
 @friendly
-def run(model: str | None, no_plots: bool, **flags: Any) -> None:
+def run(model: str | None, no_report: bool, **flags: Any) -> None:
     """Run the whole pipeline: data, features, walk-forward model, portfolio, backtest,
     outputs in OUTPUT_PATH, and an MLflow run.
 
     With no Kaggle files in DATA_PATH it runs on the embedded synthetic archive and
-    says so. ``--model all`` runs every model on the same data and adds comparison.csv.
+    says so. ``--model all`` runs every model on the same data and adds comparison.csv
+    and report_comparison.html.
     """
     from engine.config import requested_models
 
@@ -67,17 +74,17 @@ def run(model: str | None, no_plots: bool, **flags: Any) -> None:
         from engine.data.sources import resolve_archive
 
         archive = resolve_archive(spec.paths)
-        plots = not no_plots
+        report = not no_report
         if len(models) > 1:
-            results, files = _run_all(archive, spec, plots, hold)
+            results, files = _run_all(archive, spec, report, hold)
         else:
-            results, files = _run_one(archive, spec, plots, hold)
+            results, files = _run_one(archive, spec, report, hold)
         if spec.tracking.enabled:
             _track(results, files, spec, tracker)
 
 
 def _run_one(
-    archive: Any, spec: Any, plots: bool, hold: contextlib.ExitStack
+    archive: Any, spec: Any, report: bool, hold: contextlib.ExitStack
 ) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline import run as run_pipeline
     from engine.report import summary, write_outputs
@@ -90,28 +97,32 @@ def _run_one(
     else:
         result = run_pipeline(archive, spec)
     hold.enter_context(output_lock(spec.paths.output))
-    files = write_outputs(result, spec.paths.output, plots)
+    files = write_outputs(result, spec.paths.output, report)
     click.echo(summary(result))
     click.echo(f"outputs in {spec.paths.output}: {', '.join(p.name for p in files.values())}")
     return [result], [files]
 
 
 def _run_all(
-    archive: Any, spec: Any, plots: bool, hold: contextlib.ExitStack
+    archive: Any, spec: Any, report: bool, hold: contextlib.ExitStack
 ) -> tuple[list, list[dict[str, Path]]]:
     from engine.pipeline.compare import run_all
-    from engine.report import comparison_summary, write_comparison, write_outputs
+    from engine.report import comparison_files, comparison_summary, output_files, publish_outputs
 
     output = spec.paths.output
     comparison = run_all(archive, spec)
+    groups = [output_files(r, report) for r in comparison.results]
+    groups.append(comparison_files(comparison.table, groups))
+    models = tuple(r.spec.model.name for r in comparison.results)
     hold.enter_context(output_lock(output))
-    shared = write_comparison(comparison.table, comparison.results, output, plots)
-    files = [{**write_outputs(r, output, plots), **shared} for r in comparison.results]
+    *published, shared = publish_outputs(output, groups, models)  # one result set
+    files = [{**model_files, **shared} for model_files in published]
     click.echo(
         f"every model on {archive.source.value} data (fingerprint {archive.fingerprint[:12]})"
     )
     click.echo(comparison_summary(comparison.table))
-    click.echo(f"outputs in {output}: comparison.csv and per-model files")
+    pages = ", report_comparison.html" if report else ""
+    click.echo(f"outputs in {output}: comparison.csv{pages} and per-model files")
     return list(comparison.results), files
 
 

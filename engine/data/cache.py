@@ -40,14 +40,15 @@ from engine.io.files import atomic_write, finish, sink_parquet
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when table layout or validation rules change: old caches rebuild
+FORMAT_VERSION = 2  # bump when table layout or validation rules change: old caches rebuild
 MANIFEST_FILE = "manifest.json"
 HASHES_FILE = "hashes.json"
 HASH_ALGORITHM = "sha256"  # hashed in hardware (SHA-NI) on current x86 CPUs
 PARQUET_COMPRESSION = "lz4"  # faster to scan than zstd, for slightly bigger files
 ROW_GROUP_SIZE = 131_072
-# A file modified within this window of being hashed is not memoised: a rewrite in the
-# same timestamp tick would keep size and mtime (git's "racy clean" problem).
+# A file modified (mtime) or changed (ctime) within this window of being hashed is not
+# memoised: a rewrite in the same timestamp tick would keep its signature (git's "racy
+# clean" problem).
 RACY_WINDOW_NS = 2_000_000_000
 
 Tables = Mapping[str, pl.DataFrame]
@@ -82,8 +83,11 @@ def dataset_fingerprint(paths: Sequence[Path], cache_path: Path) -> str:
     """Fingerprint of a set of files: sha256 over ``name NUL digest NUL`` in the given order.
 
     Each file's content digest is memoised in ``cache_path/hashes.json`` keyed by
-    (absolute path, size, mtime_ns, inode, device) and recomputed on any change, so a
-    warm run stats the files instead of reading them.
+    (absolute path, size, mtime_ns, ctime_ns, inode, device) and recomputed on any change,
+    so a warm run stats the files instead of reading them. The ctime is what catches an
+    edit in place that keeps size, inode and mtime (an ``os.utime`` or ``touch -d`` after
+    the write): the kernel sets it to the current time on every write and every change
+    of metadata, and no call sets it to a chosen value.
     """
     memo = _read_memo(cache_path / HASHES_FILE)
     changed = False
@@ -112,19 +116,20 @@ def _file_digest(path: Path, memo: dict[str, Any]) -> tuple[str, bool]:
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, HASH_ALGORITHM).hexdigest()
     stable = _signature(os.stat(path)) == signature
-    if stable and before.st_mtime_ns < started - RACY_WINDOW_NS:
+    if stable and max(before.st_mtime_ns, before.st_ctime_ns) < started - RACY_WINDOW_NS:
         memo[key] = {"signature": signature, "algo": HASH_ALGORITHM, "digest": digest}
         return digest, True
     return digest, False
 
 
 def file_signature(path: Path) -> list[int]:
-    """(size, mtime_ns, inode, device) of ``path``: any change means the content may differ."""
+    """(size, mtime_ns, ctime_ns, inode, device) of ``path``: any change means the content
+    may differ; the same means it is unchanged (see ``dataset_fingerprint``)."""
     return _signature(os.stat(path))
 
 
 def _signature(st: os.stat_result) -> list[int]:
-    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def _read_memo(path: Path) -> dict[str, Any]:
@@ -225,21 +230,33 @@ def _write_tables(
 ) -> dict[str, Any]:
     """Build and write every table then the manifest, each atomically; return the manifest.
 
-    ``build`` runs inside the atomic write of table ``streamed``: if it fails, that file
-    is never renamed into place and no other table is written.
+    A build that fails anywhere (an invalid archive, a full disk, an interrupt) leaves
+    no table of its own behind, and no folder if it made it.
     """
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST_FILE).unlink(missing_ok=True)  # invalid until fully rewritten
     for stale in directory.glob("*.tmp"):
         stale.unlink(missing_ok=True)
-    path = directory / f"{streamed}.parquet"
     try:
-        rows, tables, extra = _build_streamed(path, schemas[streamed], build)
+        return _write_entry(directory, fingerprint, schemas, build, streamed)
     except BaseException:
-        if created:  # only if empty: as if the build never started
-            finish(lambda: _remove_empty(directory))
+        finish(lambda: _discard(directory, schemas, created))
         raise
+
+
+def _write_entry(
+    directory: Path,
+    fingerprint: str,
+    schemas: Mapping[str, pl.Schema],
+    build: Builder,
+    streamed: str,
+) -> dict[str, Any]:
+    """``_write_tables`` once the folder is ready. ``build`` runs inside the atomic write
+    of table ``streamed``: if it fails, that file is never renamed into place and no
+    other table is written."""
+    path = directory / f"{streamed}.parquet"
+    rows, tables, extra = _build_streamed(path, schemas[streamed], build)
     sizes = {streamed: {"rows": rows, "bytes": path.stat().st_size}}
     for name, frame in tables.items():
         path = directory / f"{name}.parquet"
@@ -286,6 +303,10 @@ def _write_parquet(frame: pl.DataFrame, target: IO[bytes]) -> None:
     )
 
 
-def _remove_empty(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        directory.rmdir()
+def _discard(directory: Path, names: Iterable[str], created: bool) -> None:
+    """Remove the tables and manifest of a failed build, and ``directory`` if ``created``."""
+    for name in [*(f"{n}.parquet" for n in names), MANIFEST_FILE]:
+        (directory / name).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            directory.rmdir()

@@ -48,6 +48,12 @@ def panel_outputs(features: FeatureSet, horizons: Sequence[int]) -> list[tuple[s
     return [*((f.name, f.tree) for f in features.factors), *labels]
 
 
+def plan_width(features: FeatureSet) -> int:
+    """Columns the panel of ``features`` computes (its plan's, outputs and intermediate
+    columns): what a batch of rows costs in memory, per row, in units of 8 bytes."""
+    return len(build_plan(panel_outputs(features, DEFAULT_HORIZONS)).columns)
+
+
 def expression_panel(
     prices: pl.LazyFrame,
     index: pl.LazyFrame,

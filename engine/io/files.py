@@ -5,15 +5,19 @@ the same steps in ``views.database.ensure_database``).
 A reader (another run, `engine sql`, a user) sees the old file or the new one, never half of
 one: the bytes go to a hidden temporary file in the same folder (``.<name>.<random>.tmp``),
 are fsynced, renamed over the target, and the folder is fsynced so the rename survives a
-crash. A write that fails or is interrupted removes its temporary file. The file is created
+crash. A write that fails or is interrupted removes its temporary file (``temporary``). The file is created
 as ``open`` creates one, mode 0666 less the process's umask (0644 under the usual 022).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -23,33 +27,81 @@ import pyarrow.parquet as pq
 
 FILE_MODE = 0o666  # before the umask, as open() and the shell create files
 PARQUET_ROW_GROUP = 262_144  # rows per row group of ``sink_parquet`` when not given
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # errors only a write can meet
+# How Polars (Rust's io::Error) and pyarrow word an OS error they report as their own.
+_LIBRARY_ERRNO = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]")
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` through ``write(binary file object)``, atomically; return ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)  # named before it exists: any interrupt finds it cleaned
     try:
-        with os.fdopen(
-            os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
-        ) as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        finish(lambda: tmp.unlink(missing_ok=True))
+        with temporary(path) as tmp:
+            with os.fdopen(
+                os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb"
+            ) as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except Exception as exc:
+        full = disk_full(exc, path)
+        if full is not None:
+            raise full from exc
         raise
     fsync(path.parent)
     return path
 
 
+@contextmanager
+def temporary(path: Path) -> Iterator[Path]:
+    """A fresh hidden name ``.<name>.<random>.tmp`` beside ``path``, for the block to
+    create a file or folder under (``O_EXCL`` / ``mkdir``) and rename into place. Whatever
+    is left under the name when the block ends, normally or not, is removed.
+
+    The name is registered while the block runs: when Ctrl-C breaks the removal itself
+    (a second interrupt, or one SIGINT that a native library reports twice), the command
+    line's exit removes it (``discard_temporaries``).
+    """
+    while (tmp := path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")).exists():
+        continue
+    _in_flight.add(tmp)
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+        _in_flight.discard(tmp)
+
+
+def discard_temporaries() -> None:
+    """Remove what the ``temporary`` blocks still running or broken left: for the exit of
+    a command interrupted while it was writing."""
+    for tmp in list(_in_flight):
+        _remove(tmp)
+        _in_flight.discard(tmp)
+
+
+def disk_full(exc: BaseException, path: Path) -> OSError | None:
+    """``exc`` as ``OSError(ENOSPC or EDQUOT, strerror, path)`` if it is a full disk (or
+    quota) met while writing ``path`` that does not name its file, else None. Polars and
+    pyarrow report one in their own words, often without the file and not always as an
+    OSError (Polars' Parquet writer raises a ``ComputeError``)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return None
+    number = exc.errno if isinstance(exc, OSError) else None
+    if number is None and isinstance(exc, Exception):
+        found = _LIBRARY_ERRNO.search(str(exc))
+        number = int(found.group(1) or found.group(2)) if found else None
+    if number not in DISK_FULL:
+        return None
+    return OSError(number, os.strerror(number), str(path))
+
+
 def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
     """Run ``cleanup`` to the end even if Ctrl-C lands in it: a KeyboardInterrupt raised
-    while it runs (a second one, or the same SIGINT reported twice by a native library)
-    restarts it, up to ``attempts`` times. For the cleanup of a write that already failed,
-    which must not leave its temporary files behind."""
+    while it runs restarts it, up to ``attempts`` times. Only for the cleanup after a
+    failure, while that failure is raised (the interrupt it swallows is a repeat)."""
     for _ in range(attempts):
         try:
             cleanup()
@@ -58,14 +110,15 @@ def finish(cleanup: Callable[[], object], attempts: int = 5) -> None:
             continue
 
 
-def temporary_name(path: Path) -> Path:
-    """A hidden name ``.<name>.<random>.tmp`` beside ``path`` that nothing has yet: a file
-    or folder is created under it after it is chosen, so the cleanup of an interrupted
-    write always knows it (``O_EXCL`` / ``mkdir`` refuse a name taken meanwhile)."""
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        if not tmp.exists():
-            return tmp
+_in_flight: set[Path] = set()  # the names of the ``temporary`` blocks not yet cleaned
+
+
+def _remove(tmp: Path) -> None:
+    """Remove the file or folder ``tmp`` if it exists."""
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
 
 
 def fsync(path: Path) -> None:

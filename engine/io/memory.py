@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-BASE_BYTES = 128 * 2**20  # imports still to come (matplotlib, sklearn) and small tables
+BASE_BYTES = 128 * 2**20  # imports still to come (sklearn, plotly) and small tables
 CHUNK_ROWS = 2_000_000  # pipeline.frame.FRAME_CHUNK_ROWS (not imported: this runs first)
 BYTES_PER_CHUNK_ROW = 250.0  # features, ranks and the frame of one chunk of dates
 BYTES_PER_PRICE_ROW = 60.0  # kept by the run for every row: labels, periods, scores, returns

@@ -28,6 +28,7 @@ from engine.data.archive import Archive
 from engine.features.sets import FeatureSet, builtin_set, feature_set
 from engine.logs import StageTimer
 from engine.pipeline import evaluate as ev
+from engine.pipeline.factors import live_factors, model_attribution, run_factors
 from engine.pipeline.frame import MIN_HISTORY_ROWS
 from engine.pipeline.market import market
 from engine.pipeline.modeldata import (
@@ -37,6 +38,8 @@ from engine.pipeline.modeldata import (
     model_inputs,
     momentum_source,
 )
+from engine.research import signal
+from engine.research.attribution import FactorFit
 from engine.research.backtest import Market
 from engine.research.models import ModelError, PeriodStats, period_stats
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
@@ -72,6 +75,11 @@ class RunResult:
     fitted_at : ISO date of the rebalance at which ``model`` was fitted: it was trained only
         on labels known by then ("" for baselines).
     input_example : a few normalised feature rows (for the model signature).
+    factors : date and the daily factor returns over the live period (the days of
+        ``equity``; NaN where a factor has none).
+    factor_fit : the regression of the daily net return minus the universe's on
+        ``factors`` (loadings, annualised alpha, Newey-West t-stats, R^2).
+    signal : the score's quality over horizons (``research.signal.signal_tables``).
     feature_set : the factors of ``features``: names, expressions, descriptions.
     """
 
@@ -90,16 +98,21 @@ class RunResult:
     timings: dict[str, float]
     attribution: pl.DataFrame = field(default_factory=pl.DataFrame)
     fitted_at: str = ""
+    factors: pl.DataFrame = field(default_factory=pl.DataFrame)
+    factor_fit: FactorFit | None = None
+    signal: dict[str, pl.DataFrame] = field(default_factory=dict)
     feature_set: FeatureSet | None = None
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The data every model of a run shares."""
+    """The data every model of a run shares: the model frame's arrays, the daily market
+    panel, the model signature's example rows and the daily factor returns."""
 
     data: ModelData
     market: Market
     input_example: pl.DataFrame
+    factors: pl.DataFrame
     features: FeatureSet
 
 
@@ -126,7 +139,9 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     # the model signature: doubles
     names = list(features.names)
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=names, orient="row")
-    return Prepared(data, panel, example, features)
+    with timer.stage("factors"):
+        factors = run_factors(data, panel, spec.backtest.execution_lag)
+    return Prepared(data, panel, example, factors, features)
 
 
 def _has_core_momentum(features: FeatureSet) -> bool:
@@ -178,6 +193,11 @@ def evaluate_model(
         ic, metrics = ev.prediction_metrics(predictions, data.label, model, overlap)
         metrics |= ev.backtest_metrics(equity)
         metrics |= {f"model_{k}": v for k, v in result.info.items()}
+    with timer.stage("attribution"):
+        factors = live_factors(equity, prepared.factors)
+        fit = model_attribution(equity, factors)
+        quality = signal.signal_tables(predictions, panel)
+        metrics |= fit.metrics()
     return RunResult(
         spec=spec,
         fingerprint=archive.fingerprint,
@@ -194,6 +214,9 @@ def evaluate_model(
         timings=dict(timer.seconds),
         fitted_at=str(data.rebalances[max(result.fits)]) if result.fits else "",
         attribution=attribution,
+        factors=factors,
+        factor_fit=fit,
+        signal=quality,
         feature_set=prepared.features,
     )
 

@@ -19,6 +19,7 @@ from engine.config import RunSpec
 from engine.data.archive import Archive
 from engine.pipeline import RunResult, StageTimer, evaluate_model, prepare
 from engine.research import metrics as mt
+from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
 from engine.schema import ModelName
 
 # The metrics of the comparison table, by the names they have everywhere (metrics JSON,
@@ -28,6 +29,7 @@ COLUMNS = (
     "index_cagr", "excess_cagr_vs_index", "universe_cagr", "excess_cagr_vs_universe",
     "gross_cagr", "net_sharpe", "net_max_drawdown", "information_ratio_vs_universe",
     "excess_pvalue_vs_universe", "deflated_sharpe_vs_universe", "turnover_annual",
+    ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC,
 )  # fmt: skip
 
 

@@ -26,7 +26,7 @@ import polars as pl
 from engine.config import FeatureSpec, Paths
 from engine.data.archive import Archive
 from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, label_name
-from engine.features.panel import expression_panel, label_end_name
+from engine.features.panel import expression_panel, label_end_name, plan_width
 from engine.features.sets import FeatureSet
 from engine.pipeline import store
 from engine.pipeline.framefile import FrameFile
@@ -44,6 +44,25 @@ MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns 
 
 FEATURE_BATCH_ROWS = 500_000  # rows of whole symbols per batch of features
 FRAME_CHUNK_ROWS = 2_000_000  # rows of whole dates normalised at once; bigger archives spill
+# The widths those row counts are meant for: a set whose plan has more columns (Alpha158:
+# ~300) gets proportionally fewer rows per batch, and a frame of more factors fewer rows per
+# chunk, so that a batch or a chunk holds about as many values whatever the set.
+FEATURE_BATCH_COLUMNS = 80  # columns of a set's plan (core: ~40)
+FRAME_CHUNK_COLUMNS = 24  # factors of a frame (core: 18)
+
+
+def batch_rows(features: FeatureSet) -> int:
+    """Rows of whole symbols per batch of ``features``' panel."""
+    columns = max(plan_width(features), FEATURE_BATCH_COLUMNS)
+    return max(1, FEATURE_BATCH_ROWS * FEATURE_BATCH_COLUMNS // columns)
+
+
+def chunk_rows(features: FeatureSet) -> int:
+    """Rows of whole dates per chunk of ``features``' model frame."""
+    width = max(len(features.names), FRAME_CHUNK_COLUMNS)
+    return max(1, FRAME_CHUNK_ROWS * FRAME_CHUNK_COLUMNS // width)
+
+
 SPILL_ROW_GROUP = 65_536  # rows per row group of a spilled batch (the unit a date filter skips)
 
 
@@ -57,9 +76,10 @@ def frame_chunks(
 
     Features are computed one batch of whole symbols at a time (``symbol_batches``): a
     window never crosses a symbol, so each batch is a panel of its own. An archive of up to
-    FRAME_CHUNK_ROWS price rows is then normalised in memory, as one chunk. A bigger one
-    goes out of core: each batch is written to ``spill`` sorted by date, and read back
-    ~FRAME_CHUNK_ROWS rows of whole dates at a time (Parquet statistics skip the other
+    ``chunk_rows`` price rows (FRAME_CHUNK_ROWS for up to FRAME_CHUNK_COLUMNS factors) is
+    then normalised in memory, as one chunk. A bigger one goes out of core: each batch is
+    written to ``spill`` sorted by date, and read back ~``chunk_rows`` rows of whole dates
+    at a time (Parquet statistics skip the other
     row groups). Normalisation is per date, so chunks of whole dates give the same values
     as one chunk, and the peak memory is that of one chunk whatever the archive's size.
     """
@@ -69,7 +89,8 @@ def frame_chunks(
     panels = feature_batches(
         archive, features, (spec.horizon,), min_history=MIN_HISTORY_ROWS, columns=keep
     )
-    spilling = archive.prices.select(pl.len()).collect().item() > FRAME_CHUNK_ROWS
+    chunk = chunk_rows(features)
+    spilling = archive.prices.select(pl.len()).collect().item() > chunk
     if not spilling:
         panel = pl.concat(panels, rechunk=False)
         symbols = panel[SYMBOL].unique(maintain_order=True).to_list()
@@ -78,7 +99,7 @@ def frame_chunks(
     parts, days, symbols = _spilled(panels, spill)
     reads = (
         pl.concat([pl.scan_parquet(p).filter(pl.col(DATE).is_between(lo, hi)) for p in parts])
-        for lo, hi in _date_ranges(days, FRAME_CHUNK_ROWS)
+        for lo, hi in _date_ranges(days, chunk)
     )
     frames = (_normalised(read.collect(engine=ENGINE), archive, spec, names, keep)
               for read in reads)  # fmt: skip
@@ -95,7 +116,7 @@ def feature_batches(
     """``expression_panel`` of ``features`` (only ``columns``, if given), one batch of whole
     symbols at a time (``symbol_batches``), in (symbol, date) order: a window never crosses
     a symbol, so each batch is a panel of its own and only one is in memory."""
-    for batch in symbol_batches(archive.prices, FEATURE_BATCH_ROWS):
+    for batch in symbol_batches(archive.prices, batch_rows(features)):
         panel = expression_panel(batch, archive.index, features, horizons, min_history)
         yield (panel if columns is None else panel.select(columns)).collect(engine=ENGINE)
 

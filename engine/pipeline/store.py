@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from engine.io import locks
-from engine.io.files import finish, fsync, regrouped, temporary_name
+from engine.io.files import disk_full, fsync, regrouped, temporary
 from engine.pipeline import framefile
 from engine.pipeline.framefile import FEATURES, FrameFile, FrameFileError
 
@@ -104,17 +104,20 @@ def cached_frame(root: Path, key: str, build: Callable[[Path], Chunks]) -> tuple
         for stale in root.glob(f".{key[:16]}.*.tmp"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
         final = root / f"{key[:16]}{SUFFIX}"
-        building = temporary_name(root / key[:16])  # named first: an interrupt finds it
         try:
-            building.mkdir()
-            spill = building / "spill"
-            spill.mkdir()
-            written = building / final.name
-            write_frame(written, build(spill), key)
-            os.replace(written, final)
-            fsync(root)
-        finally:
-            finish(lambda: shutil.rmtree(building, ignore_errors=True))
+            with temporary(root / key[:16]) as building:
+                building.mkdir()
+                spill = building / "spill"
+                spill.mkdir()
+                written = building / final.name
+                write_frame(written, build(spill), key)
+                os.replace(written, final)
+                fsync(root)
+        except Exception as exc:  # a full disk, as Polars or pyarrow word it: named
+            full = disk_full(exc, final)
+            if full is not None:
+                raise full from exc
+            raise
     files = FrameFile.open(final, key)
     log.info("cached {'model_frame': %d} in %s", files.rows, final)
     return files, True

@@ -1,17 +1,25 @@
 """Run outputs on disk and the printed summary.
 
-Every file is written atomically (temporary file in the same folder, fsync, rename),
-so a reader or a crash never sees a half-written file under its final name.
+Every output goes through ``publish_outputs``: the files of one run are published as one
+result set (``engine.io.resultset``), so a reader or a crash never sees a half-written
+file under its final name, nor files of two runs side by side. A run of model ``m``
+replaces every file of ``m`` (those it does not write, such as the report under
+``--no-report``, disappear) and the comparison files, which would otherwise compare an
+``m`` that is no longer there; other models' files stay.
 
 Files, per model ``m``: ``portfolio_m.csv`` (latest holdings), ``holdings_m.csv`` (every
 rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
-``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the plots
-``equity_m.png``, ``drawdown_m.png``, ``rolling_ic_m.png``. ``engine run --model all``
-adds ``comparison.csv`` and ``equity_all.png``.
+``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the research report:
+its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the page
+``report_m.html`` (``report.html``), rendered from the bytes of those files, so that
+``engine report`` rebuilds it from them alone. ``engine run --model all`` adds
+``comparison.csv`` and ``report_comparison.html``.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import math
 from collections.abc import Callable
@@ -21,10 +29,10 @@ from typing import IO
 import polars as pl
 
 from engine.features.sets import to_toml
-from engine.io.files import atomic_write
+from engine.io import resultset
 from engine.pipeline import RunResult
-from engine.report.plots import comparison_plot, drawdown_plot, equity_plot, rolling_ic_plot
-from engine.schema import PORTFOLIO_COLUMNS
+from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
+from engine.schema import PORTFOLIO_COLUMNS, ModelName
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -75,44 +83,157 @@ def _feature_set(result: RunResult) -> dict | None:
     return {"source": result.feature_set.source, "expressions": result.feature_set.expressions}
 
 
-def write_outputs(result: RunResult, folder: Path, plots: bool = True) -> dict[str, Path]:
-    """Write the model's CSVs, metrics JSON and (``plots``) PNGs; return key -> path."""
-    model = result.spec.model.name.value
+Writer = Callable[[IO[bytes]], object]
+Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
+# Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
+MODEL_FILES = {
+    "portfolio": ("portfolio", ".csv"),
+    "holdings": ("holdings", ".csv"),
+    "equity": ("equity", ".csv"),
+    "ic": ("ic", ".csv"),
+    "attribution": ("attribution", ".csv"),
+    "metrics": ("metrics", ".json"),
+    "features": ("features", ".toml"),
+    "report_daily": ("report", ".parquet"),
+    "report_tables": ("report", ".json"),
+    "report": ("report", ".html"),
+}
+REPORT_KEYS = ("report_daily", "report_tables", "report")
+COMPARISON_FILES = ("comparison.csv", "report_comparison.html")
+# What a page is rendered from: field of ``report.html.ModelFiles`` -> key of MODEL_FILES.
+PAGE_SOURCES = {"metrics": "metrics", "tables": "report_tables", "daily": "report_daily",
+                "portfolio": "portfolio", "attribution": "attribution"}  # fmt: skip
+
+
+def model_file(key: str, model: ModelName | str) -> str:
+    """The file name of output ``key`` (one of ``MODEL_FILES``) of ``model``."""
+    prefix, suffix = MODEL_FILES[key]
+    return f"{prefix}_{ModelName(model).value}{suffix}"
+
+
+def output_files(result: RunResult, report: bool = True) -> Files:
+    """The model's CSVs, metrics JSON and (``report``) its research report: key -> (file
+    name, writer). The report is computed when its first file is written (inside the
+    result set's staging, as the files before it are), and the page rendered from the
+    bytes the other files get."""
+    model = result.spec.model.name
     portfolio = result.holdings.select(PORTFOLIO_COLUMNS)
-    document = json.dumps(metrics_document(result), indent=2).encode()
-    files: dict[str, tuple[str, Callable[[IO[bytes]], object]]] = {
-        "portfolio": (f"portfolio_{model}.csv", portfolio.write_csv),
-        "holdings": (f"holdings_{model}.csv", result.history.write_csv),
-        "equity": (f"equity_{model}.csv", result.equity.write_csv),
-        "ic": (f"ic_{model}.csv", result.ic.write_csv),
-        "attribution": (f"attribution_{model}.csv", result.attribution.write_csv),
-        "metrics": (f"metrics_{model}.json", lambda f: f.write(document)),
+    contents = {
+        "portfolio": _csv(portfolio),
+        "holdings": _csv(result.history),
+        "equity": _csv(result.equity),
+        "ic": _csv(result.ic),
+        "attribution": _csv(result.attribution),
+        "metrics": json.dumps(metrics_document(result), indent=2).encode(),
     }
     if result.feature_set is not None:  # the factors, as a file --features reads back
-        factors = to_toml(result.feature_set).encode()
-        files["features"] = (f"features_{model}.toml", lambda f: f.write(factors))
-    if plots:
-        files |= {
-            "plot_equity": (f"equity_{model}.png", lambda f: equity_plot(result, f)),
-            "plot_drawdown": (f"drawdown_{model}.png", lambda f: drawdown_plot(result, f)),
-            "plot_rolling_ic": (f"rolling_ic_{model}.png", lambda f: rolling_ic_plot(result, f)),
+        contents["features"] = to_toml(result.feature_set).encode()
+    files = {key: (model_file(key, model), _writer(data)) for key, data in contents.items()}
+    if report:  # computed by the first of its writers, as the result set is written
+        made = functools.cache(lambda: _report_contents(result, contents))
+        files |= {key: (model_file(key, model), _part(made, key)) for key in REPORT_KEYS}
+    return files
+
+
+def _report_contents(result: RunResult, contents: dict[str, bytes]) -> dict[str, bytes]:
+    """The report's data and page, from the run and the ``contents`` of its other files."""
+    from engine.report.html import ModelFiles, report_page
+    from engine.report.tables import daily_document, report_tables, tables_document
+
+    tables = report_tables(result)
+    document, daily = tables_document(tables), daily_document(tables)
+    files = ModelFiles(contents["metrics"], document, daily, contents["portfolio"],
+                       contents["attribution"])  # fmt: skip
+    page = report_page(tables.model, files)
+    return {"report_daily": daily, "report_tables": document, "report": page}
+
+
+def comparison_files(table: pl.DataFrame, groups: list[Files] | tuple[Files, ...] = ()) -> Files:
+    """``comparison.csv`` and, given the model ``groups`` (``output_files`` with the
+    report) it compares, ``report_comparison.html``: key -> (file name, writer)."""
+    csv = _csv(table)
+    files: Files = {"comparison": (COMPARISON_FILES[0], _writer(csv))}
+    if groups and all("report" in group for group in groups):
+        # a copy: the caller may append this group to its list
+        files["report_comparison"] = (COMPARISON_FILES[1], _comparison_writer(csv, tuple(groups)))
+    return files
+
+
+def _comparison_writer(csv: bytes, groups: list[Files] | tuple[Files, ...]) -> Writer:
+    """The writer of the comparison page: rendered when called, from the bytes the
+    ``groups``' writers give."""
+    from engine.report.html import ModelFiles, comparison_page
+
+    def write(f: IO[bytes]) -> object:
+        sources = {
+            _model_of(group): ModelFiles(
+                **{field: _contents(group[key][1]) for field, key in PAGE_SOURCES.items()}
+            )
+            for group in groups
         }
-    return {key: atomic_write(folder / name, fn) for key, (name, fn) in files.items()}
+        return f.write(comparison_page(csv, sources))
+
+    return write
+
+
+def _part(made: Callable[[], dict[str, bytes]], key: str) -> Writer:
+    """The writer of the ``key`` part of what ``made`` returns."""
+    return lambda f: f.write(made()[key])
+
+
+def _model_of(group: Files) -> str:
+    """The model whose ``output_files`` ``group`` is."""
+    return group["metrics"][0].removeprefix("metrics_").removesuffix(".json")
+
+
+def _csv(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    return buffer.getvalue()
+
+
+def _contents(write: Writer) -> bytes:
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _writer(data: bytes) -> Writer:
+    return lambda f: f.write(data)
+
+
+def publish_outputs(
+    folder: Path, groups: list[Files], replaces: tuple[ModelName, ...] = ()
+) -> list[dict[str, Path]]:
+    """Publish every file of ``groups`` in ``folder`` as one result set, retiring the
+    files of the models ``replaces`` (and, if any, the comparison) that it does not
+    write; return each group's key -> path in the published set. The caller holds the
+    folder's output lock."""
+    writers = {name: write for group in groups for name, write in group.values()}
+    if len(writers) != sum(len(group) for group in groups):
+        raise ValueError("two outputs of one run have the same file name")
+    retired = {model_file(key, m) for key in MODEL_FILES for m in replaces}
+    retired |= set(COMPARISON_FILES) if replaces else set()
+    published = resultset.publish(folder, writers, retired.__contains__)
+    return [{key: published[name] for key, (name, _) in group.items()} for group in groups]
+
+
+def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[str, Path]:
+    """Publish the model's files (``output_files``) as a result set replacing the
+    model's; return key -> path. The caller holds the folder's output lock."""
+    model = result.spec.model.name
+    return publish_outputs(folder, [output_files(result, report)], (model,))[0]
 
 
 def write_comparison(
     table: pl.DataFrame,
     results: list[RunResult] | tuple[RunResult, ...],
     folder: Path,
-    plots: bool = True,
+    report: bool = True,
 ) -> dict[str, Path]:
-    """``comparison.csv`` and (``plots``) ``equity_all.png``."""
-    out = {"comparison": atomic_write(folder / "comparison.csv", table.write_csv)}
-    if plots:
-        out["plot_comparison"] = atomic_write(
-            folder / "equity_all.png", lambda f: comparison_plot(results, f)
-        )
-    return out
+    """Publish ``comparison.csv`` and (``report``) ``report_comparison.html``; key -> path."""
+    groups = [output_files(r) for r in results] if report else []
+    return publish_outputs(folder, [comparison_files(table, groups)])[0]
 
 
 def _pct(value: float) -> str:
@@ -149,6 +270,10 @@ def summary(result: RunResult) -> str:
         f"{_pct(m['excess_cagr_vs_index'])}",
         f"  vs equal-weight universe: {_pct(m['universe_cagr'])} -> excess "
         f"{_pct(m['excess_cagr_vs_universe'])} (t {_num(m.get('excess_tstat_vs_universe', nan), '+.2f')})",
+        f"  after factors: alpha {_pct(m.get(ALPHA_METRIC, nan))} a year "
+        f"(t {_num(m.get(ALPHA_TSTAT_METRIC, nan), '+.2f')}, Newey-West), "
+        f"R2 {_num(m.get(R2_METRIC, nan), '.2f')} (excess over the universe on the market, "
+        f"momentum, low-vol and reversal factors)",
     ]
     return "\n".join([*lines, *(f"  caveat: {c}" for c in CAVEATS)])
 
@@ -158,8 +283,9 @@ def comparison_summary(table: pl.DataFrame) -> str:
     shown = table.select(
         "model", "ic_mean", "r2_oos", "net_cagr", "index_cagr", "excess_cagr_vs_index",
         "excess_cagr_vs_universe", "net_sharpe", "deflated_sharpe_vs_universe",
+        ALPHA_METRIC, ALPHA_TSTAT_METRIC,
     )  # fmt: skip
-    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}"
+    header = f"{'model':<14}{'IC':>8}{'R2':>9}{'CAGR net':>10}{'index':>9}{'vs index':>10}{'vs EW':>9}{'Sharpe':>8}{'DSR':>7}{'alpha':>9}{'t':>7}"
     rows = [header]
     for r in shown.iter_rows(named=True):
         rows.append(
@@ -167,10 +293,13 @@ def comparison_summary(table: pl.DataFrame) -> str:
             f"{_pct(r['net_cagr']):>10}{_pct(r['index_cagr']):>9}"
             f"{_pct(r['excess_cagr_vs_index']):>10}{_pct(r['excess_cagr_vs_universe']):>9}"
             f"{_num(r['net_sharpe'], '.2f'):>8}{_num(r['deflated_sharpe_vs_universe'], '.2f'):>7}"
+            f"{_pct(r[ALPHA_METRIC]):>9}{_num(r[ALPHA_TSTAT_METRIC], '+.2f'):>7}"
         )
     note = (
         f"  DSR: deflated Sharpe ratio of the return over the equal-weight universe, "
         f"adjusted for the {table.height} models compared (P[skill beats the luckiest of "
         f"{table.height} unskilled trials]; > 0.95 is significant)."
+        "\n  alpha, t: annualised alpha of the return over the equal-weight universe after "
+        "the market, momentum, low-volatility and reversal factors, and its Newey-West t."
     )
     return "\n".join([*rows, note, *(f"  caveat: {c}" for c in CAVEATS)])

@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from engine.features.panel import plan_width
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
@@ -126,7 +127,9 @@ class Sources:
         tables = {name: (Path(cache_dir) / f"{name}.parquet").resolve() for name in CACHE_TABLES}
         outputs = {}
         for view in OUTPUT_VIEWS if output_path is not None else ():
-            files = tuple(p.resolve() for p in view.files(Path(output_path)))
+            # by the output's own name, not the result set it links to: the views of the
+            # persistent database then read whatever set is published (``io.resultset``)
+            files = tuple(Path(os.path.abspath(p)) for p in view.files(Path(output_path)))
             if files:
                 outputs[view.view] = files
         return cls(tables, outputs, features or feature_set(DEFAULT_SET))
@@ -227,7 +230,7 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
                 f"the feature_panel view has no {', '.join(missing)}: it computes the "
                 f"feature set {sources.features.source!r}"
             )
-        ranges = _symbol_ranges(con, BATCH_ROWS)
+        ranges = _symbol_ranges(con, batch_rows(sources.features))
         if not ranges:
             yield relation.select(*columns).limit(0).pl()
         for first, last in ranges:
@@ -240,8 +243,15 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
 
 
 # Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
-# time, not the whole panel's.
+# time, not the whole panel's; for sets whose panel computes up to BATCH_COLUMNS columns
+# (core: ~40), proportionally fewer rows for wider ones (Alpha158: ~300).
 BATCH_ROWS = 500_000
+BATCH_COLUMNS = 80
+
+
+def batch_rows(features: FeatureSet) -> int:
+    """Rows of whole symbols per batch of ``features``' panel."""
+    return max(1, BATCH_ROWS * BATCH_COLUMNS // max(plan_width(features), BATCH_COLUMNS))
 
 
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:

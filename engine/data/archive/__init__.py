@@ -194,7 +194,7 @@ def _build(
     manifest fields; the prices go through ``sink``. The first error raised is the
     prices', then the index's, then the companies'."""
     stocks, companies, index = paths
-    size = sum(sizes[0] for sizes in before)  # file_signature: (size, mtime, inode, device)
+    size = sum(sizes[0] for sizes in before)  # file_signature: (size, mtime, ctime, inode, device)
     where = f"the archive in {stocks.parent} ({size / 2**20:,.0f} MB of CSV)"
     memory.ensure_fits(memory.parse_estimate(size), where)
     streamed = stream_prices(stocks, sink)

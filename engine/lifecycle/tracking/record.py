@@ -9,11 +9,13 @@
   backtest period, package versions (``engine.lifecycle.provenance``), the promotion
   decision;
 * input: the dataset (name, fingerprint digest, source, feature schema, profile);
-* artifacts: ``outputs/`` (portfolio CSV, holdings, equity, metrics JSON, plots),
+* artifacts: ``outputs/`` (portfolio CSV, holdings, equity, metrics JSON, report),
   ``features/features.json`` (feature definitions) and ``sql/`` (the DuckDB views);
 * model: the fitted model, sklearn flavour, with a signature, an input example and
   explicit pip requirements (inferring them would import and inspect the model's
-  modules); then registered, and promoted if the policy says so (``registry``).
+  modules); then registered, and promoted if the policy says so (``registry``). A rerun
+  (same data, settings and scores as a registered version) links that version's model as
+  its output instead of logging a copy, and registers nothing new.
 
 Params and metrics go in ``log_batch`` calls, artifacts in one ``log_artifacts`` call.
 """
@@ -27,6 +29,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
@@ -41,12 +44,14 @@ from engine.lifecycle.provenance import (
     model_identity,
     run_tags,
 )
-from engine.lifecycle.tracking import store
+from engine.lifecycle.tracking import store, termination
 from engine.lifecycle.tracking.errors import TrackedRun
 from engine.logs import StageTimer
 from engine.pipeline import RunResult
 
 log = logging.getLogger(__name__)
+# The URI of a logged model (the source of the versions the engine registers): "models:/<id>".
+LOGGED_MODEL_URI = re.compile(r"models:/(?P<id>m-[0-9a-f]+)")
 
 # Serialisation of the logged model. skops would refuse to load foreign types, but
 # importing it scans every scikit-learn estimator, on every run and every load. The
@@ -146,6 +151,31 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in PIP_PACKAGES]
 
 
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model in the store: its id and URI (``models:/<id>``)."""
+
+    model_id: str
+    model_uri: str
+
+
+def logged_model(client: Any, run_id: str, result: RunResult, spec: RunSpec) -> LoggedModel:
+    """The run's model: the one a registered version already holds when that version has
+    the same identity (data, settings and scores: a rerun), linked to the run as its
+    output; else the fitted model, logged now (``log_model``)."""
+    from mlflow.entities import LoggedModelOutput
+
+    name = spec.registered_model_name
+    same = registry.identical_version(client, name, model_identity(result))
+    held = LOGGED_MODEL_URI.fullmatch(same.source or "") if same is not None else None
+    if held is None:
+        info = log_model(result)
+        return LoggedModel(info.model_id, info.model_uri)
+    client.log_outputs(run_id, [LoggedModelOutput(held["id"], 0)])
+    log.debug("tracking: %s v%s holds this model: linked, not logged again", name, same.version)
+    return LoggedModel(held["id"], same.source)
+
+
 def log_model(result: RunResult) -> Any:
     """Log the fitted model (sklearn flavour) with its signature and an input example, in
     the active run; MLflow's ``ModelInfo``."""
@@ -198,13 +228,19 @@ def log_run(
     with timer.stage("store"):
         client = client if client is not None else store.connect(spec)
     with store.store_errors(spec, "logging the run"):
-        with timer.stage("run"):
-            exp = store.experiment_id(client, spec)
-            active = mlflow.start_run(
-                experiment_id=exp, run_name=spec.model.name.value, tags=run_tags(result)
-            )
-        with active:
+        status = "FAILED"
+        try:
+            with timer.stage("run"), termination.whole():
+                exp = store.experiment_id(client, spec)
+                active = mlflow.start_run(
+                    experiment_id=exp, run_name=spec.model.name.value, tags=run_tags(result)
+                )
             tracked = _record(client, active.info.run_id, result, artifacts, spec, timer)
+            status = "FINISHED"
+        finally:
+            if mlflow.active_run() is not None:
+                with termination.whole():
+                    mlflow.end_run(status)
     log.info("%s", timer.line())
     return tracked
 
@@ -226,7 +262,7 @@ def _record(
         with store.store_lock(spec.mlflow_uri):
             client.log_inputs(run_id, datasets=[ds])
     with timer.stage("model"):
-        info = log_model(result) if result.model is not None else None
+        info = logged_model(client, run_id, result, spec) if result.model is not None else None
         model_id = info.model_id if info is not None else None
     with timer.stage("metrics"):
         metrics = run_metrics(result, model_id, (ds.dataset.name, ds.dataset.digest))

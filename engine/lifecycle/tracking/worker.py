@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import logs
-from engine.lifecycle.tracking import store
+from engine.lifecycle.tracking import store, termination
 from engine.lifecycle.tracking.errors import TrackedRun, TrackingError
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Worker:
     def close(self) -> None:
         """End the worker now (SIGTERM). Between runs it holds nothing unsaved (the store
         commits each call and has its artifacts before a run's answer is sent) and ends at
-        once; during a run it unwinds the run first (``_stop``)."""
+        once; during a run it unwinds the run first (``termination``)."""
         self.pool.terminate()
 
     def __enter__(self) -> Worker:
@@ -202,10 +202,11 @@ def _open(spec: RunSpec) -> Any:
 
 def _log(result: RunResult, artifacts: dict[str, Path], spec: RunSpec) -> TrackedRun:
     """The worker's task: log one run with what ``_prepare`` made ready. Ended meanwhile
-    (``Worker.close``: SIGTERM), it unwinds the run first (``_stop``)."""
+    (``Worker.close``: SIGTERM), it unwinds the run first (``termination``); between runs
+    SIGTERM keeps its default action: the worker ends at once, holding nothing unsaved."""
     from engine.lifecycle.tracking import record
 
-    previous = signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, termination.stop)
     try:
         if _ahead.error is not None:
             raise _ahead.error
@@ -215,13 +216,6 @@ def _log(result: RunResult, artifacts: dict[str, Path], spec: RunSpec) -> Tracke
         raise _portable(exc) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM during a run: exit through the run's cleanup (MLflow ends it as failed,
-    temporary folders are removed); the worker then exits quietly. Between runs SIGTERM
-    keeps its default action: the worker ends at once, holding nothing unsaved."""
-    raise SystemExit(128 + signum)
 
 
 def _portable(exc: Exception) -> Exception:

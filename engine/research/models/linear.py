@@ -247,16 +247,20 @@ def polish(
 
     With active set A and signs s, optimality reads (G_AA + l2 I) w_A = xy_A - l1 s; it is
     the global optimum iff sign(w_A) == s and |xy_j - G_jA w_A| <= l1 for every j not in A.
+    Where G_AA is singular (collinear features: Alpha158's SUMP and SUMN rank as mirror
+    images) the system, if consistent, has many solutions: the least-norm one is taken, and
+    it is an optimum (one of many, with the same objective) when it passes the same checks.
     """
     active = np.flatnonzero(w)
     signs = np.sign(w[active])
     out = np.zeros_like(w)
     if active.size:
         sub = gram[np.ix_(active, active)] + l2 * np.eye(active.size)
-        try:
-            out[active] = np.linalg.solve(sub, xy[active] - l1 * signs)
-        except np.linalg.LinAlgError:
-            return None
+        rhs = xy[active] - l1 * signs
+        out[active] = np.linalg.lstsq(sub, rhs, rcond=None)[0]
+        scale = np.abs(sub) @ np.abs(out[active]) + np.abs(rhs)
+        if np.any(np.abs(sub @ out[active] - rhs) > _ROUNDING * 1e4 * scale + 1e-300):
+            return None  # inconsistent: no solution on this active set
         if not np.array_equal(np.sign(out[active]), signs):
             return None
     slack = np.abs(xy - gram @ out)

@@ -1,0 +1,213 @@
+"""The model's scores as a signal (alphalens-style): IC over time, IC decay over
+horizons, and forward returns by score quintile.
+
+The forward return of horizon h from rebalance date t is the compounded simple return
+of Adj Close from the close of t to the close of t + h trading days (days t + 1 .. t + h
+of the returns matrix): the signal's own horizon, before the execution lag. It is NaN
+when the calendar ends before t + h or the name has no return on one of those days.
+
+Forward returns of consecutive rebalances overlap when h exceeds the rebalance spacing,
+so every t-stat here also comes divided by sqrt(h / median spacing) (as
+``metrics.ic_summary`` does): it counts only the independent periods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from engine.research import metrics as mt
+from engine.research.backtest import Market
+from engine.schema import DATE, SCORE, SYMBOL
+
+HORIZONS = (1, 5, 21, 63)  # trading days of the forward returns
+QUINTILES = 5
+ROLLING_IC_PERIODS = 12  # rebalance periods in the rolling mean of the IC
+TOTAL_LOSS_GAP = 1e-12  # a day's return is floored at -1 + this (see forward_returns)
+
+
+def fwd(h: int) -> str:
+    """The column of the h-day forward return."""
+    return f"fwd_{h}"
+
+
+def ic_table(ic: pl.DataFrame, window: int = ROLLING_IC_PERIODS) -> pl.DataFrame:
+    """date, ic, n, ic_rolling (mean of the last ``window`` periods; null before),
+    ic_cum (running sum: a steady skill climbs in a straight line)."""
+    return ic.sort(DATE).with_columns(
+        pl.col("ic").rolling_mean(window).alias("ic_rolling"),
+        pl.col("ic").cum_sum().alias("ic_cum"),
+    )
+
+
+def _running_sums(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums down each column of the (days x symbols) returns: of the log growth,
+    and of the days with a return (int32), built in place of one copy of the matrix.
+
+    A total loss (-100 %, a price of 0) counts as -100 % + TOTAL_LOSS_GAP so that the log
+    growth stays finite: windows across it still compound to ~-100 %, later ones are
+    unaffected.
+    """
+    growth = np.nan_to_num(returns)
+    np.maximum(growth, TOTAL_LOSS_GAP - 1, out=growth)
+    np.log1p(growth, out=growth)
+    np.cumsum(growth, axis=0, out=growth)
+    return growth, np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32)
+
+
+def _before(sums: np.ndarray, stop: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """The running ``sums`` of column ``col`` over the days before ``stop`` (0 for none)."""
+    return np.where(stop > 0, sums[np.maximum(stop - 1, 0), col], 0)
+
+
+def forward_returns(
+    scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
+) -> pl.DataFrame:
+    """``scores`` (date, symbol, score, ...) with a ``fwd_h`` column per horizon.
+
+    Rows whose date or symbol is not in the market get NaN.
+    """
+    growth, seen = _running_sums(market.returns)
+    calendar = market.calendar.astype("datetime64[D]")
+    day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
+    col = np.searchsorted(market.symbols, scores[SYMBOL].to_numpy())
+    col = np.minimum(col, len(market.symbols) - 1)
+    known = (day < len(calendar)) & (market.symbols[col] == scores[SYMBOL].to_numpy())
+    known &= calendar[np.minimum(day, len(calendar) - 1)] == scores[DATE].to_numpy()
+    columns = []
+    for h in horizons:
+        end = day + h
+        ok = known & (end < len(calendar))
+        start, stop = np.where(ok, day + 1, 0), np.where(ok, end + 1, 0)
+        full = _before(seen, stop, col) - _before(seen, start, col) == h
+        log_return = _before(growth, stop, col) - _before(growth, start, col)
+        out = np.where(ok & full, np.expm1(log_return), np.nan)
+        columns.append(pl.Series(fwd(h), out))
+    return scores.with_columns(columns)
+
+
+def _spacing(dates: pl.Series, calendar: np.ndarray) -> float:
+    """Median trading days between consecutive scored dates (1 with fewer than two)."""
+    days = np.searchsorted(calendar, dates.unique().sort().to_numpy().astype("datetime64[D]"))
+    return float(np.median(np.diff(days))) if days.size > 1 else 1.0
+
+
+def ic_decay(
+    forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int] = HORIZONS
+) -> pl.DataFrame:
+    """horizon, ic_mean, ic_tstat, ic_tstat_overlap_adj, periods: the mean per-date rank
+    IC of the score against each horizon's forward return (``forward_returns``)."""
+    spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
+    rows = []
+    for h in horizons:
+        series = mt.rank_ic_series(forward.with_columns(pl.col(fwd(h)).fill_nan(None)), fwd(h))
+        s = mt.ic_summary(series["ic"].to_numpy(), overlap=h / spacing)
+        rows.append(
+            {
+                "horizon": h,
+                **{k: s[k] for k in ("ic_mean", "ic_tstat", "ic_tstat_overlap_adj")},
+                "periods": int(s["ic_periods"]),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "horizon": pl.Int64,
+            "ic_mean": pl.Float64,
+            "ic_tstat": pl.Float64,
+            "ic_tstat_overlap_adj": pl.Float64,
+            "periods": pl.Int64,
+        },
+    )
+
+
+def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
+    """date, quintile, excess: per date, the mean h-day forward return of each score
+    quintile minus the date's mean (over names with a score and a forward return; dates
+    whose scores are all equal are left out)."""
+    ret = pl.col(fwd(h)).fill_nan(None)
+    valid = forward.filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
+        pl.col(SCORE).n_unique().over(DATE) > 1  # equal scores rank nothing
+    )
+    pct = (pl.col(SCORE).rank("average") - 0.5) / pl.len()
+    return (
+        valid.with_columns(
+            (pct.over(DATE) * QUINTILES).floor().cast(pl.Int64).add(1).alias("quintile"),
+            (ret - ret.mean().over(DATE)).alias("excess"),
+        )
+        .group_by(DATE, "quintile", maintain_order=True)
+        .agg(pl.col("excess").mean())
+        .sort(DATE, "quintile")  # a fixed order: the means below sum in it, bit for bit
+    )
+
+
+def quintile_returns(forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS) -> pl.DataFrame:
+    """horizon, quintile (1 = lowest scores .. 5), mean_excess, periods: the mean over
+    dates of each quintile's h-day forward return minus the universe's (the date's mean)."""
+    frames = [
+        _quintile_excess(forward, h)
+        .group_by("quintile", maintain_order=True)
+        .agg(pl.col("excess").mean().alias("mean_excess"), pl.len().alias("periods"))
+        .with_columns(pl.lit(h, pl.Int64).alias("horizon"))
+        for h in horizons
+    ]
+    return (
+        pl.concat(frames)
+        .select("horizon", "quintile", "mean_excess", "periods")
+        .sort("horizon", "quintile")
+    )
+
+
+def quintile_spread(
+    forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int] = HORIZONS
+) -> pl.DataFrame:
+    """horizon, spread_mean, spread_tstat, spread_tstat_overlap_adj, periods: the top
+    minus bottom quintile's h-day forward return, averaged over dates with both."""
+    spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
+    rows = []
+    for h in horizons:
+        wide = _quintile_excess(forward, h).pivot(on="quintile", index=DATE, values="excess")
+        top, bottom = str(QUINTILES), "1"
+        spread = (
+            (wide[top] - wide[bottom]).drop_nulls().to_numpy()
+            if {top, bottom} <= set(wide.columns)
+            else np.array([])
+        )
+        s = mt.ic_summary(spread, overlap=h / spacing)  # the same mean / t arithmetic
+        rows.append(
+            {
+                "horizon": h,
+                "spread_mean": s["ic_mean"],
+                "spread_tstat": s["ic_tstat"],
+                "spread_tstat_overlap_adj": s["ic_tstat_overlap_adj"],
+                "periods": int(s["ic_periods"]),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "horizon": pl.Int64,
+            "spread_mean": pl.Float64,
+            "spread_tstat": pl.Float64,
+            "spread_tstat_overlap_adj": pl.Float64,
+            "periods": pl.Int64,
+        },
+    )
+
+
+SIGNAL_TABLES = ("ic_decay", "quintiles", "quintile_spread")
+
+
+def signal_tables(
+    scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
+) -> dict[str, pl.DataFrame]:
+    """The score's quality over ``horizons`` (``SIGNAL_TABLES``): ``ic_decay``,
+    ``quintile_returns`` as ``quintiles``, and ``quintile_spread``."""
+    forward = forward_returns(scores, market, horizons)
+    return {
+        "ic_decay": ic_decay(forward, market.calendar, horizons),
+        "quintiles": quintile_returns(forward, horizons),
+        "quintile_spread": quintile_spread(forward, market.calendar, horizons),
+    }
