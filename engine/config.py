@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.schema import ModelName, Normalisation, Rebalance, TrainWindow, Weighting
+from engine.schema import ModelName, Normalisation, Rebalance, RunEngine, TrainWindow, Weighting
 
 ALL_MODELS = "all"  # MODEL_TYPE / --model value meaning every model
 
@@ -240,6 +240,27 @@ class PromotionSpec:
 
 
 @dataclass(frozen=True)
+class ComputeSpec:
+    """Where the work runs: this machine, or Spark (``engine[spark]``) in local mode or on
+    the cluster ``spark_master`` names, with ``spark.*`` settings passed through."""
+
+    engine: RunEngine = setting(RunEngine.POLARS, "Where the linear walk-forward's per-period "
+                                "sums are aggregated: polars (this machine) or spark.",
+                                flag="--engine")  # fmt: skip
+    spark_master: str = setting("local[*]", "Spark master URL (--engine spark).",
+                                env="SPARK_MASTER", flag="--spark-master")  # fmt: skip
+    spark_conf: tuple[str, ...] = setting((), "A Spark setting key=value, passed through "
+                                          "(repeatable), e.g. spark.executor.memory=4g.",
+                                          flag="--spark-conf")  # fmt: skip
+
+    def __post_init__(self) -> None:
+        for item in self.spark_conf:
+            key = item.split("=", 1)[0]
+            if "=" not in item or not key.startswith("spark."):
+                raise SettingsError(f"--spark-conf {item!r}: expected spark.<key>=<value>")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything a run depends on, one spec per stage."""
 
@@ -251,6 +272,7 @@ class RunSpec:
     backtest: BacktestSpec = field(default_factory=BacktestSpec)
     tracking: TrackingSpec = field(default_factory=TrackingSpec)
     promotion: PromotionSpec = field(default_factory=PromotionSpec)
+    compute: ComputeSpec = field(default_factory=ComputeSpec)
 
     @property
     def mlflow_uri(self) -> str:

@@ -144,6 +144,14 @@ class Normalisation(StrEnum):
 class FeatureEngine(StrEnum):
     POLARS = "polars"
     DUCKDB = "duckdb"
+    SPARK = "spark"
+
+
+class RunEngine(StrEnum):
+    """Where a run computes the linear walk-forward's per-period sums."""
+
+    POLARS = "polars"
+    SPARK = "spark"
 
 
 class DataSource(StrEnum):

@@ -11,7 +11,7 @@ import click
 from engine.cli import EXIT_TRACKING, PATHS, EngineError, friendly, main, spec_from, spec_options
 from engine.config import ALL_MODELS
 from engine.io.locks import output_lock
-from engine.schema import ModelName
+from engine.schema import ModelName, RunEngine
 
 # Every setting of a run that a flag may change, in --help order.
 RUN_SETTINGS = (
@@ -23,6 +23,7 @@ RUN_SETTINGS = (
     "model.tune", "model.validation_periods", "model.refit_every", "model.train_dates",
     "model.n_jobs", "portfolio.weighting", "portfolio.max_weight", "portfolio.sector_cap",
     "portfolio.risk_aversion", "backtest.cost_bps", "backtest.execution_lag", "model.seed",
+    "compute.engine", "compute.spark_master", "compute.spark_conf",
 )  # fmt: skip
 
 
@@ -55,6 +56,11 @@ def run(model: str | None, no_report: bool, **flags: Any) -> None:
 
     models = requested_models(model)
     spec = spec_from(flags).with_model(models[0])
+    if spec.compute.engine is RunEngine.SPARK:  # before anything starts: a one-line refusal
+        from engine.spark.sums import check_model
+
+        for name in models:
+            check_model(name)
     # Runs compute in parallel; each holds the output folder's lock from its first write to
     # the end of tracking, so the folder and each run's artifacts are one run's files.
     with contextlib.ExitStack() as hold:
@@ -83,7 +89,13 @@ def _run_one(
     from engine.pipeline import run as run_pipeline
     from engine.report import summary, write_outputs
 
-    result = run_pipeline(archive, spec)
+    if spec.compute.engine is RunEngine.SPARK:
+        from engine.spark.sums import sums_in_spark
+
+        with sums_in_spark(spec.compute, spec.paths.cache_dir) as sums:
+            result = run_pipeline(archive, spec, sums)
+    else:
+        result = run_pipeline(archive, spec)
     hold.enter_context(output_lock(spec.paths.output))
     files = write_outputs(result, spec.paths.output, report)
     click.echo(summary(result))

@@ -38,8 +38,8 @@ LIST_CHOSEN = "\0chosen"  # --list without a value: list the --features set
     type=choice(FeatureEngine),
     default=FeatureEngine.POLARS.value,
     show_default=True,
-    help="Compute with lazy Polars or with DuckDB SQL, both compiled from the same "
-    "expressions (equal to 1e-9).",
+    help="Compute with lazy Polars, DuckDB SQL or Spark SQL (engine[spark]; --spark-master), "
+    "all compiled from the same expressions (equal to 1e-9).",
 )
 @click.option(
     "--list",
@@ -51,7 +51,7 @@ LIST_CHOSEN = "\0chosen"  # --list without a value: list the --features set
     help="Print the names and expressions of SET (core, alpha158 or a .toml file; "
     "default: the --features set) and exit.",
 )
-@spec_options("features.set", *PATHS)
+@spec_options("features.set", *PATHS, "compute.spark_master", "compute.spark_conf")
 @friendly
 def features(engine_name: str, list_set: str | None, **flags: Any) -> None:
     """Write OUTPUT_PATH/features.parquet: date, symbol, adj_close, history_rows, every
@@ -72,7 +72,7 @@ def features(engine_name: str, list_set: str | None, **flags: Any) -> None:
     if list_set is not None:
         click.echo(_listing(chosen))
         return
-    _write_features(chosen, engine_name, spec.paths)
+    _write_features(chosen, engine_name, spec)
 
 
 def _listing(chosen: Any) -> str:
@@ -83,17 +83,28 @@ def _listing(chosen: Any) -> str:
     return "\n".join(lines)
 
 
-def _write_features(chosen: Any, engine_name: str, paths: Any) -> None:
+def _write_features(chosen: Any, engine_name: str, spec: Any) -> None:
     from engine.data.sources import resolve_archive
     from engine.pipeline import frame
     from engine.views import database as sqlviews
     from engine.views.database import DATABASE_FILE, Sources, ensure_database, write_batches
 
+    paths, on_spark = spec.paths, FeatureEngine(engine_name) is FeatureEngine.SPARK
+    if on_spark:  # before any data is read: no operator without a Spark form, Java here
+        from engine.features.spark_sql import refuse_unsupported
+        from engine.spark.session import check_available
+
+        refuse_unsupported(chosen)
+        check_available()
     archive = resolve_archive(paths)
     sources = Sources.find(archive.cache_dir, paths.output, chosen)
     started = time.perf_counter()
     if FeatureEngine(engine_name) is FeatureEngine.POLARS:
         batches = frame.feature_batches(archive, chosen)
+    elif on_spark:
+        from engine.spark.panel import spark_feature_batches
+
+        batches = spark_feature_batches(spec.compute, archive, chosen, paths.output)
     else:
         batches = sqlviews.feature_batches(sources, _panel_columns(chosen))
     rows, width = write_batches(batches, paths.output / FEATURES_FILE)

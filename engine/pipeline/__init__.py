@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ from engine.pipeline.modeldata import (
 from engine.research import signal
 from engine.research.attribution import FactorFit
 from engine.research.backtest import Market
-from engine.research.models import ModelError
+from engine.research.models import ModelError, PeriodStats, period_stats
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
 
 log = logging.getLogger(__name__)
@@ -164,12 +165,17 @@ def _no_label(horizon: int, days: int) -> str:
 
 
 def evaluate_model(
-    archive: Archive, spec: RunSpec, prepared: Prepared, timer: StageTimer
+    archive: Archive,
+    spec: RunSpec,
+    prepared: Prepared,
+    timer: StageTimer,
+    sums: Callable[..., PeriodStats] = period_stats,
 ) -> RunResult:
-    """Walk ``spec.model`` forward on the prepared data, then weights, backtest, metrics."""
+    """Walk ``spec.model`` forward on the prepared data, then weights, backtest, metrics;
+    a linear model's per-period sums are made by ``sums`` (e.g. in Spark)."""
     data, panel, model = prepared.data, prepared.market, spec.model.name
     with timer.stage(f"walk-forward {model.value}"):
-        result = ev.score(data, spec.model, spec.walk_forward.rebalance, panel.calendar)
+        result = ev.score(data, spec.model, spec.walk_forward.rebalance, panel.calendar, sums)
         predictions = ev.predictions_frame(data, result)
     if predictions.height == 0:
         raise ModelError(f"model {model.value} scored no rebalance date (too little history)")
@@ -215,10 +221,13 @@ def evaluate_model(
     )
 
 
-def run(archive: Archive, spec: RunSpec) -> RunResult:
-    """The whole research run of ``spec.model`` on one archive."""
+def run(
+    archive: Archive, spec: RunSpec, sums: Callable[..., PeriodStats] = period_stats
+) -> RunResult:
+    """The whole research run of ``spec.model`` on one archive (``sums``: see
+    ``evaluate_model``)."""
     timer = StageTimer()
-    return evaluate_model(archive, spec, prepare(archive, spec, timer), timer)
+    return evaluate_model(archive, spec, prepare(archive, spec, timer), timer, sums)
 
 
 def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:

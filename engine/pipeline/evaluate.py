@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import numpy as np
@@ -17,9 +18,11 @@ from engine.research.models import (
     TREE_MODELS,
     InnerSplit,
     LinearSpec,
+    PeriodStats,
     RefitPlan,
     WalkForwardResult,
     default_alpha,
+    period_stats,
     tree_factory,
     walk_forward_linear,
     walk_forward_refit,
@@ -40,9 +43,14 @@ def purge_gap_periods(data: ModelData, horizon: int, calendar: np.ndarray) -> in
 
 
 def score(
-    data: ModelData, spec: ModelSpec, rebalance: Rebalance, calendar: np.ndarray
+    data: ModelData,
+    spec: ModelSpec,
+    rebalance: Rebalance,
+    calendar: np.ndarray,
+    sums: Callable[..., PeriodStats] = period_stats,
 ) -> WalkForwardResult:
-    """Out-of-sample scores of ``model`` at every active rebalance (purged walk-forward).
+    """Out-of-sample scores of ``model`` at every active rebalance (purged walk-forward);
+    a linear model's per-period sums are made by ``sums`` (see ``walk_forward_linear``).
 
     Baselines are scored at the same active rebalances as the models, so that every
     model of a comparison is backtested over the same dates.
@@ -64,7 +72,9 @@ def score(
             tuning = InnerSplit(spec.validation_periods, gap)
         alpha = default_alpha(model) if spec.alpha is None else spec.alpha
         linear = LinearSpec(model, alpha, spec.l1_ratio, tuning)
-        return walk_forward_linear(data.X, y, data.available, data.predict_at, data.plan, linear)
+        return walk_forward_linear(
+            data.X, y, data.available, data.predict_at, data.plan, linear, sums
+        )
     if model in TREE_MODELS:
         every = spec.refit_every or PERIODS_PER_YEAR[rebalance]
         plan = RefitPlan(every, spec.train_dates, spec.seed)

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.research.models.linear import LinearFit, Moments, fit_linear, period_stats
+from engine.research.models.linear import (
+    LinearFit,
+    Moments,
+    PeriodStats,
+    fit_linear,
+    period_stats,
+)
 from engine.research.models.tuning import InnerSplit, tuned_alpha
 from engine.research.splits import Schedule
 from engine.schema import ModelName
@@ -75,15 +81,19 @@ def walk_forward_linear(
     predict_at: np.ndarray,
     plan: Schedule,
     spec: LinearSpec,
+    sums: Callable[..., PeriodStats] = period_stats,
 ) -> WalkForwardResult:
     """Purged walk-forward of a linear model from cumulated per-period sums.
 
+    ``sums(X, y, available, n_periods)`` makes them (``period_stats`` on this machine; the
+    same sums aggregated elsewhere, e.g. ``engine.spark.sums``, give the same fits); only
+    the rows scored at a rebalance are read from ``X`` here.
     ``y`` must be finite wherever ``available < len(plan.rebalances)``. With
     ``spec.tuning``, a rebalance with too few periods to tune keeps ``spec.alpha``;
     ``info["tuned_rebalances"]`` counts those that were tuned.
     """
     n_periods = len(plan.rebalances)
-    stats = period_stats(X, y, available, n_periods)
+    stats = sums(X, y, available, n_periods)
     targets = rows_by_period(predict_at, n_periods)
     scores = np.full(len(X), np.nan)
     fits: dict[int, LinearFit] = {}

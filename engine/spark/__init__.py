@@ -1,0 +1,18 @@
+"""Past one machine: the feature panel, the linear walk-forward's per-period sums and
+champion scoring on Apache Spark (the optional extra ``engine[spark]``).
+
+* ``session``: the SparkSession of a ``ComputeSpec`` (master, ``spark.*`` settings) and the
+  one-line error when PySpark or a Java runtime is missing.
+* ``panel``: the feature panel of a set, as the set's Spark SQL over the Parquet cache.
+* ``sums``: the per-period sufficient statistics (X'X, X'y, sums, counts) of the model
+  frame, aggregated in Spark; the k x k solves stay on the driver
+  (``engine.research.models``), so predictions equal the single-machine walk-forward's.
+
+Trees stay single-machine. Nothing here is imported unless ``--engine spark`` is asked.
+"""
+
+from __future__ import annotations
+
+
+class SparkUnavailable(RuntimeError):
+    """PySpark or a Java runtime is missing; the message says what to install."""

@@ -1,0 +1,88 @@
+"""The SparkSession of a run: master and ``spark.*`` settings from ``ComputeSpec``.
+
+Local mode (``local[*]``) by default; a cluster with ``--spark-master URL`` or
+``SPARK_MASTER``; any ``spark.*`` setting passed through with ``--spark-conf key=value``.
+The UI is off and the session's time zone is UTC unless a setting says otherwise (dates in
+the cache are calendar dates; UTC keeps them from shifting on the way back to Arrow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from engine.config import ComputeSpec
+from engine.spark import SparkUnavailable
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.ansi.enabled": "false",  # SQL NULL, not an error, where DuckDB gives NULL
+}
+# Local mode: the driver on the loopback address, and Python workers (UDFs) in this very
+# interpreter, whose environment has the engine's packages.
+LOCAL_MODE = {
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.pyspark.python": sys.executable,
+}
+INSTALL = "pip install 'engine[spark]' (PySpark, sqlglot)"
+JAVA = "a Java 17+ runtime (Debian: apt-get install default-jre-headless)"
+
+
+def check_available() -> None:
+    """Raise ``SparkUnavailable`` (one line: what to install) unless PySpark and a Java
+    runtime are both here."""
+    missing = [INSTALL] if importlib.util.find_spec("pyspark") is None else []
+    if importlib.util.find_spec("sqlglot") is None and not missing:
+        missing.append(INSTALL)
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        missing.append(JAVA)
+    if missing:
+        raise SparkUnavailable(f"--engine spark needs {' and '.join(missing)}")
+
+
+def settings(spec: ComputeSpec) -> dict[str, str]:
+    """The session's ``spark.*`` settings: the defaults (in local mode also the driver on
+    the loopback address: nothing listens beyond this machine), then the spec's
+    ``key=value``s."""
+    given = dict(item.split("=", 1) for item in spec.spark_conf)
+    local = LOCAL_MODE if spec.spark_master.startswith("local") else {}
+    return {**DEFAULTS, **local, **given}
+
+
+@contextlib.contextmanager
+def spark_session(spec: ComputeSpec) -> Iterator[Any]:
+    """A SparkSession on ``spec.spark_master`` with ``settings(spec)``, stopped on exit.
+
+    A session already active in this process (a notebook's, a test's) is used as it is
+    and left running: Spark has one context per process."""
+    check_available()
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    if spec.spark_master.startswith("local"):  # the workers' interpreter: PySpark reads it
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # from the environment only
+    builder = SparkSession.builder.master(spec.spark_master).appName("engine")
+    for key, value in settings(spec).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    log.info("spark %s on %s", spark.version, spec.spark_master)
+    try:
+        yield spark
+    finally:
+        spark.stop()
