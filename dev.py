@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TOOLS = ROOT / ".tools"
 STAMP = VENV / ".dev-py-synced"  # lock and project hash + extras of the last sync
-ALL_EXTRAS = ("test", "bench", "postgres", "auth")
+ALL_EXTRAS = ("test", "bench", "postgres", "auth", "spark")
 # Extras each command needs; any command not listed gets every extra.
 EXTRAS = {"engine": (), "mlflow": ()}
 

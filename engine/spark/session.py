@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,8 @@ LOCAL_MODE = {
 }
 INSTALL = "pip install 'engine[spark]' (PySpark, sqlglot)"
 JAVA = "a Java 17+ runtime (Debian: apt-get install default-jre-headless)"
+
+PANDAS_WARNING = "PySpark does not yet fully support pandas"  # a prefix of its message
 
 
 def check_available() -> None:
@@ -68,6 +71,14 @@ def spark_session(spec: ComputeSpec) -> Iterator[Any]:
     A session already active in this process (a notebook's, a test's) is used as it is
     and left running: Spark has one context per process."""
     check_available()
+    with warnings.catch_warnings():
+        # PySpark checks pandas' version when it first converts, and warns in its own
+        # words about pandas 3; what the engine converts is tested to equal Polars.
+        warnings.filterwarnings("ignore", PANDAS_WARNING, FutureWarning)
+        yield from _session(spec)
+
+
+def _session(spec: ComputeSpec) -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
