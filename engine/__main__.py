@@ -21,11 +21,20 @@ def main() -> None:
         from engine.cli import main as command_line
 
         status = command_line.main(prog_name="engine", standalone_mode=False)
-    except KeyboardInterrupt:
-        status = _aborted()
-    except Exception as exc:
-        status = _ended(exc)
+    except (KeyboardInterrupt, Exception) as exc:
+        status = _answered(exc)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _answered(exc: BaseException) -> int:
+    """The status of a command line that raised ``exc``. A KeyboardInterrupt raised while
+    answering (a second Ctrl-C, or one SIGINT that a native library reports twice, before
+    ``_aborted`` ignores SIGINT) is answered in turn, as an interrupt."""
+    while True:
+        try:
+            return _aborted() if isinstance(exc, KeyboardInterrupt) else _ended(exc)
+        except KeyboardInterrupt as again:
+            exc = again
 
 
 def _ended(exc: Exception) -> int:

@@ -32,6 +32,7 @@ SHELL_BLOCKS = ("bash", "sh", "shell")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 SERVER = re.compile(r"http://127\.0\.0\.1:(?P<port>\d+)(?P<path>/\S*)?")
 PORT_FLAG = re.compile(r"\s--port[= ]\d+")
+HEREDOC = re.compile(r"<<-?\s*(['\"]?)(?P<word>\w+)\1")  # a here-document's end word
 NEEDS_DOCKER = "needs Docker"
 USER_UNSET = ("DATA_PATH", "OUTPUT_PATH", "CACHE_PATH", "MODEL_TYPE", "TOP_STOCKS",
               "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "UV_PROJECT_ENVIRONMENT")  # fmt: skip
@@ -87,13 +88,23 @@ def complete(text: str) -> bool:
 
 
 def block_commands(body: str) -> list[Command]:
-    """The commands of one shell block, skipping blank lines and comment lines."""
-    commands, pending = [], ""
+    """The commands of one shell block, skipping blank lines and comment lines. A command
+    with a here-document (``<<'WORD'``) takes the lines up to ``WORD`` with it."""
+    commands, pending, until = [], "", None
     for line in body.splitlines():
         if not pending and (not line.strip() or line.lstrip().startswith("#")):
             continue
         pending = f"{pending}\n{line}" if pending else line
+        if until is not None:
+            if line.strip() == until:
+                commands.append(Command(pending, pending, ""))
+                pending, until = "", None
+            continue
         if complete(pending):
+            here = HEREDOC.search(split_comment(pending)[0])
+            if here is not None:
+                until = here["word"]
+                continue
             commands.append(Command(pending, *split_comment(pending)))
             pending = ""
     if pending:

@@ -28,6 +28,10 @@ curl -s http://127.0.0.1:5001/invocations -d '{
   "a": "#not a comment"
 }'   # request
 docker compose up           # needs Docker
+cat > f.toml <<'TOML'
+a = "$close"  # "not a command"
+
+TOML
 ```
 """
 
@@ -40,13 +44,14 @@ def test_only_shell_blocks_hold_commands_with_their_continuations():
         "engine ui",
         'curl -s http://127.0.0.1:5001/invocations -d \'{\n  "a": "#not a comment"\n}\'',
         "docker compose up",
+        'cat > f.toml <<\'TOML\'\na = "$close"  # "not a command"\n\nTOML',
     ]
 
 
 def test_a_server_is_a_command_with_its_address_and_ctrl_c():
     commands = readme_commands(MARKDOWN)
-    assert [c.server for c in commands] == [None, None, (5000, "/"), None, None]
-    assert commands[-1].comment == "needs Docker"
+    assert [c.server for c in commands] == [None, None, (5000, "/"), None, None, None]
+    assert commands[-2].comment == "needs Docker" and commands[-1].comment == ""
 
 
 def test_a_comment_starts_at_an_unquoted_hash_that_begins_a_word():

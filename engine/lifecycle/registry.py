@@ -172,11 +172,13 @@ def register_and_promote(
     with store_lock(settings.mlflow_uri):
         current = _ensure_model(client, name).get(CHAMPION)  # not ours: ours is not made yet
         same = identical_version(client, name, identity) if identity else None
-        if same is not None:
+        if same is not None and DECISION in (same.tags or {}):
             reason = f"identical to v{same.version}: no new version registered"
             return Registered(name, str(same.version), Decision(False, reason, DUPLICATE),
                               current)  # fmt: skip
-        mv = client.create_model_version(
+        # An identical version without a decision was registered by a run killed before
+        # it decided: this run completes that registration instead of adding a duplicate.
+        mv = same or client.create_model_version(
             name, source, run_id=run_id, tags=version_tags, model_id=model_id
         )
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
