@@ -526,3 +526,18 @@ def test_fuzzed_settings_give_a_result_or_one_error_line(flags):
 @given(flags=run_settings())
 def test_fuzzed_settings_give_a_result_or_one_error_line_300(flags):
     check_settings(flags)
+
+
+SMALLEST_PRICE = Mutation(
+    what=f"{FILES[0]}: row 252 col 2 = '5e-324'", safe=False,
+    apply=lambda files: {**files, FILES[0]: _set_cell(files[FILES[0]], 252, 2, "5e-324")},
+    special=None,
+)  # fmt: skip
+
+
+@settings(max_examples=1, database=None, **FUZZ_SETTINGS)
+@given(chosen=st.just([SMALLEST_PRICE]))
+def test_a_price_of_the_smallest_double_gives_a_result_without_numpy_warnings(chosen):
+    """A case hypothesis found: a return through 5e-324 overflows to inf; the label is
+    then unknown, not an inf that turns the model's moments into NaN."""
+    check_case(chosen)

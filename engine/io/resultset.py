@@ -174,8 +174,9 @@ def _files(directory: Path | None) -> dict[str, Path]:
 
 
 def _tidy(folder: Path, keep: set[str]) -> None:
-    """Remove the sets not in ``keep`` nor current (and staging folders a kill left), and
-    the links to names the current set does not have."""
+    """Remove the sets not in ``keep`` nor current (and staging folders a kill left), the
+    links to names the current set does not have, and temporary links a kill left (only
+    publishing, under the output lock, makes links here)."""
     now = current(folder)
     keep = keep | ({now.name} if now else set())
     for entry in (folder / SETS).iterdir():
@@ -185,3 +186,5 @@ def _tidy(folder: Path, keep: set[str]) -> None:
         target = _target(entry)
         if target and target.startswith(f"{CURRENT}/") and not entry.exists():
             entry.unlink(missing_ok=True)
+        elif target and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)  # a link a kill left before renaming it

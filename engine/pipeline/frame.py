@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # The version of the code that computes the model frame (features, normalisation, storage):
 # part of the frame's cache key, so bump it with any change that alters a cached frame.
-FRAME_VERSION = 5
+FRAME_VERSION = 6
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 
 
@@ -155,11 +155,14 @@ def _normalised(
     keep: list[str],
 ) -> pl.DataFrame:  # fmt: skip
     """``panel`` (whole dates; each date's rows in symbol order) in (date, symbol) order,
-    its features normalised per date and cast to float32.
+    its features normalised per date and cast to float32, a label that is not finite
+    (an overflow) null.
 
     One feature at a time: each is moved out of ``panel`` (left without its features),
     put in date order and normalised, so memory holds about one copy of the panel.
     """
+    label = label_name(spec.horizon)  # a return through a price near 0 overflows: unknown
+    panel = panel.with_columns(pl.when(pl.col(label).is_finite()).then(pl.col(label)).alias(label))
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
     if spec.normalisation is Normalisation.RANK and not spec.sector_neutral:
         # the rank kernel's path: each column taken in date order as it is ranked
