@@ -159,14 +159,16 @@ class LoggedModel:
     model_uri: str
 
 
-def logged_model(client: Any, run_id: str, result: RunResult, spec: RunSpec) -> LoggedModel:
+def logged_model(
+    client: Any, run_id: str, result: RunResult, spec: RunSpec, identity: str
+) -> LoggedModel:
     """The run's model: the one a registered version already holds when that version has
-    the same identity (data, settings and scores: a rerun), linked to the run as its
+    the same ``identity`` (data, settings and scores: a rerun), linked to the run as its
     output; else the fitted model, logged now (``log_model``)."""
     from mlflow.entities import LoggedModelOutput
 
     name = spec.registered_model_name
-    same = registry.identical_version(client, name, model_identity(result))
+    same = registry.identical_version(client, name, identity)
     held = LOGGED_MODEL_URI.fullmatch(same.source or "") if same is not None else None
     if held is None:
         info = log_model(result)
@@ -262,7 +264,8 @@ def _record(
         with store.store_lock(spec.mlflow_uri):
             client.log_inputs(run_id, datasets=[ds])
     with timer.stage("model"):
-        info = logged_model(client, run_id, result, spec) if result.model is not None else None
+        identity = model_identity(result) if result.model is not None else ""
+        info = logged_model(client, run_id, result, spec, identity) if identity else None
         model_id = info.model_id if info is not None else None
     with timer.stage("metrics"):
         metrics = run_metrics(result, model_id, (ds.dataset.name, ds.dataset.digest))
@@ -272,20 +275,28 @@ def _record(
         client.log_artifacts(run_id, tmp)
     if info is None:
         return TrackedRun(run_id, None, None)
-    return TrackedRun(run_id, info.model_uri, _register(client, run_id, info, result, spec, timer))
+    registered = _register(client, run_id, info, result, spec, identity, timer)
+    return TrackedRun(run_id, info.model_uri, registered)
 
 
 def _register(
-    client: Any, run_id: str, info: Any, result: RunResult, spec: RunSpec, timer: StageTimer
+    client: Any,
+    run_id: str,
+    info: Any,
+    result: RunResult,
+    spec: RunSpec,
+    identity: str,
+    timer: StageTimer,
 ) -> Any:
-    """Register the logged model, apply the promotion policy, tag the run with the decision."""
+    """Register the logged model (``identity``: ``provenance.model_identity`` of the run),
+    apply the promotion policy, tag the run with the decision."""
     start, end = backtest_period(result)
     evidence = promotion.Evidence(
         "", result.fingerprint, (start, end), dict(result.metrics), result.source
     )
     policy = promotion.Policy.from_spec(spec.promotion)
     tags = {registry.DATA_SOURCE: result.source, "model": spec.model.name.value,
-            registry.IDENTITY: model_identity(result), registry.FITTED_AT: result.fitted_at}  # fmt: skip
+            registry.IDENTITY: identity, registry.FITTED_AT: result.fitted_at}  # fmt: skip
     with timer.stage("registry"), store.store_errors(spec, "registering"):
         registered = registry.register_and_promote(
             client, spec, run_id, info.model_uri, info.model_id, evidence, policy, tags
