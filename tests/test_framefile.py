@@ -58,7 +58,8 @@ def test_rows_read_like_numpy_indexing(tmp_path: Path):
     whole = frame(3 * BATCH + 17, seed=1)
     array = whole.select("f0", "f1", "f2").to_numpy()
     rows = written(tmp_path / "x.arrow", whole).X()
-    for key in (slice(5, 90), slice(-7, None), slice(None), slice(50, 10)):
+    runs = (slice(BATCH - 3, 2 * BATCH + 5), slice(BATCH, BATCH), slice(2 * BATCH, None))
+    for key in (slice(5, 90), slice(-7, None), slice(None), slice(50, 10), *runs):
         assert np.array_equal(rows[key], array[key])
     rng = np.random.default_rng(1)
     spread = rng.integers(0, len(array), 700)  # unsorted, repeated, far apart

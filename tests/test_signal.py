@@ -11,6 +11,7 @@ import pytest
 
 from engine.research.backtest import Market
 from engine.research.signal import (
+    excess_tables,
     forward_returns,
     ic_decay,
     ic_table,
@@ -94,11 +95,13 @@ def test_ic_decays_after_the_horizon_the_scores_know(planted):
 
 def test_quintiles_are_ordered_and_the_spread_is_top_minus_bottom(planted):
     market, forward = planted
-    five = quintile_returns(forward).filter(pl.col("horizon") == 5)
+    five = quintile_returns(excess_tables(forward)).filter(pl.col("horizon") == 5)
     assert five["quintile"].to_list() == [1, 2, 3, 4, 5]
     means = five["mean_excess"].to_numpy()
     assert (np.diff(means) > 0).all() and abs(means.mean()) < 1e-3
-    spread = quintile_spread(forward, market.calendar).filter(pl.col("horizon") == 5)
+    spread = quintile_spread(excess_tables(forward), forward["date"], market.calendar).filter(
+        pl.col("horizon") == 5
+    )
     assert spread["spread_mean"][0] == pytest.approx(means[-1] - means[0])
     assert spread["spread_tstat"][0] > 10
 
@@ -110,8 +113,12 @@ def test_constant_scores_have_no_ic_and_no_spread():
     )
     forward = forward_returns(scores, market)
     assert ic_decay(forward, market.calendar)["periods"].to_list() == [0, 0, 0, 0]
-    assert quintile_returns(forward).height == 0
-    assert quintile_spread(forward, market.calendar)["spread_mean"].is_nan().all()
+    assert quintile_returns(excess_tables(forward)).height == 0
+    assert (
+        quintile_spread(excess_tables(forward), forward["date"], market.calendar)["spread_mean"]
+        .is_nan()
+        .all()
+    )
 
 
 def test_a_total_loss_compounds_to_minus_one_without_a_warning():

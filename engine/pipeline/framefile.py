@@ -173,9 +173,15 @@ class FeatureRows:
         return self.file.rows
 
     def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
-        rows = _indices(key, self.file.rows)
-        out = np.empty((len(rows), len(self.file.features)), np.float32)
-        parts = _by_batch(rows, self.file.batch_rows) if rows.size else []
+        if isinstance(key, slice) and key.step in (None, 1):  # a run: parts without gathers
+            start, stop, _ = key.indices(self.file.rows)
+            parts = _run_by_batch(start, max(start, stop), self.file.batch_rows)
+            count = max(0, stop - start)
+        else:
+            rows = _indices(key, self.file.rows)
+            parts = _by_batch(rows, self.file.batch_rows) if rows.size else []
+            count = len(rows)
+        out = np.empty((count, len(self.file.features)), np.float32)
         reader = self._reader(frozenset(batch for batch, _, _ in parts))
         for batch, at, local in parts:
             stored = pl.from_arrow(reader.get_batch(batch).select([FEATURES]))
@@ -256,8 +262,20 @@ def _by_batch(rows: np.ndarray, batch_rows: int) -> list[tuple[int, np.ndarray, 
     ]
 
 
-def _as_slice(index: np.ndarray) -> np.ndarray | slice:
+def _run_by_batch(start: int, stop: int, batch_rows: int) -> list[tuple[int, slice, slice]]:
+    """``_by_batch`` of the rows ``start`` .. ``stop`` - 1 (none if empty), as slices."""
+    parts = []
+    for batch in range(start // batch_rows, (stop - 1) // batch_rows + 1 if stop > start else 0):
+        base = batch * batch_rows
+        lo, hi = max(start, base), min(stop, base + batch_rows)
+        parts.append((batch, slice(lo - start, hi - start), slice(lo - base, hi - base)))
+    return parts
+
+
+def _as_slice(index: np.ndarray | slice) -> np.ndarray | slice:
     """``index`` as a slice when it is a run of consecutive integers (a view, not a gather)."""
+    if isinstance(index, slice):
+        return index
     first, last = int(index[0]), int(index[-1])
     if last - first + 1 == len(index) and (len(index) < 3 or bool(np.all(np.diff(index) == 1))):
         return slice(first, last + 1)

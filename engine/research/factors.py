@@ -105,7 +105,7 @@ def factor_target_matrix(
     """(rebalances x symbols) targets from date, symbol, weight rows (0 elsewhere)."""
     targets = np.zeros((len(rebalances), len(symbols)))
     row = np.searchsorted(rebalances, weights[DATE].to_numpy())
-    col = np.searchsorted(symbols, weights[SYMBOL].to_numpy())
+    col = weights[SYMBOL].replace_strict(symbols.tolist(), np.arange(len(symbols))).to_numpy()
     targets[row, col] = weights["weight"].to_numpy()
     return targets
 

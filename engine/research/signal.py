@@ -72,10 +72,12 @@ def forward_returns(
     growth, seen = _running_sums(market.returns)
     calendar = market.calendar.astype("datetime64[D]")
     day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
-    col = np.searchsorted(market.symbols, scores[SYMBOL].to_numpy())
-    col = np.minimum(col, len(market.symbols) - 1)
-    known = (day < len(calendar)) & (market.symbols[col] == scores[SYMBOL].to_numpy())
+    col = scores[SYMBOL].replace_strict(
+        market.symbols.tolist(), np.arange(len(market.symbols)), default=None, return_dtype=pl.Int64
+    )
+    known = (day < len(calendar)) & col.is_not_null().to_numpy()
     known &= calendar[np.minimum(day, len(calendar) - 1)] == scores[DATE].to_numpy()
+    col = col.fill_null(0).to_numpy()
     columns = []
     for h in horizons:
         end = day + h
@@ -123,13 +125,13 @@ def ic_decay(
     )
 
 
-def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
+def quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
     """date, quintile, excess: per date, the mean h-day forward return of each score
     quintile minus the date's mean (over names with a score and a forward return; dates
     whose scores are all equal are left out)."""
     ret = pl.col(fwd(h)).fill_nan(None)
-    valid = forward.filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
-        pl.col(SCORE).n_unique().over(DATE) > 1  # equal scores rank nothing
+    valid = forward.lazy().filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
+        pl.col(SCORE).max().over(DATE) > pl.col(SCORE).min().over(DATE)  # equal: no ranks
     )
     pct = (pl.col(SCORE).rank("average") - 0.5) / pl.len()
     return (
@@ -139,19 +141,27 @@ def _quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
         )
         .group_by(DATE, "quintile", maintain_order=True)
         .agg(pl.col("excess").mean())
-        .sort(DATE, "quintile")  # a fixed order: the means below sum in it, bit for bit
+        .sort(DATE, "quintile")
+        .collect()
     )
 
 
-def quintile_returns(forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS) -> pl.DataFrame:
+def excess_tables(
+    forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS
+) -> dict[int, pl.DataFrame]:
+    """horizon -> its ``quintile_excess`` table."""
+    return {h: quintile_excess(forward, h) for h in horizons}
+
+
+def quintile_returns(excess: dict[int, pl.DataFrame]) -> pl.DataFrame:
     """horizon, quintile (1 = lowest scores .. 5), mean_excess, periods: the mean over
-    dates of each quintile's h-day forward return minus the universe's (the date's mean)."""
+    dates of each quintile's h-day forward return minus the universe's (the date's mean),
+    from ``excess_tables``."""
     frames = [
-        _quintile_excess(forward, h)
-        .group_by("quintile", maintain_order=True)
+        table.group_by("quintile", maintain_order=True)
         .agg(pl.col("excess").mean().alias("mean_excess"), pl.len().alias("periods"))
         .with_columns(pl.lit(h, pl.Int64).alias("horizon"))
-        for h in horizons
+        for h, table in excess.items()
     ]
     return (
         pl.concat(frames)
@@ -161,14 +171,15 @@ def quintile_returns(forward: pl.DataFrame, horizons: Sequence[int] = HORIZONS) 
 
 
 def quintile_spread(
-    forward: pl.DataFrame, calendar: np.ndarray, horizons: Sequence[int] = HORIZONS
+    excess: dict[int, pl.DataFrame], dates: pl.Series, calendar: np.ndarray
 ) -> pl.DataFrame:
     """horizon, spread_mean, spread_tstat, spread_tstat_overlap_adj, periods: the top
-    minus bottom quintile's h-day forward return, averaged over dates with both."""
-    spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
+    minus bottom quintile's h-day forward return, averaged over dates with both, from
+    ``excess_tables``; t-stats allow for the overlap given the spacing of ``dates``."""
+    spacing = _spacing(dates, calendar.astype("datetime64[D]"))
     rows = []
-    for h in horizons:
-        wide = _quintile_excess(forward, h).pivot(on="quintile", index=DATE, values="excess")
+    for h, table in excess.items():
+        wide = table.pivot(on="quintile", index=DATE, values="excess")
         top, bottom = str(QUINTILES), "1"
         spread = (
             (wide[top] - wide[bottom]).drop_nulls().to_numpy()
@@ -206,8 +217,9 @@ def signal_tables(
     """The score's quality over ``horizons`` (``SIGNAL_TABLES``): ``ic_decay``,
     ``quintile_returns`` as ``quintiles``, and ``quintile_spread``."""
     forward = forward_returns(scores, market, horizons)
+    excess = excess_tables(forward, horizons)
     return {
         "ic_decay": ic_decay(forward, market.calendar, horizons),
-        "quintiles": quintile_returns(forward, horizons),
-        "quintile_spread": quintile_spread(forward, market.calendar, horizons),
+        "quintiles": quintile_returns(excess),
+        "quintile_spread": quintile_spread(excess, forward[DATE], market.calendar),
     }
