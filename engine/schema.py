@@ -38,15 +38,6 @@ COMPANIES_COLUMNS = (
 )
 INDEX_COLUMNS = ("Date", "S&P500")
 
-# Snapshot columns are as of the download date: never features (DESIGN.md).
-COMPANIES_SNAPSHOT_COLUMNS = (
-    "Currentprice",
-    "Marketcap",
-    "Ebitda",
-    "Revenuegrowth",
-    "Fulltimeemployees",
-    "Weight",
-)
 
 # --- the 11 sectors, spelled as the Kaggle file spells them -----------------------
 SECTORS = (

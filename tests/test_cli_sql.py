@@ -78,14 +78,13 @@ def test_features_polars_and_duckdb_write_the_same_file(invoke, tmp_path: Path) 
 def test_features_are_written_batch_by_batch(invoke, tmp_path, monkeypatch, engine) -> None:
     """Small batches of whole symbols reach the file one at a time, and the file is the
     panel computed in one piece (to float rounding: rolling sums restart per batch)."""
-    from engine.pipeline import frame
+    from engine.features import panel
     from engine.views import database as sqlviews
 
     result = invoke("features", "--engine", engine)
     assert result.exit_code == 0, result.output
     whole = pl.read_parquet(tmp_path / "out" / "features.parquet")
-    monkeypatch.setattr(frame, "FEATURE_BATCH_ROWS", 3_000)
-    monkeypatch.setattr(sqlviews, "BATCH_ROWS", 3_000)
+    monkeypatch.setattr(panel, "BATCH_ROWS", 3_000)
     heights, real = [], sqlviews.sink_parquet
     monkeypatch.setattr(sqlviews, "sink_parquet", lambda frames, *rest: real(
         (heights.append(f.height) or f for f in frames), *rest))  # fmt: skip

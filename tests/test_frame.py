@@ -9,6 +9,7 @@ import pytest
 
 from engine.config import FeatureSpec, Paths, RunSpec, TrackingSpec
 from engine.data.archive import load_archive
+from engine.features import panel as panel_module
 from engine.features.sets import feature_set
 from engine.pipeline import frame as frame_module
 from engine.pipeline.frame import frame_file, model_frame
@@ -27,7 +28,7 @@ def test_the_batched_model_frame_equals_one_batch(small_archive, tmp_path, monke
     archive = load_archive(small_archive, tmp_path / "cache")
     settings = _settings(small_archive, tmp_path)
     whole = model_frame(archive, settings.features, CORE)
-    monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 4_000)
+    monkeypatch.setattr(panel_module, "BATCH_ROWS", 4_000)
     assert len(symbol_batches(archive.prices, 4_000)) > 3
     batched = model_frame(archive, settings.features, CORE)
     assert batched.select(DATE, SYMBOL).equals(whole.select(DATE, SYMBOL))
@@ -75,7 +76,7 @@ def test_the_out_of_core_frame_equals_the_in_memory_frame(
     archive = load_archive(small_archive, tmp_path / "cache")
     settings = _settings(small_archive, tmp_path, normalisation=normalisation,
                          sector_neutral=sector_neutral)  # fmt: skip
-    monkeypatch.setattr(frame_module, "FEATURE_BATCH_ROWS", 6_000)
+    monkeypatch.setattr(panel_module, "BATCH_ROWS", 6_000)
     in_memory = model_frame(archive, settings.features, CORE)
     monkeypatch.setattr(frame_module, "FRAME_CHUNK_ROWS", 5_000)
     monkeypatch.setattr(frame_module, "SPILL_ROW_GROUP", 1_000)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from engine.data.archive import Archive, load_archive
 from engine.data.archive.spec import COMPANIES_SCHEMA
 from engine.data.synth import SynthSpec, synthesize
+from engine.features import panel as panel_module
 from engine.features.panel import expression_panel
 from engine.features.sets import DEFAULT_FEATURES, feature_set
 from engine.views import database as sv
@@ -89,9 +90,9 @@ def test_duckdb_batches_of_symbols_give_the_one_query_panel(
 ) -> None:
     columns = _polars_panel(archive.prices, archive.index).columns
     whole = _duckdb_panel(sources, columns)
-    monkeypatch.setattr(sv, "BATCH_ROWS", 2_000)
+    monkeypatch.setattr(panel_module, "BATCH_ROWS", 2_000)
     with sv.connect(sources) as con:
-        ranges = sv._symbol_ranges(con, sv.BATCH_ROWS)
+        ranges = sv._symbol_ranges(con, panel_module.BATCH_ROWS)
     assert len(ranges) > 3 and all(a <= b for a, b in ranges)
     assert all(b < a for (_, b), (a, _) in itertools.pairwise(ranges))
     # DuckDB's window aggregates may combine partial states in another order: last bits

@@ -172,11 +172,6 @@ def _option(dotted: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                         help=meta["help"] + extra)  # fmt: skip
 
 
-def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The three folder options every command reading an archive takes."""
-    return spec_options(*PATHS)(fn)
-
-
 # Each module below owns one command or group and registers it on ``main`` when imported.
 COMMAND_MODULES = ("run", "report", "data", "registry", "predict", "serve", "sql")
 

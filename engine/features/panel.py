@@ -28,6 +28,12 @@ from engine.schema import ADJ_CLOSE, CLOSE, DATE, HIGH, INDEX_LEVEL, LOW, OPEN, 
 
 HISTORY = "history_rows"
 DEFAULT_HORIZONS = DEFAULT_LABEL_HORIZONS
+# A panel is computed one batch of whole symbols at a time (a window never crosses a
+# symbol): BATCH_ROWS rows a batch for a plan of up to BATCH_COLUMNS columns (core: ~40),
+# proportionally fewer for a wider one (Alpha158: ~300), so that a batch holds about as
+# many values whatever the set.
+BATCH_ROWS = 500_000
+BATCH_COLUMNS = 80
 
 
 def label_expression(horizon: int) -> str:
@@ -52,6 +58,11 @@ def plan_width(features: FeatureSet) -> int:
     """Columns the panel of ``features`` computes (its plan's, outputs and intermediate
     columns): what a batch of rows costs in memory, per row, in units of 8 bytes."""
     return len(build_plan(panel_outputs(features, DEFAULT_HORIZONS)).columns)
+
+
+def batch_rows(features: FeatureSet) -> int:
+    """Rows of whole symbols per batch of ``features``' panel (Polars or DuckDB)."""
+    return max(1, BATCH_ROWS * BATCH_COLUMNS // max(plan_width(features), BATCH_COLUMNS))
 
 
 def expression_panel(

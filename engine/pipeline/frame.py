@@ -26,7 +26,7 @@ import polars as pl
 from engine.config import FeatureSpec, Paths
 from engine.data.archive import Archive
 from engine.features import DEFAULT_LABEL_HORIZONS, ENGINE, label_name
-from engine.features.panel import expression_panel, label_end_name, plan_width
+from engine.features.panel import batch_rows, expression_panel, label_end_name
 from engine.features.sets import FeatureSet
 from engine.pipeline import store
 from engine.pipeline.framefile import FrameFile
@@ -42,19 +42,10 @@ FRAME_VERSION = 6
 MIN_HISTORY_ROWS = 253  # a symbol is scored once it has a full year of returns (252 + 1 rows)
 
 
-FEATURE_BATCH_ROWS = 500_000  # rows of whole symbols per batch of features
 FRAME_CHUNK_ROWS = 2_000_000  # rows of whole dates normalised at once; bigger archives spill
-# The widths those row counts are meant for: a set whose plan has more columns (Alpha158:
-# ~300) gets proportionally fewer rows per batch, and a frame of more factors fewer rows per
-# chunk, so that a batch or a chunk holds about as many values whatever the set.
-FEATURE_BATCH_COLUMNS = 80  # columns of a set's plan (core: ~40)
+# The width that row count is meant for: a frame of more factors gets proportionally fewer
+# rows per chunk, so that a chunk holds about as many values whatever the set.
 FRAME_CHUNK_COLUMNS = 24  # factors of a frame (core: 18)
-
-
-def batch_rows(features: FeatureSet) -> int:
-    """Rows of whole symbols per batch of ``features``' panel."""
-    columns = max(plan_width(features), FEATURE_BATCH_COLUMNS)
-    return max(1, FEATURE_BATCH_ROWS * FEATURE_BATCH_COLUMNS // columns)
 
 
 def chunk_rows(features: FeatureSet) -> int:

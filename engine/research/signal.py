@@ -130,8 +130,12 @@ def quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
     quintile minus the date's mean (over names with a score and a forward return; dates
     whose scores are all equal are left out)."""
     ret = pl.col(fwd(h)).fill_nan(None)
-    valid = forward.lazy().filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
-        pl.col(SCORE).max().over(DATE) > pl.col(SCORE).min().over(DATE)  # equal: no ranks
+    valid = (
+        forward.lazy()
+        .filter(ret.is_not_null() & pl.col(SCORE).is_not_nan())
+        .filter(
+            pl.col(SCORE).max().over(DATE) > pl.col(SCORE).min().over(DATE)  # equal: no ranks
+        )
     )
     pct = (pl.col(SCORE).rank("average") - 0.5) / pl.len()
     return (
@@ -208,13 +212,10 @@ def quintile_spread(
     )
 
 
-SIGNAL_TABLES = ("ic_decay", "quintiles", "quintile_spread")
-
-
 def signal_tables(
     scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
 ) -> dict[str, pl.DataFrame]:
-    """The score's quality over ``horizons`` (``SIGNAL_TABLES``): ``ic_decay``,
+    """The score's quality over ``horizons``: ``ic_decay``,
     ``quintile_returns`` as ``quintiles``, and ``quintile_spread``."""
     forward = forward_returns(scores, market, horizons)
     excess = excess_tables(forward, horizons)

@@ -40,7 +40,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from engine.features.panel import plan_width
+from engine.features.panel import batch_rows
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
@@ -214,7 +214,7 @@ def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
 
 
 def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """``feature_frame`` as frames of ranges of whole symbols (about BATCH_ROWS rows each;
+    """``feature_frame`` as frames of ranges of whole symbols (about ``batch_rows`` rows each;
     one empty frame for an empty archive), in order.
 
     Raises
@@ -240,18 +240,6 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
                 duckdb.ConstantExpression(first), duckdb.ConstantExpression(last)
             )
             yield relation.filter(within).select(*columns).order(f"{SYMBOL}, {DATE}").pl()
-
-
-# Rows per batch of ``feature_frame``: one batch's window state and sorted result at a
-# time, not the whole panel's; for sets whose panel computes up to BATCH_COLUMNS columns
-# (core: ~40), proportionally fewer rows for wider ones (Alpha158: ~300).
-BATCH_ROWS = 500_000
-BATCH_COLUMNS = 80
-
-
-def batch_rows(features: FeatureSet) -> int:
-    """Rows of whole symbols per batch of ``features``' panel."""
-    return max(1, BATCH_ROWS * BATCH_COLUMNS // max(plan_width(features), BATCH_COLUMNS))
 
 
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:
