@@ -12,6 +12,7 @@ Nothing here imports scikit-learn at module import.
 
 from __future__ import annotations
 
+from engine.research.models.errors import ModelError
 from engine.research.models.estimators import TREE_MODELS, to_sklearn, tree_factory
 from engine.research.models.linear import (
     DEFAULT_ALPHA,
@@ -34,10 +35,6 @@ from engine.research.models.walkforward import (
     walk_forward_refit,
 )
 from engine.schema import BASELINES, ModelName
-
-
-class ModelError(ValueError):
-    """A model cannot be fitted as configured (e.g. not enough history)."""
 
 
 def default_alpha(model: ModelName) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.research.models.errors import ModelError
 from engine.research.models.linear import (
     LinearFit,
     Moments,
@@ -129,8 +130,6 @@ def _fit(
     try:
         return fit_linear(moments, spec.model, alpha, spec.l1_ratio, start)
     except ArithmeticError:
-        from engine.research.models import ModelError  # the package imports this module
-
         raise ModelError(
             f"{spec.model.value} with alpha {alpha:g} has no unique solution at the rebalance "
             f"of {day}: its training rows do not determine every coefficient (a larger "
