@@ -3,7 +3,7 @@
 
 Hand-written for speed: with Polars' ``rank().over(date)`` instead, a cold ``engine run``
 (the model frame build) takes about twice as long, and longer with more features
-(docs/benchmarks.md, "The rank kernel").
+(docs/benchmarks.md, "Issue 14: the data plane on libraries, before and after").
 
 The definition is the Polars expression ``crosssection.rank_to_unit``: the average rank
 within the date mapped to [-0.5, 0.5], ``(rank - 1) / (n - 1) - 0.5`` over the date's n
