@@ -144,10 +144,13 @@ def sink_parquet(
     holds one frame and less than a row group of earlier ones, never the table. The rows
     keep their order, in row groups of ``row_group_size`` rows (``PARQUET_ROW_GROUP`` if
     None; the last one smaller) whatever the frames' sizes, with column statistics. The
-    file's table is the concatenation of the frames.
+    file's table is the concatenation of the frames. Only the columns that are not
+    floats (keys: dates, symbols) are dictionary-encoded: floating-point features rarely
+    repeat, so a dictionary only costs time and bytes.
     """
     rows = row_group_size or PARQUET_ROW_GROUP
     arrow_schema = pl.DataFrame(schema=schema).to_arrow().schema
+    keys = [name for name, dtype in schema.items() if not dtype.is_float()]
     written = 0
 
     def tables() -> Iterator[pa.Table]:
@@ -160,7 +163,9 @@ def sink_parquet(
 
     target.seek(0)
     target.truncate()
-    with pq.ParquetWriter(target, arrow_schema, compression=compression) as writer:
+    with pq.ParquetWriter(
+        target, arrow_schema, compression=compression, use_dictionary=keys
+    ) as writer:
         for group in regrouped(tables(), rows):
             writer.write_table(group, row_group_size=rows)
     return written
