@@ -60,9 +60,10 @@ def _expressions() -> dict[str, str]:
     for text, short in INPUTS.items():
         cases[f"Ref_{short}"] = f"Ref({text}, 3)"
         cases[f"Quantile_{short}"] = f"Quantile({text}, 7, 0.3)"
+        cases[f"QuantileSmall_{short}"] = f"Quantile({text}, 4, 0.8)"  # DuckDB: sorted lags
         cases[f"Corr_{short}"] = f"Corr({text}, Log($volume), 6)"
         cases[f"Cov_{short}"] = f"Cov({text}, $close / 50, 6)"
-    cases["Rank_close_70"] = "Rank($close, 70)"  # beyond RANK_SHIFTS: Polars' rolling_rank
+    cases["Rank_close_70"] = "Rank($close, 70)"  # beyond RANK_SIGNS: Polars' rolling_rank
     cases |= {f"e{i}": text for i, text in enumerate(ELEMENTWISE)}
     return cases
 
@@ -92,6 +93,8 @@ def _reference(name: str, f: dict[str, np.ndarray]) -> np.ndarray:
     x = f[short]
     if op == "Quantile":
         return ref.quantile(x, 7, 0.3)
+    if op == "QuantileSmall":
+        return ref.quantile(x, 4, 0.8)
     if op in ("Corr", "Cov"):
         other = np.log(f["volume"]) if op == "Corr" else f["close"] / 50
         return ref.pair(op, x, other, 6)

@@ -278,6 +278,21 @@ def test_predict_refuses_a_set_that_no_longer_gives_the_models_inputs(base, tmp_
         scored_set(spec, ("mom_10", "hl"))
 
 
+def test_predict_compares_the_expressions_not_only_the_names(base, tmp_path) -> None:
+    """Same name, another expression: refused; other spacing, same tree: accepted."""
+    from engine.features import FeatureError
+    from engine.pipeline.predict import scored_set
+
+    path = tmp_path / "edited.toml"
+    path.write_text('mom_10 = "$close / Ref($close, 10) - 1"\n')
+    spec = base.replace(**{"features.set": str(path)})
+    trained = {"mom_10": "$close/Ref( $close,10 )-1"}
+    assert scored_set(spec, ("mom_10",), trained).names == ("mom_10",)
+    path.write_text('mom_10 = "$close / Ref($close, 12) - 1"\n')
+    with pytest.raises(FeatureError, match=r"factor 'mom_10' is now .*Ref\(\$close, 12\)"):
+        scored_set(spec, ("mom_10",), trained)
+
+
 @pytest.mark.slow
 def test_every_model_walks_forward_on_alpha158(archive, base) -> None:
     """`engine run --model all --features alpha158`: 157 factors into every model."""

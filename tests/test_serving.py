@@ -81,6 +81,27 @@ def test_predict_before_the_champion_was_fitted_is_refused(champion: Path, small
     assert not (champion / "predict_ridge_2017-06-30.csv").exists()
 
 
+def test_predict_refuses_a_factor_file_edited_after_the_run(small_archive: Path, tmp_path: Path):
+    """The model's factors are compared by their parsed expressions: other spacing is the
+    same factor, another window under the same name is refused in one line."""
+    factors = tmp_path / "factors.toml"
+    factors.write_text('mom_10 = "$close / Ref($close, 10) - 1"\nhl = "($high - $low) / $close"\n')
+    out = tmp_path / "out"
+    result = engine(*run_args(small_archive, out, "--features", str(factors)))
+    assert result.exit_code == 0, result.output
+    day = str(_last_rebalance(out))
+    predict = ("predict", "--as-of", day, "--model-uri", "models:/sp500-ridge/1",
+               "--data-path", str(small_archive), "--output-path", str(out))  # fmt: skip
+    factors.write_text('mom_10 = "$close/Ref($close,10)-1"\nhl = "($high-$low)/$close"\n')
+    accepted = engine(*predict)
+    assert accepted.exit_code == 0, accepted.output
+    factors.write_text('mom_10 = "$close / Ref($close, 12) - 1"\nhl = "($high - $low) / $close"\n')
+    result = engine(*predict)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("engine: error:")
+    assert "factor 'mom_10' is now '$close / Ref($close, 12) - 1'" in result.stderr
+
+
 def test_predict_offers_only_models_with_a_fitted_scorer(champion: Path):
     result = engine("predict", "--as-of", "2018-12-31", "--model", "momentum")
     assert result.exit_code == 2 and "'momentum' is not one of" in result.stderr

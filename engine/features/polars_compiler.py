@@ -129,7 +129,6 @@ def _ref(node: win.Ref, ref: Ref) -> pl.Expr:
 # high bits, 2^37 - 1 - position (rows of the panel) in the low 37 bits.
 POSITION_BITS = 37
 LOW_MASK = 2**POSITION_BITS - 1
-RANK_SHIFTS = 64  # Rank over up to this many rows by comparisons with the shifted column
 
 
 def _order(node: win.Order, ref: Ref) -> pl.Expr:
@@ -142,13 +141,11 @@ def _arg_max(order: pl.Expr, n: int) -> pl.Expr:
     return oldest - pl.col(POSITION) + n
 
 
-def _rank(x: pl.Expr, n: int) -> pl.Expr:
-    """Average rank of x_t among the last n values over n: with s the sum over the n - 1
-    earlier values of sign(x_t - x_{t-k}), (n + 1 + s) / 2n."""
-    if n == 1:
-        return pl.lit(1.0)
-    signs = pl.sum_horizontal([(x - x.shift(k)).sign().cast(pl.Int8) for k in range(1, n)])
-    return (signs.cast(pl.Float64) + (n + 1)) / (2 * n)
+def _sign_sum(node: win.SignSum, ref: Ref) -> pl.Expr:
+    """The signs of x_t - x_{t-k} (as floats: no cast per lag), summed, null if one is."""
+    x = ref(node.x)
+    signs = [(x - x.shift(k)).sign() for k in range(node.lo, node.hi + 1)]
+    return _full(node, pl.sum_horizontal(signs, ignore_nulls=False))
 
 
 def _over_window(agg: pl.Expr, n: int) -> pl.Expr:
@@ -168,8 +165,8 @@ def _rolling(node: win.Rolling, ref: Ref) -> pl.Expr:
             return x.ewm_mean(span=n, adjust=True, min_samples=n, ignore_nulls=False).over(SYMBOL)
         case win.ArgMax():
             return full(_arg_max(x, n))
-        case win.Rank() if n <= RANK_SHIFTS:
-            return full(_rank(x, n))
+        case win.Rank() if n == 1:
+            return full(pl.lit(1.0))
         case win.Mad():
             return full(_over_window((x - x.mean()).abs().mean(), n))
         case win.TimeCov():
@@ -210,6 +207,7 @@ _NOT_FLOAT = (*op.COMPARISONS, win.ArgMax)
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., pl.Expr]], ...] = (
     *((kind, build) for kind, build in _ELEMENTWISE.items()),
     (win.Ref, _ref),
+    (win.SignSum, _sign_sum),
     (win.Order, _order),
     (win.Quantile, _quantile),
     (win.Rolling, _rolling),

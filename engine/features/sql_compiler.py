@@ -27,6 +27,9 @@ from engine.features.plan import Plan, build_plan
 Ref = Callable[[op.Node], str]
 # EMA in SQL: two blocks of EMA_BLOCK(n) rows carry every weight above 1e-17 of the total.
 EMA_TAIL = 1e-17
+# Quantiles over up to this many rows sort the row and its lags: DuckDB's framed
+# quantile_cont takes several times longer over frames this small than over larger ones.
+SORTED_LAGS = 5
 
 
 def quote(name: str) -> str:
@@ -124,6 +127,13 @@ def _ref(node: win.Ref, ref: Ref) -> str:
     return f"lag({x}, {node.n}) over s" if node.n > 0 else f"lead({x}, {-node.n}) over s"
 
 
+def _sign_sum(node: win.SignSum, ref: Ref) -> str:
+    """sign(x - lag(x, k)) summed over k = lo..hi: a null lag makes the sum null."""
+    x = ref(node.x)
+    signs = " + ".join(f"sign({x} - lag({x}, {k}) over s)" for k in range(node.lo, node.hi + 1))
+    return f"({signs})::double"
+
+
 def _rolling(node: win.Rolling, ref: Ref) -> str:
     x, n = ref(node.x), node.n
     w = f"over w{n}"
@@ -151,11 +161,25 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
         win.Mad: f"list_avg(list_transform(list({x}) {w}, lambda v: abs(v - avg({x}) {w})))",
         win.TimeCov: f"regr_sxy({x}, _row) {w}",
     }.get(type(node))
-    if isinstance(node, win.Quantile):
+    if isinstance(node, win.Quantile) and n <= SORTED_LAGS:
+        value = _sorted_quantile(x, n, node.q)
+    elif isinstance(node, win.Quantile):
         qs = getattr(ref, "quantiles", {}).get((node.x, n), [node.q])
         listed = ", ".join(repr(q) for q in qs)  # one sorted frame for all of them
         value = f"(quantile_cont({x}, [{listed}]) {w})[{qs.index(node.q) + 1}]"
     return _full(node, value, x if node.x.holes else None)
+
+
+def _sorted_quantile(x: str, n: int, q: float) -> str:
+    """The q-quantile of x and its n - 1 lags, interpolated as pandas does: h = (n - 1) q,
+    the sorted values at floor(h) and the next, weighted by h - floor(h)."""
+    values = ", ".join([x, *(f"lag({x}, {k}) over s" for k in range(1, n))])
+    ordered = f"list_sort([{values}])"
+    h = (n - 1) * q
+    low, frac = math.floor(h), h - math.floor(h)
+    if frac == 0:
+        return f"{ordered}[{low + 1}]"
+    return f"({ordered}[{low + 1}] + {frac!r} * ({ordered}[{low + 2}] - {ordered}[{low + 1}]))"
 
 
 # Aggregates through which a NaN propagates: where the input can hold nulls, each null
@@ -213,6 +237,7 @@ _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
     *_ELEMENTWISE.items(),
     ((*_INFIX, *_COMPARE), _infix),
     (win.Ref, _ref),
+    (win.SignSum, _sign_sum),
     (win.Order, lambda n, r: f"(- {r(n.x)})" if n.descending else r(n.x)),
     (win.Rolling, _rolling),
     (win.Cov, _cov),

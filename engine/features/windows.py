@@ -8,6 +8,7 @@ any value inside the window is null; ``Count`` excepted. Semantics follow Qlib's
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -105,7 +106,40 @@ class Mad(Rolling):
 
 class Rank(Rolling):
     """Percentile of x_t among the window's values: its average rank (ties share the
-    mean of their ranks, 1 = smallest) divided by n; in (0, 1], 1 for the window's max."""
+    mean of their ranks, 1 = smallest) divided by n; in (0, 1], 1 for the window's max.
+
+    Over 2..RANK_SIGNS rows it expands to (n + 1 + s) / 2n, s the sum over k = 1..n-1 of
+    sign(x_t - x_{t-k}) (the rows below x_t count +1, those above -1, ties 0), in blocks of
+    ``SIGN_BLOCK`` lags at fixed places, so that the ranks of one x over several windows
+    share their blocks (Alpha158's five windows: 59 lags in all, not 120)."""
+
+    def expand(self) -> Node:
+        x, n = self.x.expand(), self.n
+        if not 2 <= n <= RANK_SIGNS:
+            return Rank(x, n)
+        edges = [1, *range(SIGN_BLOCK, n, SIGN_BLOCK), n]
+        total: Node = Number(float(n + 1))
+        for lo, hi in itertools.pairwise(edges):
+            total = Add(total, SignSum(x, lo, hi - 1))
+        return Div(total, Number(float(2 * n)))
+
+
+RANK_SIGNS = 64  # Rank over up to this many rows from signs of lagged differences
+SIGN_BLOCK = 5  # lags per SignSum block: blocks start at lags 1, 5, 10, 15...
+
+
+@dataclass(frozen=True)
+class SignSum(Node):
+    """(internal) the sum over k = lo..hi of sign(x_t - x_{t-k}): null when x_t or one of
+    x_{t-lo} .. x_{t-hi} is null or before the symbol's first row."""
+
+    x: Node
+    lo: int
+    hi: int
+
+    @property
+    def lead(self) -> int:
+        return self.x.lead + self.hi
 
 
 class IdxMax(Rolling):
@@ -256,4 +290,4 @@ class Corr(PairRolling):
         return Where(varies, Div(Cov(a, b, n), Mul(sa, sb)))
 
 
-WINDOWED = (Ref, Rolling, PairRolling)
+WINDOWED = (Ref, SignSum, Rolling, PairRolling)
