@@ -6,9 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
@@ -26,18 +23,6 @@ from engine.cli import (
 from engine.schema import BASELINES, ModelName, RunEngine
 
 SERVABLE = frozenset(m.value for m in ModelName if m not in BASELINES)  # have a fitted scorer
-FEATURES_ARTIFACT = "features/features.json"  # logged by engine.lifecycle.tracking.record
-
-
-def logged_expressions(client: Any, scorer: Any) -> dict[str, str] | None:
-    """Name -> expression of the factors the scorer's run logged (``FEATURES_ARTIFACT``);
-    None when the run has no such file (an older engine)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(scorer.model.metadata.run_id, FEATURES_ARTIFACT, tmp)
-        except Exception:  # MLflow's errors for a missing artifact vary by store
-            return None
-        return json.loads(Path(path).read_text()).get("features") or None
 
 
 def model_spec(user: Any, logged: Any, flags: dict[str, Any]) -> Any:
@@ -99,7 +84,6 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
         client = store.connect(user)
         with store.store_errors(user, f"loading {uri}"):
             scorer = registry.load_scorer(client, uri)
-            expressions = logged_expressions(client, scorer)
     except TrackingError as exc:
         raise EngineError(str(exc), EXIT_TRACKING) from exc
     spec = model_spec(user, scorer.spec, flags)
@@ -114,7 +98,7 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
             spark = hold.enter_context(spark_session(user.compute))
             score = spark_scorer(spark, uri, scorer.features)
         made = predict_on(archive, spec, scorer.features, score, as_of.date(), fitted_at,
-                          expressions)  # fmt: skip
+                          scorer.expressions)  # fmt: skip
     name = f"predict_{spec.model.name.value}_{made.day}.csv"
     with output_lock(spec.paths.output):  # published beside the run's files, as one set
         resultset.publish(spec.paths.output, {name: made.holdings.write_csv})

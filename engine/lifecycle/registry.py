@@ -39,6 +39,7 @@ PROMOTED_AT, ROLLED_BACK_AT = "champion.promoted_at", "champion.rolled_back_at"
 IDENTITY = "model.identity"  # data, settings and scores of a version (provenance)
 FITTED_AT = "fitted_at"  # the rebalance date of the version's fit: it knows nothing later
 SPEC_ARTIFACT = "spec.json"  # the run's RunSpec, logged as an artifact by ``tracking``
+FEATURES_ARTIFACT = "features/features.json"  # its factors' definitions, logged beside it
 RACE_ROUNDS = 3
 
 
@@ -263,6 +264,8 @@ class Scorer:
     spec : the ``config.RunSpec`` of the run that logged it (its ``spec.json``).
     fitted_at : ISO date of the rebalance it was fitted at (labels known by then only);
         None when its run does not say (logged by an older engine).
+    expressions : name -> expression of each factor its run computed; None when its run
+        did not log them (an older engine).
     """
 
     uri: str
@@ -270,6 +273,7 @@ class Scorer:
     features: tuple[str, ...]
     spec: Any
     fitted_at: str | None = None
+    expressions: dict[str, str] | None = None
 
     def score(self, frame: Any) -> Any:
         """Scores (numpy, one per row) of a Polars frame holding the model's features."""
@@ -296,7 +300,22 @@ def load_scorer(client: Any, uri: str) -> Scorer:
         raise RegistryError(f"{uri} has no input signature: its features are unknown")
     spec = logged_spec(client, model.metadata)
     fitted_at = client.get_run(model.metadata.run_id).data.tags.get(FITTED_AT) or None
-    return Scorer(uri, model, tuple(schema.input_names()), spec, fitted_at)
+    expressions = logged_expressions(client, model.metadata.run_id)
+    return Scorer(uri, model, tuple(schema.input_names()), spec, fitted_at, expressions)
+
+
+def logged_expressions(client: Any, run_id: str) -> dict[str, str] | None:
+    """Name -> expression of the factors run ``run_id`` logged (``FEATURES_ARTIFACT``);
+    None when the run has no such file (an older engine)."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, FEATURES_ARTIFACT, tmp)
+        except Exception:  # MLflow's errors for a missing artifact vary by store
+            return None
+        return json.loads(Path(path).read_text()).get("features") or None
 
 
 def logged_spec(client: Any, metadata: Any) -> Any:

@@ -134,9 +134,9 @@ def _stage_artifacts(folder: Path, result: RunResult, outputs: dict[str, Path]) 
         if Path(path).is_file():
             shutil.copy2(path, folder / "outputs" / Path(path).name)
     (folder / registry.SPEC_ARTIFACT).write_text(result.spec.to_json())
-    (folder / "features").mkdir()
-    definitions = json.dumps(feature_definitions(result), indent=2)
-    (folder / "features" / "features.json").write_text(definitions)
+    definitions = folder / registry.FEATURES_ARTIFACT
+    definitions.parent.mkdir()
+    definitions.write_text(json.dumps(feature_definitions(result), indent=2))
     (folder / "sql").mkdir()
     for sql in views.sql_files():
         (folder / "sql" / sql.name).write_bytes(sql.read_bytes())
