@@ -13,8 +13,8 @@ no Spark aggregate gives the statistic:
 ``Mad``
     the mean of |v - mean| over the window's values.
 ``Quantile`` (``Med``)
-    Spark's exact ``percentile`` (linear interpolation between order statistics, as
-    Polars' "linear"), every q asked of one (input, window) in one call.
+    the two order statistics around (n - 1) q of the sorted window, linearly
+    interpolated (Polars' "linear"); the quantiles of one (input, window) share the sort.
 ``Skew``, ``Kurt``
     Spark's population moments converted to the bias-corrected sample ones (the factors
     of pandas' and Polars' ``bias=False``); null on a constant window, as Polars'.
@@ -67,10 +67,14 @@ def _mad(node: win.Mad, ref: Ref) -> str:
 
 
 def _quantile(node: win.Quantile, ref: Ref) -> str:
+    """The order statistics around (n - 1) q of the sorted window, linearly interpolated."""
     x, n = ref(node.x), node.n
-    qs = getattr(ref, "quantiles", {}).get((node.x, n), [node.q])
-    listed = ", ".join(repr(q) for q in qs)
-    value = f"(percentile({x}, [{listed}]) over w{n})[{qs.index(node.q) + 1}]"
+    position = (n - 1) * node.q
+    low = math.floor(position)
+    ordered = f"sort_array({_values(x, n)})"
+    value = f"{ordered}[{low + 1}]"  # 1-based, as DuckDB
+    if position > low:
+        value = f"({value} + ({ordered}[{low + 2}] - {value}) * {position - low!r})"
     return when_full(node, value, _counted(node, x))
 
 
