@@ -113,8 +113,8 @@ def _ema(node: win.EMA, ref: Ref) -> str:
         num = f"sum({x} * {weight}) over {frame}"
         den = f"sum(case when {x} is not null then {weight} end) over {frame}"
         means.append(f"({num} / {den})")
-    late = f"_row % {2 * p} >= {p}"
-    return f"(case when {x} is not null and {seen} then (case when {late} then {means[0]} else {means[1]} end) end)"
+    mean = f"(case when _row % {2 * p} >= {p} then {means[0]} else {means[1]} end)"
+    return f"(case when {x} is not null and {seen} then {mean} end)"
 
 
 SPARK_FORMS: Forms = {
