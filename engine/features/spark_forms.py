@@ -14,14 +14,15 @@ no Spark aggregate gives the statistic:
     the mean of |v - mean| over the window's values.
 ``Quantile`` (``Med``)
     the two order statistics around (n - 1) q of the sorted window, linearly
-    interpolated (Polars' "linear"); the quantiles of one (input, window) share the sort.
+    interpolated (Polars' "linear").
 ``Skew``, ``Kurt``
     Spark's population moments converted to the bias-corrected sample ones (the factors
     of pandas' and Polars' ``bias=False``); null on a constant window, as Polars'.
 ``EMA``
     weighted sums over blocks of the symbol's rows (see ``_ema``).
 
-A window holding a null gives null through ``when_full``'s count, as the DuckDB forms do.
+A window's values read twice are collected once (``_let``). A window holding a null gives
+null through ``when_full``'s count, as the DuckDB forms do.
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ def _values(x: str, n: int) -> str:
     return f"collect_list({x}) over w{n}"
 
 
+# Lambda variables (_acc, _v, _s, _m) start with an underscore, as no factor's name does,
+# and are none of the hidden columns (_row, _f_<field>, _c<k>): none shadows a column.
 def _sum_over(values: str, term: str) -> str:
-    """The sum of ``term`` (in ``v``, each of ``values``) as a double."""
-    return f"aggregate({values}, 0::double, (acc, v) -> acc + {term})"
+    """The sum of ``term`` (in ``_v``, each of ``values``) as a double."""
+    return f"aggregate({values}, 0::double, (_acc, _v) -> _acc + {term})"
+
+
+def _let(value: str, body: str, name: str = "_s") -> str:
+    """``body`` (a double) with ``name`` bound to ``value``, computed once: Spark repeats
+    a window expression written twice (one frame and list per repetition) and has no let;
+    the aggregate of the one-element array binds it."""
+    return f"aggregate(array({value}), 0::double, (_acc, {name}) -> {body})"
 
 
 def _counted(node: win.Rolling, x: str) -> str | None:
@@ -48,22 +58,22 @@ def _counted(node: win.Rolling, x: str) -> str | None:
 
 def _rank(node: win.Rank, ref: Ref) -> str:
     x, n = ref(node.x), node.n
-    signs = _sum_over(_values(x, n), f"sign({x} - v)")
+    signs = _sum_over(_values(x, n), f"sign({x} - _v)")
     return when_full(node, f"(({n + 1}::double + {signs}) / {2 * n})", _counted(node, x))
 
 
 def _arg_max(node: win.ArgMax, ref: Ref) -> str:
     x, n = ref(node.x), node.n
-    values = _values(x, n)
-    position = f"array_position({values}, array_max({values}))::double"
+    position = _let(_values(x, n), "array_position(_s, array_max(_s))::double")
     return when_full(node, position, _counted(node, x))
 
 
 def _mad(node: win.Mad, ref: Ref) -> str:
+    """The mean of |v - m| over the window's values v, m their mean."""
     x, n = ref(node.x), node.n
-    values = _values(x, n)
-    mean = f"({_sum_over(values, 'v')} / {n})"
-    return when_full(node, f"({_sum_over(values, f'abs(v - {mean})')} / {n})", _counted(node, x))
+    mean = f"{_sum_over('_s', '_v')} / {n}"
+    deviation = f"{_sum_over('_s', 'abs(_v - _m)')} / {n}"
+    return when_full(node, _let(_values(x, n), _let(mean, deviation, "_m")), _counted(node, x))
 
 
 def _quantile(node: win.Quantile, ref: Ref) -> str:
@@ -71,11 +81,10 @@ def _quantile(node: win.Quantile, ref: Ref) -> str:
     x, n = ref(node.x), node.n
     position = (n - 1) * node.q
     low = math.floor(position)
-    ordered = f"sort_array({_values(x, n)})"
-    value = f"{ordered}[{low + 1}]"  # 1-based, as DuckDB
+    value = f"_s[{low + 1}]"  # 1-based, as DuckDB
     if position > low:
-        value = f"({value} + ({ordered}[{low + 2}] - {value}) * {position - low!r})"
-    return when_full(node, value, _counted(node, x))
+        value = f"({value} + (_s[{low + 2}] - {value}) * {position - low!r})"
+    return when_full(node, _let(f"sort_array({_values(x, n)})", value), _counted(node, x))
 
 
 def _skew(node: win.Skew, ref: Ref) -> str:
