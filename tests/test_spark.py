@@ -21,7 +21,6 @@ from engine.cli import main
 from engine.config import ComputeSpec, Paths, RunSpec
 from engine.data.archive import load_archive
 from engine.data.synth import SynthSpec, synthesize
-from engine.features import FeatureError
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import feature_set, make_set
 from engine.features.spark_sql import spark_panel_sql, transpile
@@ -94,14 +93,6 @@ def test_named_window_inherits_its_base():
     spark = transpile(duck).upper()
     assert "AVG(X) OVER (PARTITION BY K ORDER BY D" in spark
     assert "ROWS BETWEEN 2 PRECEDING AND CURRENT ROW" in spark
-
-
-def test_operator_without_a_spark_form_is_refused_in_one_line():
-    features = make_set("mine", [("ok", "Mean($close, 5)", ""), ("e", "EMA($close, 10)", "")])
-    with pytest.raises(FeatureError) as caught:
-        spark_panel_sql(panel_outputs(features, (21,)), (21,))
-    assert str(caught.value).count("\n") == 0
-    assert "'e'" in str(caught.value) and "EMA" in str(caught.value)
 
 
 # --- one-line errors (no Spark needed) -------------------------------------------------------

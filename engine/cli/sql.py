@@ -90,11 +90,9 @@ def _write_features(chosen: Any, engine_name: str, spec: Any) -> None:
     from engine.views.database import DATABASE_FILE, Sources, ensure_database, write_batches
 
     paths, on_spark = spec.paths, FeatureEngine(engine_name) is FeatureEngine.SPARK
-    if on_spark:  # before any data is read: no operator without a Spark form, Java here
-        from engine.features.spark_sql import refuse_unsupported
+    if on_spark:  # before any data is read: Java here
         from engine.spark.session import check_available
 
-        refuse_unsupported(chosen)
         check_available()
     archive = resolve_archive(paths)
     sources = Sources.find(archive.cache_dir, paths.output, chosen)

@@ -5,8 +5,9 @@ One definition, three compiled forms: the factor trees compile to DuckDB SQL onc
 sqlglot rewrites that statement for Spark (``::double`` casts, ``ln``, ``nullif`` and the
 window functions map one to one). Spark has no window inheritance (``w20 as (s rows
 between 19 preceding and current row)``), so each ``over <name>`` becomes the full window
-it names. Operators whose DuckDB form has no Spark equivalent are refused by name, before
-any SQL is built (``SPARK_UNSUPPORTED``).
+it names. The operators whose DuckDB form has no Spark equivalent (EMA, Rank, Mad,
+IdxMax/IdxMin, Quantile/Med, Skew/Kurt) compile to their Spark forms
+(``engine.features.spark_forms``) in the same statement.
 
 Pure: no Spark import here (sqlglot only); ``engine.spark`` runs the statement.
 """
@@ -15,64 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.features import FeatureError
 from engine.features import operators as op
-from engine.features import windows as win
-from engine.features.sets import FeatureSet
+from engine.features.spark_forms import SPARK_FORMS
 from engine.features.sql_compiler import panel_sql
-
-# Operators whose DuckDB form Spark cannot run: a frame bounded by an expression (EMA),
-# ordered aggregates inside a frame (Rank), list lambdas over a frame (Mad), DuckDB's
-# arg_max tie order (IdxMax/IdxMin), quantile_cont over a frame, and moments whose
-# estimators differ (Spark's skewness and kurtosis are the population ones).
-SPARK_UNSUPPORTED: tuple[type, ...] = (
-    win.EMA, win.Rank, win.Mad, win.ArgMax, win.Quantile, win.Med, win.Skew, win.Kurt,
-)  # fmt: skip
-
-
-def unsupported(outputs: Sequence[tuple[str, op.Node]]) -> list[tuple[str, str]]:
-    """(factor, operator) of every output using an operator with no Spark form."""
-    found = []
-    for name, tree in outputs:
-        stack = [tree]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, SPARK_UNSUPPORTED):
-                found.append((name, type(node).__name__))
-                break
-            stack.extend(node.children())
-    return found
 
 
 def spark_panel_sql(
     outputs: Sequence[tuple[str, op.Node]], horizons: Sequence[int], min_history: int = 1
 ) -> str:
     """One Spark SQL SELECT over the views ``prices`` and ``index`` with the columns and
-    rows of ``panel_sql(outputs, horizons, min_history)``.
-
-    Raises
-    ------
-    FeatureError
-        A factor uses an operator with no Spark form (one line naming both).
-    """
-    _refuse(outputs)
-    return transpile(panel_sql(outputs, horizons, min_history))
-
-
-def refuse_unsupported(features: FeatureSet) -> None:
-    """Raise ``FeatureError`` (one line) if a factor of ``features`` has no Spark form."""
-    _refuse([(f.name, f.tree) for f in features.factors])
-
-
-def _refuse(outputs: Sequence[tuple[str, op.Node]]) -> None:
-    refused = unsupported(outputs)
-    if refused:
-        name, operator = refused[0]
-        more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise FeatureError(
-            f"factor {name!r}: operator {operator} has no Spark SQL form yet{more}; "
-            "use --engine polars or duckdb for this set"
-        )
+    rows of ``panel_sql(outputs, horizons, min_history)``: the operators whose DuckDB form
+    Spark lacks in their Spark forms (``SPARK_FORMS``)."""
+    return transpile(panel_sql(outputs, horizons, min_history, forms=SPARK_FORMS))
 
 
 def transpile(duckdb_sql: str) -> str:

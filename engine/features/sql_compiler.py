@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from engine.features import operators as op
 from engine.features import windows as win
 from engine.features.plan import Plan, build_plan
 
 Ref = Callable[[op.Node], str]
+# Another engine's form of some operators: node type -> builder(node, ref) -> SQL text
+# that sqlglot reads as DuckDB (``engine.features.spark_forms``).
+Forms = Mapping[type, Callable[[op.Node, Ref], str]]
 # EMA in SQL: two blocks of EMA_BLOCK(n) rows carry every weight above 1e-17 of the total.
 EMA_TAIL = 1e-17
 # Quantiles over up to this many rows sort the row and its lags: DuckDB's framed
@@ -37,7 +40,11 @@ def quote(name: str) -> str:
 
 
 def compile_node(node: op.Node, ref: Ref) -> str:
-    """``node`` as a DuckDB expression; ``ref`` compiles (or names) its children."""
+    """``node`` as a DuckDB expression; ``ref`` compiles (or names) its children.
+    ``ref.forms``, where given, overrides the form of the node types it names."""
+    build = getattr(ref, "forms", {}).get(type(node))
+    if build is not None:
+        return build(node, ref)
     for kinds, build in _RULES:
         if isinstance(node, kinds):
             return build(node, ref)
@@ -114,7 +121,7 @@ def running_sums(node: op.Node) -> op.Node:
 
 
 # --- windows ----------------------------------------------------------------------------
-def _full(node: op.Node, value: str, counted: str | None = None) -> str:
+def when_full(node: op.Node, value: str, counted: str | None = None) -> str:
     """``value`` where the window is full; with ``counted``, also where its n values are."""
     ok = f"_row >= {node.lead}"
     if counted is not None:
@@ -140,7 +147,7 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
     if isinstance(node, RunningSum):
         return f"sum({x}) over cum"
     if isinstance(node, WindowSum):
-        return _full(node, f"({x} - coalesce(lag({x}, {n}) over s, 0))")
+        return when_full(node, f"({x} - coalesce(lag({x}, {n}) over s, 0))")
     if isinstance(node, win.Count):
         return f"(case when _row >= {n - 1} then count({x}) {w}::double end)"
     if isinstance(node, win.EMA):
@@ -167,7 +174,7 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
         qs = getattr(ref, "quantiles", {}).get((node.x, n), [node.q])
         listed = ", ".join(repr(q) for q in qs)  # one sorted frame for all of them
         value = f"(quantile_cont({x}, [{listed}]) {w})[{qs.index(node.q) + 1}]"
-    return _full(node, value, x if node.x.holes else None)
+    return when_full(node, value, x if node.x.holes else None)
 
 
 def _sorted_quantile(x: str, n: int, q: float) -> str:
@@ -203,15 +210,21 @@ def _poisoned(node: win.Rolling, x: str) -> str:
     value = _POISONED[type(node)].format(x=x, w=f"over w{node.n}")
     if node.x.holes:
         value = f"nullif({value}, 'nan'::double)"
-    return _full(node, value)
+    return when_full(node, value)
+
+
+def ema_block(n: int) -> tuple[float, int]:
+    """(b, P) of an EMA with span n: its decay b = 1 - 2 / (n + 1) per row and the rows P
+    past which the older rows weigh below EMA_TAIL of the total (1 where b = 0)."""
+    b = 1 - 2 / (n + 1)
+    return b, max(1, math.ceil(math.log(EMA_TAIL * (1 - b)) / math.log(b))) if b > 0 else 1
 
 
 def _ema(x: str, n: int) -> str:
     """EMA with span n from two frames: the rows of this row's block of P rows so far, and
     the whole previous block, each weighted b^-(row mod P) (the common factor cancels);
     older rows weigh below EMA_TAIL of the total and are left out."""
-    b = 1 - 2 / (n + 1)
-    p = max(1, math.ceil(math.log(EMA_TAIL * (1 - b)) / math.log(b))) if b > 0 else 1
+    b, p = ema_block(n)
     k = f"(_row % {p})"
     weight = f"pow({b!r}, - {k})"
     cur = f"(partition by symbol order by date rows between {k} preceding and current row)"
@@ -226,9 +239,9 @@ def _ema(x: str, n: int) -> str:
 def _cov(node: win.Cov, ref: Ref) -> str:
     a, b = ref(node.a), ref(node.b)
     if not (node.a.holes or node.b.holes):
-        return _full(node, f"covar_samp({a}, {b}) over w{node.n}")
+        return when_full(node, f"covar_samp({a}, {b}) over w{node.n}")
     poisoned = f"covar_samp(coalesce({a}, 'nan'::double), coalesce({b}, 'nan'::double))"
-    return _full(node, f"nullif({poisoned} over w{node.n}, 'nan'::double)")
+    return when_full(node, f"nullif({poisoned} over w{node.n}, 'nan'::double)")
 
 
 _RULES: tuple[tuple[type | tuple[type, ...], Callable[..., str]], ...] = (
@@ -264,7 +277,10 @@ FIELD_SQL = {
 
 
 def panel_sql(
-    outputs: Sequence[tuple[str, op.Node]], horizons: Sequence[int], min_history: int = 1
+    outputs: Sequence[tuple[str, op.Node]],
+    horizons: Sequence[int],
+    min_history: int = 1,
+    forms: Forms | None = None,
 ) -> str:
     """One DuckDB SELECT over the relations ``prices`` (date, symbol, adj_close, close,
     high, low, open, volume) and ``index`` (date, sp500): date, symbol, adj_close,
@@ -272,19 +288,21 @@ def panel_sql(
     (symbol, date); rows with ``history_rows >= min_history``.
 
     Levels are a chain of CTEs; each passes on only the columns a later level or the
-    result reads (a window operator carries every column of its input)."""
+    result reads (a window operator carries every column of its input). ``forms``: the
+    operators compiled otherwise (another engine's forms, see ``compile_node``)."""
     outputs = [(name, running_sums(tree.expand())) for name, tree in outputs]
     plan = build_plan(outputs, reads, share_windows_only=True)
     final = {"date", "symbol", "adj_close", "_row", *(f"label_end_{h}d" for h in horizons)}
     final |= {plan.columns[node] for _, node in plan.outputs}
-    needs = [_level_reads(plan, k) for k in range(len(plan.levels))]
+    forms = forms or {}
+    needs = [_level_reads(plan, k, forms) for k in range(len(plan.levels))]
     ctes = [f"_l0 as (\n{_base(plan, horizons)}\n)"]
     made = [c for c in ("date", "symbol", "adj_close", "_row")] + [f"_f_{f}" for f in plan.fields]
     made += [f"label_end_{h}d" for h in horizons]
     for k in range(len(plan.levels)):
         later = set().union(final, *needs[k:], {"symbol", "date", "_row"})
         carry = [c for c in made if c in later]
-        ctes.append(f"_l{k + 1} as (\n{_level(plan, k, carry)}\n)")
+        ctes.append(f"_l{k + 1} as (\n{_level(plan, k, carry, forms)}\n)")
         made = carry + [name for name, _ in plan.levels[k]]
     columns = ["date", "symbol", "adj_close", "_row + 1 as history_rows"]
     columns += [f"{quote(plan.columns[node])} as {quote(name)}" for name, node in plan.outputs]
@@ -306,9 +324,10 @@ def _base(plan: Plan, horizons: Sequence[int]) -> str:
     )
 
 
-def _compiler(plan: Plan, current: list[op.Node], seen: set[str]) -> Ref:
+def _compiler(plan: Plan, current: list[op.Node], seen: set[str], forms: Forms) -> Ref:
     """``ref`` of a level's columns; ``ref.quantiles``: (input, window) -> every q the plan
-    asks of it, so that quantiles of one frame are one windowed call (DuckDB shares it)."""
+    asks of it, so that quantiles of one frame are one windowed call (DuckDB shares it);
+    ``ref.forms``: ``forms``."""
 
     def ref(node: op.Node) -> str:
         if isinstance(node, op.Field):
@@ -325,6 +344,7 @@ def _compiler(plan: Plan, current: list[op.Node], seen: set[str]) -> Ref:
             if isinstance(part, win.Quantile):
                 quantiles.setdefault((part.x, part.n), []).append(part.q)
     ref.quantiles = {key: sorted(set(qs)) for key, qs in quantiles.items()}
+    ref.forms = forms
     return ref
 
 
@@ -338,20 +358,20 @@ def _inline(node: op.Node, plan: Plan) -> list[op.Node]:
     return found
 
 
-def _level_reads(plan: Plan, level: int) -> set[str]:
+def _level_reads(plan: Plan, level: int, forms: Forms) -> set[str]:
     """Columns the expressions of ``plan.levels[level]`` read."""
     seen: set[str] = set()
     current: list[op.Node] = [None]
-    ref = _compiler(plan, current, seen)
+    ref = _compiler(plan, current, seen, forms)
     for _, node in plan.levels[level]:
         current[0] = node
         compile_node(node, ref)
     return seen
 
 
-def _level(plan: Plan, level: int, carry: list[str]) -> str:
+def _level(plan: Plan, level: int, carry: list[str], forms: Forms) -> str:
     current: list[op.Node] = [None]
-    ref = _compiler(plan, current, set())
+    ref = _compiler(plan, current, set(), forms)
     exprs, windows = [], set()
     for name, node in plan.levels[level]:
         current[0] = node
