@@ -30,7 +30,7 @@ def unit_rank(column: str, by: Sequence[str] = (DATE,)) -> Any:
     n = F.count(col).over(group)
     average = (F.rank().over(ordered) + F.count(col).over(upto)) / 2
     ranked = (average - 1) / (n - 1) - 0.5
-    return F.when(n > 1, ranked).when(col.isNotNull(), 0.0)
+    return F.when(col.isNotNull(), F.when(n > 1, ranked).otherwise(0.0))  # null: rank n+1
 
 
 def zscore(column: str, by: Sequence[str] = (DATE,)) -> Any:
