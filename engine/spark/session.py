@@ -3,7 +3,9 @@
 Local mode (``local[*]``) by default; a cluster with ``--spark-master URL`` or
 ``SPARK_MASTER``; any ``spark.*`` setting passed through with ``--spark-conf key=value``.
 The UI is off and the session's time zone is UTC unless a setting says otherwise (dates in
-the cache are calendar dates; UTC keeps them from shifting on the way back to Arrow).
+the cache are calendar dates; UTC keeps them from shifting on the way back to Arrow). The
+driver's JVM logs errors only (``log4j2.properties``, shipped with this package), so a
+command's output is the engine's, not Spark's start-up lines.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from engine.config import ComputeSpec
@@ -23,7 +26,9 @@ from engine.spark import SparkUnavailable
 
 log = logging.getLogger(__name__)
 
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")  # errors only: no start-up noise
 DEFAULTS = {
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
