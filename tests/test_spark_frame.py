@@ -140,10 +140,16 @@ def test_engine_run_spark_writes_the_local_run_files(spark, tiny_archive: Path, 
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         written[engine] = out
-    for name in ("portfolio_ridge.csv", "holdings_ridge.csv", "ic_ridge.csv", "equity_ridge.csv"):
-        local = pl.read_csv(written["polars"] / name, try_parse_dates=True)
-        assert local.height > 0
-        got = pl.read_csv(written["spark"] / name, try_parse_dates=True)
-        assert_frame_equal(got, local, abs_tol=1e-8, rel_tol=0)
-    local, got = (json.loads((written[e] / "metrics_ridge.json").read_text()) for e in written)
-    assert got["metrics"] == pytest.approx(local["metrics"], abs=1e-8, nan_ok=True)
+    assert_same_run_files(written["spark"], written["polars"], "ridge")
+
+
+def assert_same_run_files(got: Path, local: Path, model: str) -> None:
+    """The holdings, IC, equity and metrics files of two runs of ``model`` agree within
+    1e-8."""
+    for name in ("portfolio", "holdings", "ic", "equity"):
+        expected = pl.read_csv(local / f"{name}_{model}.csv", try_parse_dates=True)
+        assert expected.height > 0
+        written = pl.read_csv(got / f"{name}_{model}.csv", try_parse_dates=True)
+        assert_frame_equal(written, expected, abs_tol=1e-8, rel_tol=0)
+    metrics = [json.loads((d / f"metrics_{model}.json").read_text()) for d in (got, local)]
+    assert metrics[0]["metrics"] == pytest.approx(metrics[1]["metrics"], abs=1e-8, nan_ok=True)

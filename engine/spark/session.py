@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.config import ComputeSpec
 from engine.spark import SparkUnavailable
@@ -35,8 +36,10 @@ DEFAULTS = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.ansi.enabled": "false",  # SQL NULL, not an error, where DuckDB gives NULL
 }
-# Local mode: the driver on the loopback address, and Python workers (UDFs) in this very
+# Local mode, or a master on this machine's loopback address (a cluster on one machine):
+# the driver on the loopback address too, and Python workers (UDFs) in this very
 # interpreter, whose environment has the engine's packages.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOCAL_MODE = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
@@ -61,12 +64,17 @@ def check_available() -> None:
 
 
 def settings(spec: ComputeSpec) -> dict[str, str]:
-    """The session's ``spark.*`` settings: the defaults (in local mode also the driver on
-    the loopback address: nothing listens beyond this machine), then the spec's
-    ``key=value``s."""
+    """The session's ``spark.*`` settings: the defaults (in local mode, or with a master
+    on the loopback address, also the driver on it: nothing listens beyond this machine),
+    then the spec's ``key=value``s."""
     given = dict(item.split("=", 1) for item in spec.spark_conf)
-    local = LOCAL_MODE if spec.spark_master.startswith("local") else {}
+    local = LOCAL_MODE if on_this_machine(spec.spark_master) else {}
     return {**DEFAULTS, **local, **given}
+
+
+def on_this_machine(master: str) -> bool:
+    """Whether ``master`` is local mode or a master on the loopback address."""
+    return master.startswith("local") or urlsplit(master).hostname in LOOPBACK
 
 
 @contextlib.contextmanager
@@ -90,7 +98,7 @@ def _session(spec: ComputeSpec) -> Iterator[Any]:
     if active is not None:
         yield active
         return
-    if spec.spark_master.startswith("local"):  # the workers' interpreter: PySpark reads it
+    if on_this_machine(spec.spark_master):  # the workers' interpreter: PySpark reads it
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # from the environment only
     builder = SparkSession.builder.master(spec.spark_master).appName("engine")
     for key, value in settings(spec).items():
