@@ -1,6 +1,6 @@
 """The walk-forward's inputs from a model frame that stays in Spark.
 
-Spark keeps the frame (persisted on the executors) and aggregates its per-period sums
+Spark keeps the frame (written once as Parquet by the executors) and aggregates its per-period sums
 (``sums``); the driver receives only the rows dated on a rebalance, the rows that are
 scored, and builds from them the ``ModelData`` of a local run (``pipeline.modeldata``),
 restricted to those rows. The walk-forward, the portfolio and the backtest then run on the
@@ -57,7 +57,8 @@ def spark_model_data(
     names: tuple[str, ...],
 ) -> SparkModelData:
     """Sums and scoring rows of the Spark model frame ``frame`` (``spark_model_frame``) on
-    the trading ``calendar`` (datetime64[D]); ``frame`` is read three times: persist it."""
+    the trading ``calendar`` (datetime64[D]); ``frame`` is read three times: it should be
+    stored (written as Parquet and read back), not recomputed."""
     rebalances = rebalance_dates(calendar, walk.rebalance)
     n_periods = len(rebalances)
     label = label_name(spec.horizon)

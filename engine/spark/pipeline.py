@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,16 +52,22 @@ def spark_prepare(
     spark: Any, archive: Archive, spec: RunSpec, timer: StageTimer
 ) -> tuple[Prepared, SparkModelData]:
     """``pipeline.prepare`` with the model frame in Spark: the prepared data of the
-    rebalance dates' rows, and the sums of the whole frame with the row counts."""
+    rebalance dates' rows, and the sums of the whole frame with the row counts.
+
+    Spark writes the frame once as Parquet in a temporary folder under the cache folder
+    (on a cluster: storage every executor reads and writes), which the sums, the
+    rebalance rows and the row count read; the folder is removed before returning."""
     features = feature_set(spec.features.set)
+    scratch = Path(spec.paths.cache_dir)
+    scratch.mkdir(parents=True, exist_ok=True)
     with timer.stage("features"):
         panel = market(archive)
-        frame = spark_model_frame(spark, archive, spec.features, features).persist()
-        try:
-            inputs = spark_model_data(spark, frame, spec.features, spec.walk_forward,
-                                      panel.calendar, features.names)  # fmt: skip
-        finally:
-            frame.unpersist()
+        with tempfile.TemporaryDirectory(dir=scratch, prefix=".spark-frame-") as tmp:
+            frame = spark_model_frame(spark, archive, spec.features, features)
+            frame.write.parquet(str(Path(tmp) / "frame"))  # computed once, read three times
+            inputs = spark_model_data(spark, spark.read.parquet(str(Path(tmp) / "frame")),
+                                      spec.features, spec.walk_forward, panel.calendar,
+                                      features.names)  # fmt: skip
         check_scoreable(inputs.frame_rows)
         data = inputs.data
         if not has_core_momentum(features):
