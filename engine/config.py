@@ -244,9 +244,9 @@ class ComputeSpec:
     """Where the work runs: this machine, or Spark (``engine[spark]``) in local mode or on
     the cluster ``spark_master`` names, with ``spark.*`` settings passed through."""
 
-    engine: RunEngine = setting(RunEngine.POLARS, "Where the linear walk-forward's per-period "
-                                "sums are aggregated: polars (this machine) or spark.",
-                                flag="--engine")  # fmt: skip
+    engine: RunEngine = setting(RunEngine.POLARS, "Where the model frame and the linear "
+                                "walk-forward's per-period sums are computed: polars (this "
+                                "machine) or spark.", flag="--engine")  # fmt: skip
     spark_master: str = setting("local[*]", "Spark master URL (--engine spark).",
                                 env="SPARK_MASTER", flag="--spark-master")  # fmt: skip
     spark_conf: tuple[str, ...] = setting((), "A Spark setting key=value, passed through "

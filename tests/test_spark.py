@@ -1,7 +1,7 @@
 """Apache Spark (``engine[spark]``) in local mode: the feature panel as transpiled Spark SQL
-equal to Polars', the linear walk-forward from sums aggregated in Spark equal to the
-single-machine one, and the champion scored through MLflow's Spark UDF equal to
-``engine predict``. Spark runs on 2 cores with 2 shuffle partitions."""
+equal to Polars', and the champion scored through MLflow's Spark UDF equal to ``engine
+predict`` (the model frame and the walk-forward in Spark: ``test_spark_frame``). Spark runs
+on 2 cores with 2 shuffle partitions."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from click.testing import CliRunner
 from polars.testing import assert_frame_equal
 
 from engine.cli import main
-from engine.config import ComputeSpec, Paths, RunSpec
+from engine.config import ComputeSpec, Paths
 from engine.data.archive import load_archive
 from engine.data.synth import SynthSpec, synthesize
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import feature_set, make_set
 from engine.features.spark_sql import spark_panel_sql, transpile
-from engine.schema import ModelName
 
 HERE = importlib.util.find_spec("pyspark") is not None and bool(
     os.environ.get("JAVA_HOME") or shutil.which("java")
@@ -152,25 +151,6 @@ def test_engine_features_spark_writes_the_polars_file(spark, tiny_archive: Path,
         assert result.exit_code == 0, result.output
         written[engine] = pl.read_parquet(out / "features.parquet")
     assert_frame_equal(written["spark"], written["polars"], rel_tol=1e-9, abs_tol=1e-12)
-
-
-# --- the linear walk-forward from sums aggregated in Spark ------------------------------------
-@needs_spark
-@pytest.mark.parametrize("model", [ModelName.RIDGE, ModelName.LASSO])
-def test_spark_walk_forward_predictions_equal_single_machine(
-    spark, tiny_archive: Path, tmp_path: Path, model: ModelName
-):
-    from engine.pipeline import run
-    from engine.spark.sums import spark_sums
-
-    paths = Paths(data=tiny_archive, output=tmp_path, cache=tmp_path / "cache")
-    spec = RunSpec(paths=paths).with_model(model)
-    archive = load_archive(tiny_archive, paths.cache_dir)
-    local = run(archive, spec).predictions
-    distributed = run(archive, spec, spark_sums(spark, tmp_path / "stage")).predictions
-    assert local.height > 100
-    assert_frame_equal(distributed.drop("score"), local.drop("score"))
-    assert distributed["score"].to_numpy() == pytest.approx(local["score"].to_numpy(), abs=1e-8)
 
 
 # --- scoring the champion through MLflow's Spark UDF -----------------------------------------

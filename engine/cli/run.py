@@ -90,10 +90,9 @@ def _run_one(
     from engine.report import summary, write_outputs
 
     if spec.compute.engine is RunEngine.SPARK:
-        from engine.spark.sums import sums_in_spark
+        from engine.spark.pipeline import run_in_spark
 
-        with sums_in_spark(spec.compute, spec.paths.cache_dir) as sums:
-            result = run_pipeline(archive, spec, sums)
+        result = run_in_spark(archive, spec)
     else:
         result = run_pipeline(archive, spec)
     hold.enter_context(output_lock(spec.paths.output))

@@ -42,6 +42,7 @@ from engine.research import signal
 from engine.research.attribution import FactorFit
 from engine.research.backtest import Market
 from engine.research.models import ModelError, PeriodStats, period_stats
+from engine.research.splits import Schedule
 from engine.schema import DATE, NAME, SECTOR, SYMBOL, WEIGHT
 
 log = logging.getLogger(__name__)
@@ -122,29 +123,49 @@ def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
     features, walk = feature_set(spec.features.set), spec.walk_forward
     with timer.stage("features"):
         columns = model_inputs(archive, spec.features, spec.paths, features)
-        if len(columns.y) == 0:
-            raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
+        check_scoreable(len(columns.y))
         panel = market(archive)
         data = model_data(columns, spec.features, walk, panel.calendar, features.names)
-        if not _has_core_momentum(features):
+        if not has_core_momentum(features):
             source = momentum_source(archive, spec.features, spec.paths, len(columns.y))
             data = dataclasses.replace(data, momentum=source)
-    if not (data.available < len(data.rebalances)).any():
-        raise ModelError(_no_label(spec.features.horizon, len(panel.calendar)))
-    if not data.plan.active.any():
+    labelled = bool((data.available < len(data.rebalances)).any())
+    check_trainable(labelled, data.plan, spec, len(panel.calendar))
+    return prepared(data, panel, features, spec, timer)
+
+
+def check_scoreable(rows: int) -> None:
+    """Raise ``ModelError`` when the model frame has no row (no symbol has the history)."""
+    if rows == 0:
+        raise ModelError(f"no symbol has {MIN_HISTORY_ROWS} rows of history; nothing to score")
+
+
+def check_trainable(labelled: bool, plan: Schedule, spec: RunSpec, days: int) -> None:
+    """Raise ``ModelError`` when no row of the frame has a label known at a rebalance
+    (``labelled`` false) or no rebalance of ``plan`` is active; ``days``: the calendar's."""
+    if not labelled:
+        raise ModelError(_no_label(spec.features.horizon, days))
+    if not plan.active.any():
         raise ModelError(
             f"no rebalance date has a trained model: the archive needs more than "
-            f"{walk.min_train_periods} {walk.rebalance.value} periods of labelled history"
+            f"{spec.walk_forward.min_train_periods} {spec.walk_forward.rebalance.value} "
+            "periods of labelled history"
         )
-    # the model signature: doubles
-    names = list(features.names)
+
+
+def prepared(
+    data: ModelData, panel: Market, features: FeatureSet, spec: RunSpec, timer: StageTimer
+) -> Prepared:
+    """``Prepared`` of the model's arrays and the market panel: with the model signature's
+    example rows (the last five rows of ``data``) and the run's factor returns."""
+    names = list(features.names)  # the model signature: doubles
     example = pl.DataFrame(data.X[-5:].astype(np.float64), schema=names, orient="row")
     with timer.stage("factors"):
         factors = run_factors(data, panel, spec.backtest.execution_lag)
     return Prepared(data, panel, example, factors, features)
 
 
-def _has_core_momentum(features: FeatureSet) -> bool:
+def has_core_momentum(features: FeatureSet) -> bool:
     """Whether ``features`` holds the momentum baseline's factor as ``core`` defines it."""
     core = {f.name: f.tree for f in builtin_set("core").factors}
     return any(f.name == MOMENTUM_FEATURE and f.tree == core[f.name] for f in features.factors)

@@ -60,26 +60,30 @@ def model_inputs(
 ) -> FrameColumns:
     """The model frame's columns of the factors of ``features``: from the cache (features
     left on disk), or computed in memory when the frame cache is off."""
-    label, end = label_name(spec.horizon), label_end_name(spec.horizon)
-    names = features.names
     file = frame_file(archive, spec, paths, features)
     if file is None:
-        frame = model_frame(archive, spec, features)
-        stored = key_arrays(frame, label, end)  # as read from the cache's file
-        return FrameColumns(
-            days=stored["date"],
-            y=stored["label"],
-            ends=stored["label_end"],
-            X=frame.select(names).to_numpy(order="c"),
-            keys=lambda rows: frame.select(DATE, SYMBOL, label)[rows],
-        )
-    stored = file.key_columns()
+        return frame_columns(model_frame(archive, spec, features), spec, features.names)
+    label, stored = label_name(spec.horizon), file.key_columns()
     return FrameColumns(
         days=stored["date"],
         y=stored["label"],
         ends=stored["label_end"],
         X=file.X(),
         keys=lambda rows: file.frame(rows, (DATE, SYMBOL, label)),
+    )
+
+
+def frame_columns(frame: pl.DataFrame, spec: FeatureSpec, names: tuple[str, ...]) -> FrameColumns:
+    """The columns of a model frame (or of some of its rows) in memory, as read from the
+    cache's file."""
+    label, end = label_name(spec.horizon), label_end_name(spec.horizon)
+    stored = key_arrays(frame, label, end)
+    return FrameColumns(
+        days=stored["date"],
+        y=stored["label"],
+        ends=stored["label_end"],
+        X=frame.select(names).to_numpy(order="c"),
+        keys=lambda rows: frame.select(DATE, SYMBOL, label)[rows],
     )
 
 
@@ -131,8 +135,13 @@ def model_data(
     walk: WalkForwardSpec,
     calendar: np.ndarray,
     names: tuple[str, ...],
+    first_available: int | None = None,
 ) -> ModelData:
     """Arrays for the walk-forward from the model frame's columns (``model_inputs``).
+
+    ``first_available``: the first period in which any label of the whole frame is known,
+    when ``columns`` hold only some of its rows (e.g. those of the rebalance dates, with
+    the sums made elsewhere); by default, the first of ``columns``' own.
 
     With ``walk.purge`` off (a deliberately leaky configuration, for the honesty
     tests only) a row becomes trainable at the first rebalance on or after its own
@@ -142,10 +151,12 @@ def model_data(
     ends = columns.ends if walk.purge else columns.days
     available = available_period(ends, rebalances)  # LABEL_NEVER: after every rebalance
     available[np.isnan(columns.y)] = len(rebalances)
-    known = available[available < len(rebalances)]
+    if first_available is None:
+        known = available[available < len(rebalances)]
+        first_available = int(known.min()) if known.size else len(rebalances)
     plan = schedule(
         rebalances, walk.train_window, walk.min_train_periods, walk.rolling_periods,
-        first_available=int(known.min()) if known.size else len(rebalances),
+        first_available=first_available,
     )  # fmt: skip
     predict_at = per_distinct_day(prediction_period, columns.days, rebalances)
     scored = np.flatnonzero(predict_at >= 0)

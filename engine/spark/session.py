@@ -3,7 +3,9 @@
 Local mode (``local[*]``) by default; a cluster with ``--spark-master URL`` or
 ``SPARK_MASTER``; any ``spark.*`` setting passed through with ``--spark-conf key=value``.
 The UI is off and the session's time zone is UTC unless a setting says otherwise (dates in
-the cache are calendar dates; UTC keeps them from shifting on the way back to Arrow).
+the cache are calendar dates; UTC keeps them from shifting on the way back to Arrow). The
+driver's JVM logs errors only (``log4j2.properties``, shipped with this package), so a
+command's output is the engine's, not Spark's start-up lines.
 """
 
 from __future__ import annotations
@@ -16,22 +18,28 @@ import shutil
 import sys
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.config import ComputeSpec
 from engine.spark import SparkUnavailable
 
 log = logging.getLogger(__name__)
 
+LOG_CONFIG = Path(__file__).with_name("log4j2.properties")  # errors only: no start-up noise
 DEFAULTS = {
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={LOG_CONFIG.as_uri()}",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.ansi.enabled": "false",  # SQL NULL, not an error, where DuckDB gives NULL
 }
-# Local mode: the driver on the loopback address, and Python workers (UDFs) in this very
+# Local mode, or a master on this machine's loopback address (a cluster on one machine):
+# the driver on the loopback address too, and Python workers (UDFs) in this very
 # interpreter, whose environment has the engine's packages.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOCAL_MODE = {
     "spark.driver.host": "127.0.0.1",
     "spark.driver.bindAddress": "127.0.0.1",
@@ -56,12 +64,17 @@ def check_available() -> None:
 
 
 def settings(spec: ComputeSpec) -> dict[str, str]:
-    """The session's ``spark.*`` settings: the defaults (in local mode also the driver on
-    the loopback address: nothing listens beyond this machine), then the spec's
-    ``key=value``s."""
+    """The session's ``spark.*`` settings: the defaults (in local mode, or with a master
+    on the loopback address, also the driver on it: nothing listens beyond this machine),
+    then the spec's ``key=value``s."""
     given = dict(item.split("=", 1) for item in spec.spark_conf)
-    local = LOCAL_MODE if spec.spark_master.startswith("local") else {}
+    local = LOCAL_MODE if on_this_machine(spec.spark_master) else {}
     return {**DEFAULTS, **local, **given}
+
+
+def on_this_machine(master: str) -> bool:
+    """Whether ``master`` is local mode or a master on the loopback address."""
+    return master.startswith("local") or urlsplit(master).hostname in LOOPBACK
 
 
 @contextlib.contextmanager
@@ -85,7 +98,7 @@ def _session(spec: ComputeSpec) -> Iterator[Any]:
     if active is not None:
         yield active
         return
-    if spec.spark_master.startswith("local"):  # the workers' interpreter: PySpark reads it
+    if on_this_machine(spec.spark_master):  # the workers' interpreter: PySpark reads it
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # from the environment only
     builder = SparkSession.builder.master(spec.spark_master).appName("engine")
     for key, value in settings(spec).items():

@@ -1,50 +1,52 @@
 """The linear walk-forward's per-period sufficient statistics, aggregated in Spark.
 
-The rows that can ever train a model (label known at some rebalance) are staged as
-Parquet, one row group per period: ``period`` (the rebalance from which the label is
-known, ``available``), the features ``x0..x{k-1}`` and the label ``y``, as doubles. Spark
-groups them by period and sums every product x_i x_j (i <= j), x_i y, x_i, y, y^2 and the
-count; only those P x (k(k+1)/2 + 2k + 3) numbers come back to the driver, which cumulates
-them into the ``PeriodStats`` the single-machine walk-forward solves. On a cluster the
-staging folder must be on storage every executor reads.
+The rows of the Spark model frame (``engine.spark.frame``) that can ever train a model
+(label known at some rebalance) get their ``period``: the rebalance from which the label
+is known (``splits.available_period``, computed on the driver for each trading day and
+joined in Spark). Spark groups them by period and sums every product x_i x_j (i <= j),
+x_i y, x_i, y, y^2 and the count; only those P x (k(k+1)/2 + 2k + 3) numbers come back to
+the driver, which cumulates them into the ``PeriodStats`` the single-machine walk-forward
+solves.
 """
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from engine.config import ComputeSpec
 from engine.research.models import LINEAR_MODELS, TREE_MODELS, ModelError, PeriodStats
-from engine.research.models.walkforward import rows_by_period
+from engine.research.splits import available_period
 from engine.schema import ModelName
-from engine.spark.session import spark_session
 
 LINEAR = tuple(m.value for m in LINEAR_MODELS)
 
 PERIOD = "period"
+DAY = "day"
 
 
-def stage_rows(X: Any, y: np.ndarray, period: np.ndarray, n_periods: int, path: Path) -> Path:
-    """Write the rows with ``period < n_periods`` to the Parquet file ``path``, period by
-    period (``X`` is read one period's rows at a time: an array or ``FeatureRows``)."""
-    k = X.shape[1]
-    schema = pa.schema([(PERIOD, pa.int32()), *((f"x{j}", pa.float64()) for j in range(k)),
-                        ("y", pa.float64())])  # fmt: skip
-    with pq.ParquetWriter(path, schema) as writer:
-        for p, rows in enumerate(rows_by_period(period, n_periods)):
-            if rows.size:
-                block = np.asarray(X[rows], dtype=np.float64)
-                columns = [np.full(rows.size, p, np.int32), *block.T, y[rows].astype(np.float64)]
-                writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-    return path
+def period_table(spark: Any, calendar: np.ndarray, rebalances: np.ndarray) -> Any:
+    """day, period: the available period (``available_period``) of a label that ends on
+    each trading day of ``calendar`` (datetime64[D]), as a small Spark table."""
+    days = np.asarray(calendar, dtype="datetime64[D]")
+    periods = available_period(days, rebalances)
+    return spark.createDataFrame(pa.table({DAY: pa.array(days), PERIOD: pa.array(periods)}))
+
+
+def trainable(
+    frame: Any, periods: Any, names: tuple[str, ...], label: str, end: str, n_periods: int
+) -> Any:
+    """period, x0..x{k-1} and y (doubles) of the rows of the Spark model frame ``frame``
+    whose label is known at a rebalance: ``end`` (the label's end date; the row's own
+    date when the purge is off) joined to ``periods`` (``period_table``)."""
+    from pyspark.sql import functions as F
+
+    joined = frame.join(F.broadcast(periods), frame[end] == periods[DAY])
+    rows = joined.where(F.col(label).isNotNull() & (F.col(PERIOD) < n_periods))
+    x = (F.col(name).cast("double").alias(f"x{j}") for j, name in enumerate(names))
+    return rows.select(PERIOD, *x, F.col(label).alias("y"))
 
 
 def aggregate(frame: Any, k: int, n_periods: int) -> PeriodStats:
@@ -79,16 +81,16 @@ def _cumulated(table: pa.Table, k: int, n_periods: int, pairs: list) -> PeriodSt
     return PeriodStats(*(np.cumsum(a, axis=0) for a in (xtx, xty, sx, sy, yty, n)))
 
 
-def spark_sums(spark: Any, folder: Path) -> Callable[..., PeriodStats]:
-    """A ``period_stats`` (X, y, period, n_periods) -> ``PeriodStats`` that stages the rows
-    under ``folder`` and aggregates them in ``spark``."""
+def given(stats: PeriodStats) -> Callable[..., PeriodStats]:
+    """A ``sums`` for ``walk_forward_linear`` that returns ``stats``, made beforehand (by
+    ``aggregate``) over the rows of the whole frame, whichever rows it is handed."""
 
-    def period_stats(X: Any, y: np.ndarray, period: np.ndarray, n_periods: int) -> PeriodStats:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        path = stage_rows(X, y, period, n_periods, Path(folder) / "model_rows.parquet")
-        return aggregate(spark.read.parquet(str(path)), X.shape[1], n_periods)
+    def sums(X: Any, y: np.ndarray, period: np.ndarray, n_periods: int) -> PeriodStats:
+        if len(stats.n) != n_periods + 1:
+            raise ValueError(f"the sums have {len(stats.n) - 1} periods, not {n_periods}")
+        return stats
 
-    return period_stats
+    return sums
 
 
 def check_model(model: ModelName) -> None:
@@ -100,12 +102,3 @@ def check_model(model: ModelName) -> None:
             f"and the baselines; {model.value} stays single-machine: run it without "
             "--engine spark"
         )
-
-
-@contextlib.contextmanager
-def sums_in_spark(compute: ComputeSpec, scratch: Path) -> Iterator[Callable[..., PeriodStats]]:
-    """``spark_sums`` on a session of ``compute``, staging under a temporary folder in
-    ``scratch`` (removed on exit)."""
-    Path(scratch).mkdir(parents=True, exist_ok=True)
-    with spark_session(compute) as spark, tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        yield spark_sums(spark, Path(tmp))
