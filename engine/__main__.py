@@ -18,12 +18,24 @@ ABORTED = "Aborted!"  # click's words for an interrupted command
 def main() -> None:
     """Run the command line on ``sys.argv`` and exit with its status."""
     try:
-        from engine.cli import main as command_line
+        try:
+            from engine.cli import main as command_line
 
-        status = command_line.main(prog_name="engine", standalone_mode=False)
+            status = command_line.main(prog_name="engine", standalone_mode=False)
+        finally:
+            _ignore_interrupts()
     except (KeyboardInterrupt, Exception) as exc:
         status = _answered(exc)
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _ignore_interrupts() -> None:
+    """Ignore SIGINT from now on: the command is over (ended or interrupted), and what is
+    left (ending the tracking worker, the interpreter's exit) must not be cut short by a
+    Ctrl-C that would end the process by the signal instead of with the command's status."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _answered(exc: BaseException) -> int:
@@ -69,9 +81,7 @@ def _aborted(newline: bool = True) -> int:
     """Remove the temporary files of the writes the interrupt broke, say "Aborted!" (on
     a line of its own) and give the interrupted status; a second Ctrl-C meanwhile is
     ignored."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _ignore_interrupts()
     files = sys.modules.get("engine.io.files")  # not imported: nothing was written
     if files is not None:
         files.discard_temporaries()

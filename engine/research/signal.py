@@ -128,14 +128,11 @@ def ic_decay(
 def quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
     """date, quintile, excess: per date, the mean h-day forward return of each score
     quintile minus the date's mean (over names with a score and a forward return; dates
-    whose scores are all equal are left out)."""
+    whose scores are all equal are left out). Eager: each group's mean sums its rows in
+    order, so the tables are the same, bit for bit, from run to run."""
     ret = pl.col(fwd(h)).fill_nan(None)
-    valid = (
-        forward.lazy()
-        .filter(ret.is_not_null() & pl.col(SCORE).is_not_nan())
-        .filter(
-            pl.col(SCORE).max().over(DATE) > pl.col(SCORE).min().over(DATE)  # equal: no ranks
-        )
+    valid = forward.filter(ret.is_not_null() & pl.col(SCORE).is_not_nan()).filter(
+        pl.col(SCORE).max().over(DATE) > pl.col(SCORE).min().over(DATE)  # equal: no ranks
     )
     pct = (pl.col(SCORE).rank("average") - 0.5) / pl.len()
     return (
@@ -145,8 +142,7 @@ def quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
         )
         .group_by(DATE, "quintile", maintain_order=True)
         .agg(pl.col("excess").mean())
-        .sort(DATE, "quintile")
-        .collect()
+        .sort(DATE, "quintile")  # a fixed order: the means below sum in it
     )
 
 
