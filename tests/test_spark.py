@@ -5,11 +5,6 @@ on 2 cores with 2 shuffle partitions."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -20,23 +15,13 @@ from polars.testing import assert_frame_equal
 from engine.cli import main
 from engine.config import ComputeSpec, Paths
 from engine.data.archive import load_archive
-from engine.data.synth import SynthSpec, synthesize
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import feature_set, make_set
 from engine.features.spark_sql import spark_panel_sql, transpile
+from tests.spark_support import LOCAL, needs_spark
 
-HERE = importlib.util.find_spec("pyspark") is not None and bool(
-    os.environ.get("JAVA_HOME") or shutil.which("java")
-)
-needs_spark = pytest.mark.skipif(
-    not HERE and not os.environ.get("ENGINE_REQUIRE_SPARK"),
-    reason="needs engine[spark] and a Java runtime (apt-get install default-jre-headless)",
-)
-LOCAL = ComputeSpec(
-    spark_master="local[2]",
-    spark_conf=("spark.sql.shuffle.partitions=2", "spark.default.parallelism=2"),
-)
-TINY = SynthSpec(n_symbols=14, start=date(2015, 1, 1), end=date(2018, 12, 31), seed=11)
+pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
+
 # One factor per operator the Spark form supports (and the arithmetic and comparisons).
 OPERATORS = {
     "ref": "Ref($close, 3)", "mean": "Mean($close, 7)", "std": "Std($volume, 9)",
@@ -50,22 +35,6 @@ OPERATORS = {
     "cond": "If($close > $open, $high, $low)", "arith": "($high - $low) * 2 / ($close + 1) ** 2",
     "compare": "($close >= $open) & ($volume != 0) | ($close < $low)",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 14-symbol, 2015-2018 synthetic archive (~14k price rows)."""
-    folder = tmp_path_factory.mktemp("tiny_archive")
-    synthesize(folder, TINY)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.spark.session import spark_session
-
-    with spark_session(LOCAL) as session:
-        yield session
 
 
 def _polars_panel(archive, features) -> pl.DataFrame:

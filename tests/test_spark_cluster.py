@@ -17,21 +17,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine.data.synth import synthesize
 from tests.spark_cluster import Cluster, standalone_cluster
-from tests.test_spark import TINY, needs_spark
+from tests.spark_support import needs_spark
 from tests.test_spark_frame import assert_same_run_files
+
+pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
 
 pytestmark = [needs_spark, pytest.mark.slow]
 APP = "engine"  # the application name of the engine's sessions
 COMMAND_DEADLINE_S = 1800
-
-
-@pytest.fixture(scope="module")
-def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_archive")
-    synthesize(folder, TINY)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ receives only the rows dated on a rebalance. Spark ``local[2]``, 2 shuffle parti
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,33 +16,18 @@ from polars.testing import assert_frame_equal
 from engine.cli import main
 from engine.config import FeatureSpec, Paths, RunSpec
 from engine.data.archive import load_archive
-from engine.data.synth import synthesize
 from engine.features.sets import feature_set, make_set
 from engine.logs import StageTimer
 from engine.pipeline import prepare, run
 from engine.pipeline.frame import model_frame
 from engine.schema import ModelName, Normalisation
-from tests.test_spark import LOCAL, TINY, needs_spark
+from tests.spark_support import LOCAL, needs_spark
+
+pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
 
 pytestmark = needs_spark
 SPARK_RUN = ["--engine", "spark", "--spark-master", LOCAL.spark_master,
              *(arg for conf in LOCAL.spark_conf for arg in ("--spark-conf", conf))]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 14-symbol, 2015-2018 synthetic archive (~14k price rows)."""
-    folder = tmp_path_factory.mktemp("tiny_archive")
-    synthesize(folder, TINY)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.spark.session import spark_session
-
-    with spark_session(LOCAL) as session:
-        yield session
 
 
 def _spark_frame(spark, archive, spec: FeatureSpec, features) -> pl.DataFrame:

@@ -5,10 +5,6 @@ spark`` equals Polars'."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -19,24 +15,15 @@ import sqlglot
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.config import ComputeSpec
 from engine.data.synth import SynthSpec, synthesize
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import make_set
 from engine.features.spark_sql import spark_panel_sql
 from tests.panels import random_panel
+from tests.spark_support import needs_spark
 
-HERE = importlib.util.find_spec("pyspark") is not None and bool(
-    os.environ.get("JAVA_HOME") or shutil.which("java")
-)
-needs_spark = pytest.mark.skipif(
-    not HERE and not os.environ.get("ENGINE_REQUIRE_SPARK"),
-    reason="needs engine[spark] and a Java runtime (apt-get install default-jre-headless)",
-)
-LOCAL = ComputeSpec(
-    spark_master="local[2]",
-    spark_conf=("spark.sql.shuffle.partitions=2", "spark.default.parallelism=2"),
-)
+pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
+
 # Inputs: a plain price; the index's log return (null next to the index's missing days);
 # volume (constant over 30 rows of the first symbol); up days (0/1: ties in every window);
 # the sign of the volume's change (-1/0/1, all 0 in that constant stretch).
@@ -68,14 +55,6 @@ def _cases() -> dict[str, str]:
 
 CASES = _cases()
 SET = make_set("spark_forms", [(name, text, "") for name, text in CASES.items()])
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    from engine.spark.session import spark_session
-
-    with spark_session(LOCAL) as session:
-        yield session
 
 
 @pytest.fixture(scope="module")
