@@ -37,9 +37,10 @@ def default_archive(output: Path) -> Path:
     """The folder of the embedded default synthetic archive under ``output``'s cache,
     generated once."""
     from engine.config import Paths
-    from engine.data.sources import DEFAULT_SPEC, ensure_synthetic, synthetic_folder
+    from engine.data.sources import default_spec, ensure_synthetic, synthetic_folder
 
-    return ensure_synthetic(synthetic_folder(Paths(output=output), DEFAULT_SPEC), DEFAULT_SPEC)
+    spec = default_spec()
+    return ensure_synthetic(synthetic_folder(Paths(output=output), spec), spec)
 
 
 def walk_forward_times(output: Path, repeat: int) -> dict[str, float]:

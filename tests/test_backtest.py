@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from engine.research.backtest import (
+    RunningSums,
     backtest,
     equal_weight_universe,
     holding_period_returns,
@@ -85,7 +86,7 @@ def test_equal_weight_universe_averages_available_names():
 
 def test_holding_period_returns_compound_between_trades():
     returns = np.array([[np.nan, 0.0], [0.1, 0.0], [0.1, np.nan], [-0.5, 0.2], [0.0, 0.0]])
-    period = holding_period_returns(returns, np.array([0, 2]))
+    period = holding_period_returns(RunningSums.of(returns), np.array([0, 2]))
     np.testing.assert_allclose(period[0], [1.1 * 1.1 - 1, 0.0])
     np.testing.assert_allclose(period[1], [-0.5, 0.2])
 
@@ -110,3 +111,13 @@ def test_backtest_matches_a_plain_loop_on_random_data():
             holdings, cash = target * value, (1 - target.sum()) * value
         net.append(r)
     np.testing.assert_allclose(result.net[3:], net[3:], atol=1e-12)
+
+
+def test_holding_period_returns_through_a_total_loss_are_finite_and_later_ones_unaffected():
+    """A -100 % day: its period compounds to ~-100 %, the next period as if it had not
+    happened (a running log sum that went to -inf would leave every later period NaN)."""
+    returns = np.array([[np.nan, 0.0], [0.1, 0.0], [-1.0, 0.1], [0.2, 0.1], [0.1, 0.0]])
+    period = holding_period_returns(RunningSums.of(returns), np.array([0, 2]))
+    assert period[0, 0] == pytest.approx(-1.0, abs=1e-9)
+    np.testing.assert_allclose(period[1], [1.2 * 1.1 - 1, 1.1 - 1])
+    np.testing.assert_allclose(period[0, 1], 1.1 - 1)

@@ -140,7 +140,7 @@ def test_embedded_default_is_synthetic_loud_and_kept_apart(
     generated under the cache (never into ./archive), announced on stderr and recorded as
     synthetic."""
     spec = SynthSpec(n_symbols=30, start=date(2014, 1, 1), end=date(2018, 6, 29), seed=3)
-    monkeypatch.setattr(sources, "DEFAULT_SPEC", spec)
+    monkeypatch.setattr(sources, "default_spec", lambda: spec)
     monkeypatch.chdir(tmp_path)
     data, out = tmp_path / "archive", tmp_path / "out"
     data.mkdir()

@@ -15,13 +15,18 @@ from engine.schema import ARCHIVE_FILES, DataSource
 log = logging.getLogger(__name__)
 
 FOLDER_README = "README.md"  # the repository's archive/ folder holds one
-DEFAULT_SPEC = SynthSpec()  # the embedded default: the real archive's size and calendar
 
 SYNTHETIC_BANNER = (
     "No Kaggle archive in {data}: using the SYNTHETIC default archive ({rows}) in {where}. "
     "Results describe simulated data with a planted signal, not the S&P 500. "
     "Put sp500_stocks.csv, sp500_companies.csv and sp500_index.csv in {data} to use real data."
 )
+
+
+def default_spec() -> SynthSpec:
+    """The embedded default archive's spec: the real archive's size and calendar (made
+    when asked for: its check reads the NYSE calendar of the ``holidays`` package)."""
+    return SynthSpec()
 
 
 def synthetic_folder(paths: Paths, spec: SynthSpec) -> Path:
@@ -56,7 +61,7 @@ def resolve_archive(paths: Paths) -> Archive:
         if missing:
             raise ArchiveError(missing_files(folder, missing))
         return load_archive(folder, paths.cache_dir, DataSource.REAL, strict=paths.strict_data)
-    spec = DEFAULT_SPEC
+    spec = default_spec()
     where = ensure_synthetic(synthetic_folder(paths, spec), spec)
     size = f"{spec.n_symbols} symbols, {spec.start} to {spec.end}"
     log.warning(SYNTHETIC_BANNER.format(data=folder, where=where, rows=size))

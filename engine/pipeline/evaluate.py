@@ -182,7 +182,7 @@ def run_backtest(
         pl.Series("drawdown_net", mt.drawdown(result.net[live])),
     )  # fmt: skip
     kept = trade_days < len(market.calendar)
-    period = bt.holding_period_returns(market.returns, trade_days[kept])
+    period = bt.holding_period_returns(market.sums, trade_days[kept])
     attribution = mt.sector_attribution(
         targets[kept], period, market.sector_code, market.sector_names
     )

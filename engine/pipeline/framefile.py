@@ -181,13 +181,20 @@ class FeatureRows:
             rows = _indices(key, self.file.rows)
             parts = _by_batch(rows, self.file.batch_rows) if rows.size else []
             count = len(rows)
-        out = np.empty((count, len(self.file.features)), np.float32)
         reader = self._reader(frozenset(batch for batch, _, _ in parts))
+        if len(parts) == 1 and isinstance(parts[0][2], slice):  # one batch's run: a view
+            return self._matrix(reader, parts[0][0])[parts[0][2]]
+        out = np.empty((count, len(self.file.features)), np.float32)
         for batch, at, local in parts:
-            stored = pl.from_arrow(reader.get_batch(batch).select([FEATURES]))
-            matrix = stored.to_series().to_numpy()  # (rows x features), a view of the map
-            out[_as_slice(at)] = matrix[_as_slice(local)]
+            out[_as_slice(at)] = self._matrix(reader, batch)[_as_slice(local)]
         return out
+
+    def _matrix(self, reader: ipc.RecordBatchFileReader, batch: int) -> np.ndarray:
+        """Record batch ``batch``'s features as a read-only (rows x features) view of the map."""
+        stored = reader.get_batch(batch).column(FEATURES)  # a fixed-size list of float32
+        k, values = len(self.file.features), stored.values  # every row's, from offset 0
+        data = np.frombuffer(values.buffers()[1], np.float32)[values.offset :]
+        return data[stored.offset * k : (stored.offset + len(stored)) * k].reshape(-1, k)
 
     def _reader(self, batches: frozenset[int]) -> ipc.RecordBatchFileReader:
         """A reader on a map of the file: the current one if ``batches`` were all read

@@ -10,9 +10,60 @@ trade from cash therefore costs one full turnover.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+TOTAL_LOSS_GAP = 1e-12  # a day's return is floored at -1 + this (see ``RunningSums``)
+
+
+@dataclass(frozen=True)
+class RunningSums:
+    """Running sums down each column of a (days x symbols) returns matrix, from which
+    the compounded return of any run of days is one subtraction.
+
+    A total loss (-100 %, a price of 0: ``archive.quality`` warns of it) counts as
+    -100 % + ``TOTAL_LOSS_GAP`` so that the log growth stays finite: runs of days across it
+    compound to ~-100 %, later ones are unaffected.
+
+    Attributes
+    ----------
+    growth : float64, the sum of log(1 + return) over days 0 .. d (a missing return: 0).
+    seen : int32, the number of days 0 .. d with a return.
+    """
+
+    growth: np.ndarray
+    seen: np.ndarray
+
+    @classmethod
+    def of(cls, returns: np.ndarray) -> RunningSums:
+        """The sums of ``returns`` (NaN where missing), built in one copy of the matrix."""
+        growth = np.nan_to_num(returns)
+        np.maximum(growth, TOTAL_LOSS_GAP - 1, out=growth)
+        np.log1p(growth, out=growth)
+        np.cumsum(growth, axis=0, out=growth)
+        return cls(growth, np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32))
+
+    def between(
+        self, start: np.ndarray, stop: np.ndarray, col: np.ndarray | slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The compounded simple return over days ``start`` .. ``stop`` - 1 of columns
+        ``col`` (0 for no day), and the number of those days with a return.
+
+        ``start`` and ``stop`` are day indices (arrays, or one per row of ``col``)."""
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf of implausible prices
+            growth = self._before(self.growth, stop, col) - self._before(self.growth, start, col)
+            compounded = np.expm1(growth)
+        return compounded, self._before(self.seen, stop, col) - self._before(self.seen, start, col)
+
+    @staticmethod
+    def _before(sums: np.ndarray, stop: np.ndarray, col: np.ndarray | slice) -> np.ndarray:
+        """``sums`` over the days before ``stop`` (0 for none) of columns ``col``."""
+        rows = np.maximum(stop - 1, 0)
+        picked = sums[rows, col] if isinstance(col, np.ndarray) else sums[rows][:, col]
+        none = (stop <= 0) if isinstance(col, np.ndarray) else (stop <= 0)[:, None]
+        return np.where(none, 0, picked)
 
 
 @dataclass(frozen=True)
@@ -39,6 +90,11 @@ class Market:
     sector_names: tuple[str, ...]
     index: np.ndarray
     universe: np.ndarray
+
+    @functools.cached_property
+    def sums(self) -> RunningSums:
+        """The running sums of ``returns`` (built on first use, then shared)."""
+        return RunningSums.of(self.returns)
 
 
 @dataclass(frozen=True)
@@ -119,20 +175,12 @@ def equal_weight_universe(returns: np.ndarray) -> np.ndarray:
     return np.divide(total, counts, out=np.full(len(counts), np.nan), where=counts > 0)
 
 
-def holding_period_returns(returns: np.ndarray, trade_days: np.ndarray) -> np.ndarray:
+def holding_period_returns(sums: RunningSums, trade_days: np.ndarray) -> np.ndarray:
     """Compounded simple return of every symbol from each trade day's close to the next
     trade day's close (the last period runs to the end of the calendar); (trades x
-    symbols), NaN where a symbol has no return on any day of the period, and where a
-    return of -100 % (a price that fell to ~0: ``archive.quality`` warns of it) makes the
-    compounded return undefined in floating point."""
-    n_days = returns.shape[0]
+    symbols) from the returns' ``RunningSums``, NaN where a symbol has no return on any
+    day of the period."""
+    n_days = sums.growth.shape[0]
     ends = np.r_[trade_days[1:], n_days - 1]
-    with np.errstate(divide="ignore", invalid="ignore"):  # log1p(-1) = -inf; -inf - -inf
-        growth = np.vstack(
-            [np.zeros(returns.shape[1]), np.cumsum(np.log1p(np.nan_to_num(returns)), axis=0)]
-        )
-    seen = np.vstack([np.zeros(returns.shape[1]), np.cumsum(~np.isnan(returns), axis=0)])
-    start, end = trade_days + 1, ends + 1
-    with np.errstate(invalid="ignore"):
-        out = np.expm1(growth[end] - growth[start])
-    return np.where(seen[end] - seen[start] > 0, out, np.nan)
+    period, days = sums.between(trade_days + 1, ends + 1)
+    return np.where(days > 0, period, np.nan)

@@ -16,6 +16,7 @@ value, not a warning on stderr, is the answer.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -35,22 +36,35 @@ _IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}  # inf / NaN
 def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
     """Per-date Spearman rank correlation between score and label (date, ic, n).
 
-    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count; a date
-    whose scores are all equal has no IC (NaN) and is dropped.
+    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count (a NaN
+    label counts as none); a date whose scores are all equal has no IC (NaN) and is
+    dropped.
     """
-    valid = predictions.filter(
-        pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan() & pl.col(label).is_not_null()
+    return rank_ic_by_label(predictions, (label,))[label]
+
+
+def rank_ic_by_label(predictions: pl.DataFrame, labels: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """``rank_ic_series`` of each of ``labels`` (NaN and null labels left out), from one
+    pass over the dates."""
+    scored = pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan()
+    per_label = []
+    for i, label in enumerate(labels):
+        valid = scored & pl.col(label).is_not_null() & pl.col(label).is_not_nan()
+        score, value = pl.col(SCORE).filter(valid), pl.col(label).filter(valid)
+        per_label += [
+            pl.corr(score, value, method="spearman").alias(f"ic{i}"),
+            valid.sum().alias(f"n{i}"),
+        ]
+    by_date = predictions.group_by(DATE).agg(per_label).sort(DATE)
+    kept = (
+        (pl.col("n") >= MIN_CROSS_SECTION) & pl.col("ic").is_not_nan() & pl.col("ic").is_not_null()
     )
-    return (
-        valid.group_by(DATE)
-        .agg(pl.corr(SCORE, label, method="spearman").alias("ic"), pl.len().alias("n"))
-        .filter(
-            (pl.col("n") >= MIN_CROSS_SECTION)
-            & pl.col("ic").is_not_nan()
-            & pl.col("ic").is_not_null()
-        )
-        .sort(DATE)
-    )
+    return {
+        label: by_date.select(
+            DATE, pl.col(f"ic{i}").alias("ic"), pl.col(f"n{i}").alias("n")
+        ).filter(kept)
+        for i, label in enumerate(labels)
+    }
 
 
 @np.errstate(**_IEEE)

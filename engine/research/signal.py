@@ -4,7 +4,8 @@ horizons, and forward returns by score quintile.
 The forward return of horizon h from rebalance date t is the compounded simple return
 of Adj Close from the close of t to the close of t + h trading days (days t + 1 .. t + h
 of the returns matrix): the signal's own horizon, before the execution lag. It is NaN
-when the calendar ends before t + h or the name has no return on one of those days.
+when the calendar ends before t + h or the name has no return on one of those days; a
+total loss on one of them makes it ~-100 % (``backtest.RunningSums``).
 
 Forward returns of consecutive rebalances overlap when h exceeds the rebalance spacing,
 so every t-stat here also comes divided by sqrt(h / median spacing) (as
@@ -25,7 +26,6 @@ from engine.schema import DATE, SCORE, SYMBOL
 HORIZONS = (1, 5, 21, 63)  # trading days of the forward returns
 QUINTILES = 5
 ROLLING_IC_PERIODS = 12  # rebalance periods in the rolling mean of the IC
-TOTAL_LOSS_GAP = 1e-12  # a day's return is floored at -1 + this (see forward_returns)
 
 
 def fwd(h: int) -> str:
@@ -42,26 +42,6 @@ def ic_table(ic: pl.DataFrame, window: int = ROLLING_IC_PERIODS) -> pl.DataFrame
     )
 
 
-def _running_sums(returns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Running sums down each column of the (days x symbols) returns: of the log growth,
-    and of the days with a return (int32), built in place of one copy of the matrix.
-
-    A total loss (-100 %, a price of 0) counts as -100 % + TOTAL_LOSS_GAP so that the log
-    growth stays finite: windows across it still compound to ~-100 %, later ones are
-    unaffected.
-    """
-    growth = np.nan_to_num(returns)
-    np.maximum(growth, TOTAL_LOSS_GAP - 1, out=growth)
-    np.log1p(growth, out=growth)
-    np.cumsum(growth, axis=0, out=growth)
-    return growth, np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32)
-
-
-def _before(sums: np.ndarray, stop: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """The running ``sums`` of column ``col`` over the days before ``stop`` (0 for none)."""
-    return np.where(stop > 0, sums[np.maximum(stop - 1, 0), col], 0)
-
-
 def forward_returns(
     scores: pl.DataFrame, market: Market, horizons: Sequence[int] = HORIZONS
 ) -> pl.DataFrame:
@@ -69,7 +49,6 @@ def forward_returns(
 
     Rows whose date or symbol is not in the market get NaN.
     """
-    growth, seen = _running_sums(market.returns)
     calendar = market.calendar.astype("datetime64[D]")
     day = np.searchsorted(calendar, scores[DATE].to_numpy().astype("datetime64[D]"))
     col = scores[SYMBOL].replace_strict(
@@ -83,9 +62,8 @@ def forward_returns(
         end = day + h
         ok = known & (end < len(calendar))
         start, stop = np.where(ok, day + 1, 0), np.where(ok, end + 1, 0)
-        full = _before(seen, stop, col) - _before(seen, start, col) == h
-        log_return = _before(growth, stop, col) - _before(growth, start, col)
-        out = np.where(ok & full, np.expm1(log_return), np.nan)
+        compounded, days = market.sums.between(start, stop, col)
+        out = np.where(ok & (days == h), compounded, np.nan)
         columns.append(pl.Series(fwd(h), out))
     return scores.with_columns(columns)
 
@@ -102,10 +80,10 @@ def ic_decay(
     """horizon, ic_mean, ic_tstat, ic_tstat_overlap_adj, periods: the mean per-date rank
     IC of the score against each horizon's forward return (``forward_returns``)."""
     spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
+    by_horizon = mt.rank_ic_by_label(forward, [fwd(h) for h in horizons])
     rows = []
     for h in horizons:
-        series = mt.rank_ic_series(forward.with_columns(pl.col(fwd(h)).fill_nan(None)), fwd(h))
-        s = mt.ic_summary(series["ic"].to_numpy(), overlap=h / spacing)
+        s = mt.ic_summary(by_horizon[fwd(h)]["ic"].to_numpy(), overlap=h / spacing)
         rows.append(
             {
                 "horizon": h,
