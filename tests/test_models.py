@@ -276,3 +276,18 @@ def test_period_window_refuses_periods_outside_the_sums(prepared: Prepared):
     with pytest.raises(ValueError, match="outside"):
         stats.window(-3, 2)
     assert stats.window(4, 2).n == 0  # empty, not an error
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_rows_by_period_groups_rows_in_ascending_order(shuffled):
+    """Rows of each period 0..n-1, ascending; -1 and n or more dropped; sorted or not."""
+    from engine.research.models.walkforward import rows_by_period
+
+    rng = np.random.default_rng(3)
+    period = np.sort(rng.integers(-1, 7, 200))
+    if shuffled:
+        period = rng.permutation(period)
+    groups = rows_by_period(period, 6)
+    assert len(groups) == 6
+    for p, rows in enumerate(groups):
+        np.testing.assert_array_equal(rows, np.flatnonzero(period == p))

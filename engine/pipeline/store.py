@@ -132,7 +132,11 @@ def write_frame(path: Path, chunks: Chunks, key: str) -> None:
                 "rows": str(chunks.rows), "batch_rows": str(batch_rows), "label": chunks.label,
                 "label_end": chunks.label_end, "features": json.dumps(chunks.features)}  # fmt: skip
     schema = schema.with_metadata(metadata)
-    tables = (chunks.stored(frame).to_arrow() for frame in chunks.frames)
+    tables = (  # converted a batch's rows at a time: one chunk's rows are not copied whole
+        chunks.stored(part).to_arrow()
+        for frame in chunks.frames
+        for part in frame.iter_slices(batch_rows)
+    )
     rows = 0
     with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema) as writer:
         for batch in regrouped(tables, batch_rows):

@@ -64,10 +64,15 @@ class LinearSpec:
 
 
 def rows_by_period(period: np.ndarray, n_periods: int) -> list[np.ndarray]:
-    """Row indices grouped by ``period`` value 0..n_periods-1 (other values dropped)."""
-    order = np.argsort(period, kind="stable")
-    bounds = np.searchsorted(period[order], np.arange(n_periods + 1), side="left")
-    return [order[bounds[p] : bounds[p + 1]] for p in range(n_periods)]
+    """Row indices grouped by ``period`` value 0..n_periods-1 (other values dropped), each
+    group in ascending order."""
+    rows = np.flatnonzero((period >= 0) & (period < n_periods))
+    values = period[rows]
+    if np.any(values[1:] < values[:-1]):  # rows not in period order (not sorted by date)
+        order = np.argsort(values, kind="stable")
+        rows, values = rows[order], values[order]
+    bounds = np.searchsorted(values, np.arange(n_periods + 1), side="left")
+    return [rows[bounds[p] : bounds[p + 1]] for p in range(n_periods)]
 
 
 def training_mask(available: np.ndarray, plan: Schedule, p: int) -> np.ndarray:
