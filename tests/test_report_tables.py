@@ -119,7 +119,7 @@ def test_any_feature_can_be_a_factor(run):
     settings, prepared, _, results = run
     specs = (*STYLE_FACTORS, feature_factor("beta_63d"))
     lag = settings.backtest.execution_lag
-    factors = run_factors(prepared.data, prepared.market, lag, specs)
+    factors = run_factors(prepared.data, prepared.market, lag, specs).result()
     ridge = results[ModelName.RIDGE]
     live = live_factors(ridge.equity, factors)
     fit = model_attribution(ridge.equity, live)

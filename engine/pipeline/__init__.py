@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,13 +109,19 @@ class RunResult:
 @dataclass(frozen=True)
 class Prepared:
     """The data every model of a run shares: the model frame's arrays, the daily market
-    panel, the model signature's example rows and the daily factor returns."""
+    panel, the model signature's example rows and the daily factor returns (being
+    computed meanwhile: ``factors`` waits for them)."""
 
     data: ModelData
     market: Market
     input_example: pl.DataFrame
-    factors: pl.DataFrame
+    factor_returns: Future[pl.DataFrame]
     features: FeatureSet
+
+    @property
+    def factors(self) -> pl.DataFrame:
+        """The daily factor returns (``pipeline.factors.run_factors``)."""
+        return self.factor_returns.result()
 
 
 def prepare(archive: Archive, spec: RunSpec, timer: StageTimer) -> Prepared:
@@ -217,8 +224,8 @@ def evaluate_model(
     with timer.stage("attribution"):
         factors = live_factors(equity, prepared.factors)
         fit = model_attribution(equity, factors)
-        quality = signal.signal_tables(predictions, panel)
         metrics |= fit.metrics()
+        tables = signal.signal_tables(predictions, panel)
     return RunResult(
         spec=spec,
         fingerprint=archive.fingerprint,
@@ -237,7 +244,7 @@ def evaluate_model(
         attribution=attribution,
         factors=factors,
         factor_fit=fit,
-        signal=quality,
+        signal=tables,
         feature_set=prepared.features,
     )
 

@@ -8,11 +8,14 @@ regressed on them (``research.attribution``) over its live period.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import numpy as np
 import polars as pl
 
 from engine.pipeline.framefile import BATCH_ROWS
 from engine.pipeline.modeldata import ModelData
+from engine.pipeline.threads import started
 from engine.research.attribution import FactorFit, factor_attribution
 from engine.research.backtest import Market
 from engine.research.factors import STYLE_FACTORS, FactorSpec, factor_returns
@@ -38,13 +41,17 @@ def run_factors(
     market: Market,
     execution_lag: int,
     specs: tuple[FactorSpec, ...] = STYLE_FACTORS,
-) -> pl.DataFrame:
+) -> Future[pl.DataFrame]:
     """Daily factor returns of a run (shared by every model of it): ``factor_returns`` of
     the rebalance-date features on the run's schedule and lag; date + one column each.
-    A factor whose feature the run does not compute is left out."""
+    A factor whose feature the run does not compute is left out.
+
+    The features are read from ``data`` here; the returns are computed on a thread of
+    their own (``threads.started``) while the caller goes on.
+    """
     specs = tuple(s for s in specs if s.feature in data.features)
     features = rebalance_features(data, tuple(dict.fromkeys(s.feature for s in specs)))
-    return factor_returns(features, market, execution_lag, specs)
+    return started(factor_returns, features, market, execution_lag, specs)
 
 
 def live_factors(equity: pl.DataFrame, factors: pl.DataFrame) -> pl.DataFrame:
