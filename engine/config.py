@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import os
 import types
@@ -352,16 +353,30 @@ def settings() -> Iterator[tuple[str, Mapping[str, Any]]]:
                 yield f"{section.name}.{f.name}", f.metadata
 
 
+@functools.cache
+def setting_metadata(dotted: str) -> Mapping[str, Any]:
+    """The metadata (help, env, flag, ...) of a dotted setting with a help text."""
+    return dict(settings())[dotted]
+
+
+@functools.cache
 def setting_type(dotted: str) -> Any:
     """The annotated type of a dotted setting, e.g. ``int | None``."""
     section, name = dotted.split(".")
-    spec = typing.get_type_hints(RunSpec)[section]
-    return typing.get_type_hints(spec)[name]
+    return _type_hints(_type_hints(RunSpec)[section])[name]
 
 
+@functools.cache
 def setting_default(dotted: str) -> Any:
+    """The default value of a dotted setting."""
     section, name = dotted.split(".")
     return getattr(getattr(RunSpec(), section), name)
+
+
+@functools.cache
+def _type_hints(spec: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a spec class (its annotations are strings)."""
+    return typing.get_type_hints(spec)
 
 
 def requested_models(flag: str | None, environ: Mapping[str, str] | None = None) -> tuple:
@@ -406,7 +421,7 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _section(base: Any, section: str, values: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(type(base))
+    hints = _type_hints(type(base))
     unknown = set(values) - set(hints)
     if unknown:
         raise SettingsError(f"unknown setting(s) in {section}: {', '.join(sorted(unknown))}")

@@ -142,7 +142,7 @@ def _option(dotted: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
     from engine import config
 
-    meta = dict(config.settings())[dotted]
+    meta = config.setting_metadata(dotted)
     kind, default = config.setting_type(dotted), config.setting_default(dotted)
     flag = meta["flag"] or "--" + dotted.split(".")[1].replace("_", "-")
     decls = [flag, *([meta["short"]] if meta["short"] else []), dotted.replace(".", "__")]
