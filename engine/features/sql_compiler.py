@@ -291,7 +291,7 @@ def panel_sql(
     result reads (a window operator carries every column of its input). ``forms``: the
     operators compiled otherwise (another engine's forms, see ``compile_node``)."""
     outputs = [(name, running_sums(tree.expand())) for name, tree in outputs]
-    plan = build_plan(outputs, reads, share_windows_only=True)
+    plan = build_plan(outputs, reads, share_windows_only=True, late=True)
     final = {"date", "symbol", "adj_close", "_row", *(f"label_end_{h}d" for h in horizons)}
     final |= {plan.columns[node] for _, node in plan.outputs}
     forms = forms or {}
