@@ -44,8 +44,8 @@ from engine.features.panel import batch_rows
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
-from engine.schema import DATE, SYMBOL, ModelName
-from engine.views import FEATURE_VIEW_FILE, feature_view_sql, sql_files
+from engine.schema import SYMBOL, ModelName
+from engine.views import FEATURE_VIEW_FILE, feature_panel_sql, feature_view_sql, sql_files
 
 log = logging.getLogger(__name__)
 
@@ -233,13 +233,12 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
         ranges = _symbol_ranges(con, batch_rows(sources.features))
         if not ranges:
             yield relation.select(*columns).limit(0).pl()
+        # Windows are partitioned by symbol, so a range of symbols is a panel of its own:
+        # the view's query over those symbols' prices only (bound as values, not text),
+        # sorted by (symbol, date).
+        batch = feature_panel_sql(sources.features, symbol_range=True)
         for first, last in ranges:
-            # Windows are partitioned by symbol, so a range of symbols is a panel of its
-            # own; DuckDB pushes the filter below the windows. Bound as values, not text.
-            within = duckdb.ColumnExpression(SYMBOL).between(
-                duckdb.ConstantExpression(first), duckdb.ConstantExpression(last)
-            )
-            yield relation.filter(within).select(*columns).order(f"{SYMBOL}, {DATE}").pl()
+            yield con.sql(batch, params={"first": first, "last": last}).pl().select(columns)
 
 
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:
