@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.features import FeatureError
+from engine.features.operators import Node
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.parser import ExpressionError, parse
-from engine.features.sets import make_set
+from engine.features.plan import build_plan
+from engine.features.sets import feature_set, make_set
 from engine.features.sql_compiler import panel_sql
 from tests import expression_reference as ref
 from tests.panels import random_panel
@@ -263,3 +265,31 @@ def test_duckdb_window_sums_keep_their_digits_over_a_long_history() -> None:
         got = sql[name].to_numpy().astype(float)
         assert np.array_equal(np.isnan(got), np.isnan(want)), name
         np.testing.assert_allclose(got, want, rtol=1e-9, err_msg=name)
+
+
+def test_sql_plan_places_each_column_at_the_last_level_its_readers_allow() -> None:
+    """``late``: as many levels as the earliest placement, every column below each column
+    that reads it, every output no column reads at the last level, and some column later
+    than its earliest."""
+    outputs = [(f.name, f.tree) for f in feature_set("alpha158").factors]
+    early, late = build_plan(outputs), build_plan(outputs, late=True)
+    level = {node: k for k, pairs in enumerate(late.levels) for _, node in pairs}
+    first = {node: k for k, pairs in enumerate(early.levels) for _, node in pairs}
+    read = {node: _inline_reads(node, late.columns) for node in level}
+    assert len(late.levels) == len(early.levels)
+    assert all(level[c] < level[node] for node in level for c in read[node])
+    unread = {node for _, node in late.outputs} - {c for cs in read.values() for c in cs}
+    assert unread and {level[node] for node in unread} == {len(late.levels) - 1}
+    assert any(level[node] > first[node] for node in level)
+
+
+def _inline_reads(node: Node, columns: object) -> list[Node]:
+    """The columns ``node``'s inline expression reads."""
+    found, stack = [], list(node.children())
+    while stack:
+        n = stack.pop()
+        if n in columns:
+            found.append(n)
+        else:
+            stack.extend(n.children())
+    return found

@@ -44,12 +44,15 @@ def build_plan(
     outputs: Sequence[tuple[str, Node]],
     reads: Reads | None = None,
     share_windows_only: bool = False,
+    late: bool = False,
 ) -> Plan:
     """The plan computing every (name, tree) of ``outputs`` (trees as parsed); ``reads``:
     a compiler's own count of the children its compiled form reads (default: the
     operators' ``references``). ``share_windows_only``: a node read more than once gets a
     column only if its inline expression holds a window (SQL, where a column costs a join
-    and arithmetic is cheap to repeat)."""
+    and arithmetic is cheap to repeat). ``late``: each column at the last level it can
+    take, not the first (SQL, where a window operator carries every column made before it
+    to the next level)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
     order, reads = _walk([root for _, root in roots], reads or _references)
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
@@ -68,6 +71,8 @@ def build_plan(
     for n in numbers:  # a window over a constant: a column of it
         columns.setdefault(n, f"{HIDDEN_PREFIX}{len(columns)}")
     level = _levels(order, columns)
+    if late:
+        level = _late_levels(order, columns, level)
     by_level: dict[int, list[tuple[str, Node]]] = {}
     for node in order:  # children before parents
         if node in columns:
@@ -107,6 +112,20 @@ def _levels(order: list[Node], columns: Mapping[Node, str]) -> dict[Node, int]:
     for node in order:
         inner = max((_read_level(c, level, columns) for c in node.children()), default=0)
         level[node] = inner + 1 if node in columns else inner
+    return level
+
+
+def _late_levels(
+    order: list[Node], columns: Mapping[Node, str], early: Mapping[Node, int]
+) -> dict[Node, int]:
+    """Level of every node when each is computed as late as its readers allow: an output
+    at the last level, any other column one level before the first column reading it."""
+    top = max((early[n] for n in columns), default=0)
+    level = {n: top for n in order}
+    for node in reversed(order):  # parents before children
+        for child in node.children():
+            if child in level:
+                level[child] = min(level[child], level[node] - (child in columns))
     return level
 
 

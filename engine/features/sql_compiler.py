@@ -281,6 +281,7 @@ def panel_sql(
     horizons: Sequence[int],
     min_history: int = 1,
     forms: Forms | None = None,
+    symbol_range: bool = False,
 ) -> str:
     """One DuckDB SELECT over the relations ``prices`` (date, symbol, adj_close, close,
     high, low, open, volume) and ``index`` (date, sp500): date, symbol, adj_close,
@@ -289,14 +290,16 @@ def panel_sql(
 
     Levels are a chain of CTEs; each passes on only the columns a later level or the
     result reads (a window operator carries every column of its input). ``forms``: the
-    operators compiled otherwise (another engine's forms, see ``compile_node``)."""
+    operators compiled otherwise (another engine's forms, see ``compile_node``).
+    ``symbol_range``: only the symbols between the parameters ``$first`` and ``$last``
+    (a batch: windows never cross a symbol)."""
     outputs = [(name, running_sums(tree.expand())) for name, tree in outputs]
-    plan = build_plan(outputs, reads, share_windows_only=True)
+    plan = build_plan(outputs, reads, share_windows_only=True, late=True)
     final = {"date", "symbol", "adj_close", "_row", *(f"label_end_{h}d" for h in horizons)}
     final |= {plan.columns[node] for _, node in plan.outputs}
     forms = forms or {}
     needs = [_level_reads(plan, k, forms) for k in range(len(plan.levels))]
-    ctes = [f"_l0 as (\n{_base(plan, horizons)}\n)"]
+    ctes = [f"_l0 as (\n{_base(plan, horizons, symbol_range)}\n)"]
     made = [c for c in ("date", "symbol", "adj_close", "_row")] + [f"_f_{f}" for f in plan.fields]
     made += [f"label_end_{h}d" for h in horizons]
     for k in range(len(plan.levels)):
@@ -312,14 +315,15 @@ def panel_sql(
             f"where _row + 1 >= {int(min_history)}\norder by symbol, date")  # fmt: skip
 
 
-def _base(plan: Plan, horizons: Sequence[int]) -> str:
+def _base(plan: Plan, horizons: Sequence[int], symbol_range: bool = False) -> str:
     fields = [f"{FIELD_SQL[f]} as _f_{f}" for f in plan.fields]
     ends = [f"lead(p.date, {int(h)}) over s as label_end_{int(h)}d" for h in horizons]
     join = ' left join "index" i on i.date = p.date' if "index" in plan.fields else ""
     columns = ["p.date", "p.symbol", "p.adj_close", "row_number() over s - 1 as _row",
                *fields, *ends]  # fmt: skip
+    within = "\nwhere p.symbol between $first and $last" if symbol_range else ""
     return (
-        f"select {', '.join(columns)}\nfrom prices p{join}\n"
+        f"select {', '.join(columns)}\nfrom prices p{join}{within}\n"
         "window s as (partition by p.symbol order by p.date)"
     )
 

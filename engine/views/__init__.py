@@ -31,13 +31,20 @@ def feature_view_sql(features: FeatureSet) -> str:
     """The ``feature_panel`` view of ``features``: date, symbol, adj_close, history_rows,
     the factors, the labels and their end dates (``engine.features.sql_compiler.panel_sql``
     over the staging views ``prices`` and ``index``)."""
-    from engine.features import DEFAULT_LABEL_HORIZONS
-    from engine.features.panel import panel_outputs
-    from engine.features.sql_compiler import panel_sql
-
-    body = panel_sql(panel_outputs(features, DEFAULT_LABEL_HORIZONS), DEFAULT_LABEL_HORIZONS)
+    body = feature_panel_sql(features)
     return (
         f"-- The feature panel of the feature set {features.source!r}, compiled from its "
         "expressions\n-- by engine.features.sql_compiler.panel_sql (docs/features.md).\n\n"
         f"create or replace view feature_panel as\n{body};\n"
     )
+
+
+def feature_panel_sql(features: FeatureSet, symbol_range: bool = False) -> str:
+    """The SELECT of the ``feature_panel`` view; with ``symbol_range``, of the symbols
+    between the parameters ``$first`` and ``$last`` only (a batch)."""
+    from engine.features import DEFAULT_LABEL_HORIZONS
+    from engine.features.panel import panel_outputs
+    from engine.features.sql_compiler import panel_sql
+
+    outputs = panel_outputs(features, DEFAULT_LABEL_HORIZONS)
+    return panel_sql(outputs, DEFAULT_LABEL_HORIZONS, symbol_range=symbol_range)

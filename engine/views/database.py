@@ -32,7 +32,9 @@ import json
 import logging
 import os
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -44,8 +46,8 @@ from engine.features.panel import batch_rows
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
-from engine.schema import DATE, SYMBOL, ModelName
-from engine.views import FEATURE_VIEW_FILE, feature_view_sql, sql_files
+from engine.schema import SYMBOL, ModelName
+from engine.views import FEATURE_VIEW_FILE, feature_panel_sql, feature_view_sql, sql_files
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,12 @@ DATABASE_FILE = "engine.duckdb"
 BUILD_TABLE = "_engine_build"  # one row: the key the persistent database was built for
 CACHE_TABLES = ("prices", "index", "companies")  # <cache_dir>/<name>.parquet -> src_<name>
 FEATURE_PANEL_VIEW = "feature_panel"
+# The feature panel in DuckDB: BATCHES_AT_ONCE queries at a time, each on one thread over
+# 1 / BATCH_SPLIT of a batch's rows (``batch_rows``). Windows over a few dozen symbols keep
+# a second thread of one query mostly idle; two one-thread queries keep both cores busy, and
+# the smaller batches hold the memory of one.
+BATCHES_AT_ONCE = 2
+BATCH_SPLIT = 4
 KEY_VERSION = 2
 # Every connection: no extension is installed or loaded behind a query's back, and a query
 # cannot scan the caller's Python objects by naming them.
@@ -214,8 +222,9 @@ def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
 
 
 def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """``feature_frame`` as frames of ranges of whole symbols (about ``batch_rows`` rows each;
-    one empty frame for an empty archive), in order.
+    """``feature_frame`` as frames of ranges of whole symbols (about ``batch_rows`` /
+    ``BATCH_SPLIT`` rows each, ``BATCHES_AT_ONCE`` computed at a time; one empty frame for
+    an empty archive), in order.
 
     Raises
     ------
@@ -230,16 +239,31 @@ def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.Dat
                 f"the feature_panel view has no {', '.join(missing)}: it computes the "
                 f"feature set {sources.features.source!r}"
             )
-        ranges = _symbol_ranges(con, batch_rows(sources.features))
+        ranges = _symbol_ranges(con, batch_rows(sources.features) // BATCH_SPLIT)
         if not ranges:
             yield relation.select(*columns).limit(0).pl()
-        for first, last in ranges:
-            # Windows are partitioned by symbol, so a range of symbols is a panel of its
-            # own; DuckDB pushes the filter below the windows. Bound as values, not text.
-            within = duckdb.ColumnExpression(SYMBOL).between(
-                duckdb.ConstantExpression(first), duckdb.ConstantExpression(last)
-            )
-            yield relation.filter(within).select(*columns).order(f"{SYMBOL}, {DATE}").pl()
+        # Windows are partitioned by symbol, so a range of symbols is a panel of its own:
+        # the view's query over those symbols' prices only (bound as values, not text),
+        # sorted by (symbol, date).
+        batch = feature_panel_sql(sources.features, symbol_range=True)
+        con.execute("set threads = 1")
+        with ThreadPoolExecutor(BATCHES_AT_ONCE) as pool:
+            pending: deque[Future[pl.DataFrame]] = deque()
+            for first, last in ranges:
+                params = {"first": first, "last": last}
+                pending.append(pool.submit(_batch, con.cursor(), batch, params, columns))
+                if len(pending) == BATCHES_AT_ONCE:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def _batch(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: dict[str, str], columns: Sequence[str]
+) -> pl.DataFrame:
+    """``columns`` of the batch query ``sql`` over ``params``' symbols, on its own cursor."""
+    with cursor:
+        return cursor.sql(sql, params=params).pl().select(columns)
 
 
 def _symbol_ranges(con: duckdb.DuckDBPyConnection, rows: int) -> list[tuple[str, str]]:
