@@ -56,6 +56,14 @@ def test_a_run_reports_every_metric_the_issue_lists(archive, base: RunSpec):
     assert result.model is not None and len(result.model.coef) == len(DEFAULT_FEATURES)
 
 
+def test_a_run_without_the_report_leaves_out_only_the_signal_tables(archive, base: RunSpec):
+    full, bare = run(archive, base), run(archive, base, report=False)
+    assert set(full.signal) == {"ic_decay", "quintiles", "quintile_spread"}
+    assert bare.signal == {}
+    assert json.dumps(bare.metrics, sort_keys=True) == json.dumps(full.metrics, sort_keys=True)
+    assert bare.predictions.equals(full.predictions) and bare.equity.equals(full.equity)
+
+
 def test_trades_follow_signals_after_the_lag_and_the_curve_starts_after_the_first(archive, base):
     result = run(archive, base.replace(**{"backtest.execution_lag": 2}))
     history = result.history

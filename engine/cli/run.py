@@ -41,7 +41,8 @@ RUN_SETTINGS = (
     "--no-plots",
     "no_report",
     is_flag=True,
-    help="Do not write the HTML research report (report_<model>.html and its data).",
+    help="Do not write the HTML research report (report_<model>.html and its data), "
+    "nor compute the signal tables that only it shows.",
 )
 @friendly
 def run(model: str | None, no_report: bool, **flags: Any) -> None:
@@ -92,9 +93,9 @@ def _run_one(
     if spec.compute.engine is RunEngine.SPARK:
         from engine.spark.pipeline import run_in_spark
 
-        result = run_in_spark(archive, spec)
+        result = run_in_spark(archive, spec, report=report)
     else:
-        result = run_pipeline(archive, spec)
+        result = run_pipeline(archive, spec, report=report)
     hold.enter_context(output_lock(spec.paths.output))
     files = write_outputs(result, spec.paths.output, report)
     click.echo(summary(result))
@@ -109,7 +110,7 @@ def _run_all(
     from engine.report import comparison_files, comparison_summary, output_files, publish_outputs
 
     output = spec.paths.output
-    comparison = run_all(archive, spec)
+    comparison = run_all(archive, spec, report=report)
     groups = [output_files(r, report) for r in comparison.results]
     groups.append(comparison_files(comparison.table, groups))
     models = tuple(r.spec.model.name for r in comparison.results)

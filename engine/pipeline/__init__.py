@@ -81,7 +81,8 @@ class RunResult:
         ``equity``; NaN where a factor has none).
     factor_fit : the regression of the daily net return minus the universe's on
         ``factors`` (loadings, annualised alpha, Newey-West t-stats, R^2).
-    signal : the score's quality over horizons (``research.signal.signal_tables``).
+    signal : the score's quality over horizons (``research.signal.signal_tables``); empty
+        when the run writes no research report.
     feature_set : the factors of ``features``: names, expressions, descriptions.
     """
 
@@ -198,9 +199,12 @@ def evaluate_model(
     prepared: Prepared,
     timer: StageTimer,
     sums: Callable[..., PeriodStats] = period_stats,
+    *,
+    report: bool = True,
 ) -> RunResult:
     """Walk ``spec.model`` forward on the prepared data, then weights, backtest, metrics;
-    a linear model's per-period sums are made by ``sums`` (e.g. in Spark)."""
+    a linear model's per-period sums are made by ``sums`` (e.g. in Spark). The signal
+    tables, which only the research report shows, are computed when ``report``."""
     data, panel, model = prepared.data, prepared.market, spec.model.name
     with timer.stage(f"walk-forward {model.value}"):
         result = ev.score(data, spec.model, spec.walk_forward.rebalance, panel.calendar, sums)
@@ -225,7 +229,7 @@ def evaluate_model(
         factors = live_factors(equity, prepared.factors)
         fit = model_attribution(equity, factors)
         metrics |= fit.metrics()
-        tables = signal.signal_tables(predictions, panel)
+        tables = signal.signal_tables(predictions, panel) if report else {}
     return RunResult(
         spec=spec,
         fingerprint=archive.fingerprint,
@@ -250,12 +254,17 @@ def evaluate_model(
 
 
 def run(
-    archive: Archive, spec: RunSpec, sums: Callable[..., PeriodStats] = period_stats
+    archive: Archive,
+    spec: RunSpec,
+    sums: Callable[..., PeriodStats] = period_stats,
+    *,
+    report: bool = True,
 ) -> RunResult:
-    """The whole research run of ``spec.model`` on one archive (``sums``: see
+    """The whole research run of ``spec.model`` on one archive (``sums``, ``report``: see
     ``evaluate_model``)."""
     timer = StageTimer()
-    return evaluate_model(archive, spec, prepare(archive, spec, timer), timer, sums)
+    prepared = prepare(archive, spec, timer)
+    return evaluate_model(archive, spec, prepared, timer, sums, report=report)
 
 
 def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:

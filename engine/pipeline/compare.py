@@ -42,15 +42,21 @@ class Comparison:
 
 
 def run_all(
-    archive: Archive, spec: RunSpec, models: tuple[ModelName, ...] = tuple(ModelName)
+    archive: Archive,
+    spec: RunSpec,
+    models: tuple[ModelName, ...] = tuple(ModelName),
+    *,
+    report: bool = True,
 ) -> Comparison:
-    """Walk every model in ``models`` forward on the same prepared data and compare them."""
+    """Walk every model in ``models`` forward on the same prepared data and compare them
+    (``report``: see ``evaluate_model``)."""
     shared = StageTimer()
     prepared = prepare(archive, spec, shared)
     results = []
     for model in models:
         timer = StageTimer(dict(shared.seconds))
-        results.append(evaluate_model(archive, spec.with_model(model), prepared, timer))
+        model_spec = spec.with_model(model)
+        results.append(evaluate_model(archive, model_spec, prepared, timer, report=report))
     results = deflate(results)
     return Comparison(tuple(results), comparison_table(results))
 

@@ -39,13 +39,14 @@ from engine.spark.session import spark_session
 from engine.spark.sums import given
 
 
-def run_in_spark(archive: Archive, spec: RunSpec) -> RunResult:
+def run_in_spark(archive: Archive, spec: RunSpec, *, report: bool = True) -> RunResult:
     """The research run of ``spec.model`` (a linear model or a baseline) on ``archive``,
-    with the model frame and the sums in Spark on a session of ``spec.compute``."""
+    with the model frame and the sums in Spark on a session of ``spec.compute``
+    (``report``: see ``pipeline.evaluate_model``)."""
     timer = StageTimer()
     with spark_session(spec.compute) as spark:
         ready, inputs = spark_prepare(spark, archive, spec, timer)
-        return evaluate_model(archive, spec, ready, timer, given(inputs.stats))
+        return evaluate_model(archive, spec, ready, timer, given(inputs.stats), report=report)
 
 
 def spark_prepare(
