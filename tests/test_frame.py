@@ -5,6 +5,7 @@ of day numbers."""
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 from engine.config import FeatureSpec, Paths, RunSpec, TrackingSpec
@@ -128,3 +129,22 @@ def test_lookups_per_distinct_day_are_the_row_by_row_lookups():
         got = per_distinct_day(prediction_period, shuffled, marks)
         assert np.array_equal(got, prediction_period(shuffled, marks))
     assert per_distinct_day(prediction_period, days[:0], calendar).shape == (0,)
+
+
+@pytest.mark.parametrize("normalisation", [Normalisation.RANK, Normalisation.ZSCORE])
+def test_normalising_moves_the_features_out_of_the_callers_panel(
+    small_archive, tmp_path, normalisation
+):
+    """The panel is normalised one feature at a time, each moved out of the caller's frame
+    (so that its memory goes as it is done): the caller is left without the features."""
+    archive = load_archive(small_archive, tmp_path / "cache")
+    spec = _settings(small_archive, tmp_path, normalisation=normalisation).features
+    label, end = frame_module.label_name(spec.horizon), frame_module.label_end_name(spec.horizon)
+    keep = [DATE, SYMBOL, *CORE.names, label, end]
+    batches = frame_module.feature_batches(
+        archive, CORE, (spec.horizon,), min_history=frame_module.MIN_HISTORY_ROWS, columns=keep
+    )
+    panel = pl.concat(list(batches))
+    normalised = frame_module._normalised(panel, archive, spec, CORE.names, keep)
+    assert normalised.columns == keep and normalised.height > 0
+    assert not set(CORE.names) & set(panel.columns)

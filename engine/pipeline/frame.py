@@ -153,7 +153,9 @@ def _normalised(
     put in date order and normalised, so memory holds about one copy of the panel.
     """
     label = label_name(spec.horizon)  # a return through a price near 0 overflows: unknown
-    panel = panel.with_columns(pl.when(pl.col(label).is_finite()).then(pl.col(label)).alias(label))
+    finite = panel.select(pl.when(pl.col(label).is_finite()).then(pl.col(label)).alias(label))
+    # in place: the columns moved out of ``panel`` below leave the caller's frame too
+    panel.replace_column(panel.get_column_index(label), finite.to_series())
     order = pl.Series(np.argsort(panel[DATE].to_physical().to_numpy(), kind="stable"))
     if spec.normalisation is Normalisation.RANK and not spec.sector_neutral:
         # the rank kernel's path: each column taken in date order as it is ranked
