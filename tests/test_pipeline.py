@@ -310,3 +310,11 @@ def test_every_model_walks_forward_on_alpha158(archive, base) -> None:
     assert {len(r.features) for r in comparison.results} == {157}
     ridge = next(r for r in comparison.results if r.spec.model.name is ModelName.RIDGE)
     assert len(ridge.model.coef) == 157 and np.isfinite(ridge.metrics["ic_mean"])
+
+
+def test_work_started_on_a_thread_hands_back_its_result_or_its_error():
+    from engine.pipeline.threads import started
+
+    assert started(sum, [1, 2, 3]).result(timeout=10) == 6
+    with pytest.raises(ZeroDivisionError):
+        started(divmod, 1, 0).result(timeout=10)
