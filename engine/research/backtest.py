@@ -29,8 +29,9 @@ class RunningSums:
 
     Attributes
     ----------
-    growth : float64, the sum of log(1 + return) over days 0 .. d (a missing return: 0).
-    seen : int32, the number of days 0 .. d with a return.
+    growth : float64, (days + 1) x symbols: row d holds the sum of log(1 + return) over
+        days 0 .. d - 1 (a missing return: 0), so row 0 is zeros.
+    seen : int32, the same shape: row d holds the number of days 0 .. d - 1 with a return.
     """
 
     growth: np.ndarray
@@ -38,12 +39,17 @@ class RunningSums:
 
     @classmethod
     def of(cls, returns: np.ndarray) -> RunningSums:
-        """The sums of ``returns`` (NaN where missing), built in one copy of the matrix."""
-        growth = np.nan_to_num(returns)
-        np.maximum(growth, TOTAL_LOSS_GAP - 1, out=growth)
-        np.log1p(growth, out=growth)
-        np.cumsum(growth, axis=0, out=growth)
-        return cls(growth, np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32))
+        """The sums of ``returns`` (NaN where missing), built in place of one copy."""
+        growth = np.zeros((returns.shape[0] + 1, returns.shape[1]))
+        logs = growth[1:]
+        np.copyto(logs, returns)
+        np.nan_to_num(logs, copy=False)
+        np.maximum(logs, TOTAL_LOSS_GAP - 1, out=logs)
+        np.log1p(logs, out=logs)
+        np.cumsum(logs, axis=0, out=logs)
+        seen = np.zeros(growth.shape, np.int32)
+        np.cumsum(np.isfinite(returns), axis=0, dtype=np.int32, out=seen[1:])
+        return cls(growth, seen)
 
     def between(
         self, start: np.ndarray, stop: np.ndarray, col: np.ndarray | slice = slice(None)
@@ -53,17 +59,8 @@ class RunningSums:
 
         ``start`` and ``stop`` are day indices (arrays, or one per row of ``col``)."""
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf of implausible prices
-            growth = self._before(self.growth, stop, col) - self._before(self.growth, start, col)
-            compounded = np.expm1(growth)
-        return compounded, self._before(self.seen, stop, col) - self._before(self.seen, start, col)
-
-    @staticmethod
-    def _before(sums: np.ndarray, stop: np.ndarray, col: np.ndarray | slice) -> np.ndarray:
-        """``sums`` over the days before ``stop`` (0 for none) of columns ``col``."""
-        rows = np.maximum(stop - 1, 0)
-        picked = sums[rows, col] if isinstance(col, np.ndarray) else sums[rows][:, col]
-        none = (stop <= 0) if isinstance(col, np.ndarray) else (stop <= 0)[:, None]
-        return np.where(none, 0, picked)
+            compounded = np.expm1(self.growth[stop, col] - self.growth[start, col])
+        return compounded, self.seen[stop, col] - self.seen[start, col]
 
 
 @dataclass(frozen=True)
@@ -180,7 +177,7 @@ def holding_period_returns(sums: RunningSums, trade_days: np.ndarray) -> np.ndar
     trade day's close (the last period runs to the end of the calendar); (trades x
     symbols) from the returns' ``RunningSums``, NaN where a symbol has no return on any
     day of the period."""
-    n_days = sums.growth.shape[0]
+    n_days = sums.growth.shape[0] - 1
     ends = np.r_[trade_days[1:], n_days - 1]
     period, days = sums.between(trade_days + 1, ends + 1)
     return np.where(days > 0, period, np.nan)
