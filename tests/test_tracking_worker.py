@@ -4,6 +4,7 @@ failures come back."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -81,3 +82,47 @@ def test_a_termination_during_the_start_or_end_of_a_run_waits_for_it():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert steps == ["the run is created"] and ended.value.code == 128 + signal.SIGTERM
+
+
+def sklearn_imported() -> bool:
+    """Whether the process running this (the worker, through ``Pool.apply``) has imported
+    scikit-learn."""
+    import sys
+
+    return "sklearn" in sys.modules
+
+
+@pytest.fixture(scope="module")
+def ridge_run(small_archive: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A ridge run of the small archive and its outputs: (result, files, spec)."""
+    from engine import pipeline
+    from engine.config import RunSpec
+    from engine.data.sources import resolve_archive
+    from engine.report import write_outputs
+
+    out = tmp_path_factory.mktemp("worker_runs")
+    spec = RunSpec.from_env({"paths.data": small_archive, "paths.output": out}, environ={})
+    result = pipeline.run(resolve_archive(spec.paths), spec, report=False)
+    return result, write_outputs(result, out, report=False), spec
+
+
+def test_the_worker_imports_sklearn_for_a_new_model_only(ridge_run):
+    """Ready before the run arrives, the worker imports scikit-learn ahead and logs a new
+    model with it. A run sent before it is ready imports scikit-learn only if its model is
+    new: a rerun whose model the registry holds (linked, not logged again) never does."""
+    from engine.lifecycle.tracking.worker import Worker
+
+    result, files, spec = ridge_run
+    other = dataclasses.replace(spec, portfolio=dataclasses.replace(spec.portfolio, top_stocks=7))
+    runs = [(result, spec, "1", None), (result, spec, "1", False),
+            (dataclasses.replace(result, spec=other), other, "2", True)]  # fmt: skip
+    for run, run_spec, version, sklearn_after in runs:
+        with Worker(run_spec) as worker:
+            if sklearn_after is None:
+                worker.pool.apply(int)  # the initializer has run, with no run sent
+            else:
+                worker.sent.set()  # sent at once: long before the worker has imported MLflow
+            tracked = worker.log_run(run, files, run_spec)
+            imported = worker.pool.apply(sklearn_imported)
+        assert tracked.registered.version == version
+        assert imported is (True if sklearn_after is None else sklearn_after)

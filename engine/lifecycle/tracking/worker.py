@@ -10,6 +10,10 @@ is then logged there (``record.log_run``, in ``_log``) and its ``TrackedRun``, o
 exception, comes back. When mlflow is imported in this process already (the tests),
 there is nothing to take off it, and the run is logged here (``InProcess``).
 
+scikit-learn is imported ahead only when the worker is ready before the run is sent
+(``Worker.sent``), on a thread of its own: a rerun whose model a registered version
+already holds never needs it, and the run then does not wait for it.
+
 Ctrl-C is the engine process's to answer: the worker is started ignoring SIGINT, and the
 engine process ends it (``Pool.terminate``) when the run fails or is interrupted. This
 module imports nothing heavy, so ``engine run`` starts the worker before it imports the
@@ -46,7 +50,9 @@ log = logging.getLogger(__name__)
 # What logging a run imports, imported by the worker before the run arrives (git: MLflow's
 # run context looks up the commit of the engine command's source with GitPython).
 IMPORTS = ("engine.lifecycle.tracking.record", "mlflow", "mlflow.entities", "mlflow.models",
-           "mlflow.sklearn", "mlflow.pyfunc", "sklearn.linear_model", "git")  # fmt: skip
+           "mlflow.sklearn", "mlflow.pyfunc", "git")  # fmt: skip
+# What logging a new model imports besides (``to_sklearn``): imported ahead only while idle.
+MODEL_IMPORTS = ("sklearn.linear_model",)
 SERVER_STORE = ("mlflow.store.tracking.rest_store", "mlflow.store.model_registry.rest_store")
 SQL_STORE = ("mlflow.store.tracking.sqlalchemy_store",
              "mlflow.store.model_registry.sqlalchemy_store")  # fmt: skip
@@ -93,8 +99,9 @@ class Worker:
         level = logging.getLogger("engine").getEffectiveLevel()
         context = multiprocessing.get_context("spawn")
         before = set(multiprocessing.active_children())
+        self.sent = context.Event()  # set once a run is sent: the worker has work to do
         with _children_ignore_sigint():
-            self.pool = context.Pool(1, initializer=_prepare, initargs=(spec, level))
+            self.pool = context.Pool(1, initializer=_prepare, initargs=(spec, level, self.sent))
         (self.process,) = set(multiprocessing.active_children()) - before
 
     def log_run(self, result: RunResult, artifacts: dict[str, Path], spec: RunSpec) -> TrackedRun:
@@ -103,6 +110,7 @@ class Worker:
 
         if result.model is not None:  # a policy error ends the run before anything is sent
             promotion.Policy.from_spec(spec.promotion).resolve(result.metrics)
+        self.sent.set()
         pending = self.pool.apply_async(_log, (result, artifacts, spec))
         log.debug("tracking: run sent to the worker")
         while not pending.ready():
@@ -151,19 +159,22 @@ def _children_ignore_sigint() -> Iterator[None]:
 class _Ahead:
     """What the worker prepared before a run arrived: a client on the store (None: it
     did not exist yet, or opening it failed and is tried again with the run), or the
-    error that reaching the store raised."""
+    error that reaching the store raised; the thread importing ``MODEL_IMPORTS``, if
+    one was started."""
 
     client: Any = None
     error: TrackingError | None = None
+    model_imports: threading.Thread | None = None
 
 
 _ahead = _Ahead()
 
 
-def _prepare(spec: RunSpec, level: int) -> None:
+def _prepare(spec: RunSpec, level: int, sent: Any) -> None:
     """The worker's initializer: probe the store, import what logging needs, open the
-    store if it exists. It never raises (a pool would start a failing initializer again
-    and again): a failure is kept in ``_ahead`` and raised when a run is logged."""
+    store if it exists, and, unless a run was ``sent`` meanwhile, start importing what
+    logging a new model needs. It never raises (a pool would start a failing initializer
+    again and again): a failure is kept in ``_ahead`` and raised when a run is logged."""
     for name in THREAD_LIMITS:
         os.environ.setdefault(name, "1")
     # Where MLflow's fluent API (start_run, log_model) looks for the store.
@@ -175,6 +186,9 @@ def _prepare(spec: RunSpec, level: int) -> None:
         _import(*IMPORTS, *(SERVER_STORE if kind is store.StoreKind.SERVER else SQL_STORE))
         if store.exists(spec.mlflow_uri):
             _ahead.client = _open(spec)
+        if not sent.is_set():
+            _ahead.model_imports = threading.Thread(target=_import, args=MODEL_IMPORTS, daemon=True)
+            _ahead.model_imports.start()
         log.debug("tracking worker ready: cpu %.2f s", time.process_time())
     except TrackingError as exc:
         _ahead.error = exc
@@ -206,6 +220,8 @@ def _log(result: RunResult, artifacts: dict[str, Path], spec: RunSpec) -> Tracke
     SIGTERM keeps its default action: the worker ends at once, holding nothing unsaved."""
     from engine.lifecycle.tracking import record
 
+    if _ahead.model_imports is not None:  # not both at once: they would share the GIL
+        _ahead.model_imports.join()
     previous = signal.signal(signal.SIGTERM, termination.stop)
     try:
         if _ahead.error is not None:

@@ -56,12 +56,9 @@ def tree_factory(model: ModelName, seed: int, n_jobs: int) -> Callable[[], Any]:
     raise ValueError(f"{model.value!r} is not a tree model")
 
 
-def to_sklearn(model: Any, alpha: float | None = None) -> Any:
-    """The fitted model as a scikit-learn estimator (for MLflow's sklearn flavour).
-
-    Linear fits carry their own penalty, so ``alpha`` (the run's setting, kept in the
-    signature for callers that pass it) is ignored; tree models already are estimators.
-    """
+def to_sklearn(model: Any) -> Any:
+    """The fitted model as a scikit-learn estimator (for MLflow's sklearn flavour): a linear
+    fit becomes the matching estimator with its penalty; tree models already are ones."""
     if isinstance(model, LinearFit):
         return to_sklearn_linear(model)
     return model
