@@ -184,14 +184,16 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
 
 def _sorted_quantile(x: str, n: int, q: float) -> str:
     """The q-quantile of x and its n - 1 lags, interpolated as pandas does: h = (n - 1) q,
-    the sorted values at floor(h) and the next, weighted by h - floor(h)."""
+    the sorted values a, b at floor(h) and the next, a + (h - floor(h)) (b - a). The row is
+    sorted once: a and b are reduced from a slice of the sorted list (DuckDB evaluates each
+    mention of an expression anew)."""
     values = ", ".join([x, *(f"lag({x}, {k}) over s" for k in range(1, n))])
     ordered = f"list_sort([{values}])"
     h = (n - 1) * q
     low, frac = math.floor(h), h - math.floor(h)
     if frac == 0:
         return f"{ordered}[{low + 1}]"
-    return f"({ordered}[{low + 1}] + {frac!r} * ({ordered}[{low + 2}] - {ordered}[{low + 1}]))"
+    return f"list_reduce({ordered}[{low + 1}:{low + 2}], lambda a, b: a + {frac!r} * (b - a))"
 
 
 # Aggregates through which a NaN propagates: where the input can hold nulls, each null
