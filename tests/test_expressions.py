@@ -17,6 +17,7 @@ from engine.features.parser import ExpressionError, parse
 from engine.features.plan import build_plan
 from engine.features.sets import feature_set, make_set
 from engine.features.sql_compiler import panel_sql
+from engine.features.windows import WINDOWED
 from tests import expression_reference as ref
 from tests.panels import random_panel
 
@@ -281,6 +282,29 @@ def test_sql_plan_places_each_column_at_the_last_level_its_readers_allow() -> No
     unread = {node for _, node in late.outputs} - {c for cs in read.values() for c in cs}
     assert unread and {level[node] for node in unread} == {len(late.levels) - 1}
     assert any(level[node] > first[node] for node in level)
+
+
+def test_sql_panel_leaves_no_window_to_its_last_level() -> None:
+    """``windows_apart``: every windowed operator of Alpha158 has a column, so the level of
+    the outputs is arithmetic on columns: its CTE calls no window function (a window
+    operator there would sort and carry every column made before it)."""
+    outputs = panel_outputs(feature_set("alpha158"), (5,))
+    plan = build_plan(outputs, windows_apart=True)
+    windowed = [n for k in plan.levels for _, n in k for n in [n, *_inline_nodes(n, plan.columns)]]
+    assert windowed and all(n in plan.columns for n in windowed if isinstance(n, WINDOWED))
+    last = panel_sql(outputs, (5,)).split("\n),\n")[-1]
+    assert last.startswith("_l") and " over " not in last
+
+
+def _inline_nodes(node: Node, columns: object) -> list[Node]:
+    """The nodes compiled inline into ``node``'s column."""
+    found, stack = [], list(node.children())
+    while stack:
+        n = stack.pop()
+        if n not in columns:
+            found.append(n)
+            stack.extend(n.children())
+    return found
 
 
 def _inline_reads(node: Node, columns: object) -> list[Node]:

@@ -45,6 +45,7 @@ def build_plan(
     reads: Reads | None = None,
     share_windows_only: bool = False,
     late: bool = False,
+    windows_apart: bool = False,
 ) -> Plan:
     """The plan computing every (name, tree) of ``outputs`` (trees as parsed); ``reads``:
     a compiler's own count of the children its compiled form reads (default: the
@@ -52,7 +53,9 @@ def build_plan(
     column only if its inline expression holds a window (SQL, where a column costs a join
     and arithmetic is cheap to repeat). ``late``: each column at the last level it can
     take, not the first (SQL, where a window operator carries every column made before it
-    to the next level)."""
+    to the next level). ``windows_apart``: every windowed operator gets a column, so that
+    no arithmetic on a window's result holds a window itself (SQL: a level of arithmetic
+    only needs no window operator)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
     order, reads = _walk([root for _, root in roots], reads or _references)
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
@@ -65,7 +68,8 @@ def build_plan(
         inner = any(windowed[c] for c in node.children() if c not in columns)
         windowed[node] = isinstance(node, WINDOWED) or inner
         shared = reads[node] > 1 and (windowed[node] or not share_windows_only)
-        if node not in columns and not leaf and (node in forced or shared):
+        apart = windows_apart and isinstance(node, WINDOWED)
+        if node not in columns and not leaf and (node in forced or shared or apart):
             columns[node] = f"{HIDDEN_PREFIX}{len(columns)}"
     numbers = [n for n in forced if isinstance(n, Number)]
     for n in numbers:  # a window over a constant: a column of it

@@ -12,6 +12,11 @@ a framed aggregate by a segment tree per window, and a lag costs a fraction of o
 the windows of one input (Alpha158 takes five of each) share one running sum. The
 running sum of a symbol's history is at most a few thousand times a window's sum, so the
 difference keeps all but the last few of float64's 16 digits.
+
+Every windowed operator is a column of its own (``build_plan(windows_apart=True)``), so
+the arithmetic on windows' results is a level without window functions: a level that has
+one is a window operator, which sorts and carries every column made before it, and the
+widest level (the outputs) then carries none through a window operator.
 """
 
 from __future__ import annotations
@@ -179,14 +184,16 @@ def _rolling(node: win.Rolling, ref: Ref) -> str:
 
 def _sorted_quantile(x: str, n: int, q: float) -> str:
     """The q-quantile of x and its n - 1 lags, interpolated as pandas does: h = (n - 1) q,
-    the sorted values at floor(h) and the next, weighted by h - floor(h)."""
+    the sorted values a, b at floor(h) and the next, a + (h - floor(h)) (b - a). The row is
+    sorted once: a and b are reduced from a slice of the sorted list (DuckDB evaluates each
+    mention of an expression anew)."""
     values = ", ".join([x, *(f"lag({x}, {k}) over s" for k in range(1, n))])
     ordered = f"list_sort([{values}])"
     h = (n - 1) * q
     low, frac = math.floor(h), h - math.floor(h)
     if frac == 0:
         return f"{ordered}[{low + 1}]"
-    return f"({ordered}[{low + 1}] + {frac!r} * ({ordered}[{low + 2}] - {ordered}[{low + 1}]))"
+    return f"list_reduce({ordered}[{low + 1}:{low + 2}], lambda a, b: a + {frac!r} * (b - a))"
 
 
 # Aggregates through which a NaN propagates: where the input can hold nulls, each null
@@ -294,7 +301,7 @@ def panel_sql(
     ``symbol_range``: only the symbols between the parameters ``$first`` and ``$last``
     (a batch: windows never cross a symbol)."""
     outputs = [(name, running_sums(tree.expand())) for name, tree in outputs]
-    plan = build_plan(outputs, reads, share_windows_only=True, late=True)
+    plan = build_plan(outputs, reads, share_windows_only=True, late=True, windows_apart=True)
     final = {"date", "symbol", "adj_close", "_row", *(f"label_end_{h}d" for h in horizons)}
     final |= {plan.columns[node] for _, node in plan.outputs}
     forms = forms or {}
