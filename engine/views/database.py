@@ -210,19 +210,9 @@ def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
-    """``columns`` of the ``feature_panel`` view, sorted by (symbol, date), computed by DuckDB.
-
-    Raises
-    ------
-    QueryError
-        A column the SQL views do not define.
-    """
-    return pl.concat(list(feature_batches(sources, columns)))
-
-
 def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """``feature_frame`` as frames of ranges of whole symbols (about ``batch_rows`` /
+    """``columns`` of the ``feature_panel`` view, sorted by (symbol, date), computed by
+    DuckDB, as frames of ranges of whole symbols (about ``batch_rows`` /
     ``BATCH_SPLIT`` rows each, ``BATCHES_AT_ONCE`` computed at a time; one empty frame for
     an empty archive), in order.
 
