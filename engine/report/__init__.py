@@ -225,17 +225,6 @@ def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[
     return publish_outputs(folder, [output_files(result, report)], (model,))[0]
 
 
-def write_comparison(
-    table: pl.DataFrame,
-    results: list[RunResult] | tuple[RunResult, ...],
-    folder: Path,
-    report: bool = True,
-) -> dict[str, Path]:
-    """Publish ``comparison.csv`` and (``report``) ``report_comparison.html``; key -> path."""
-    groups = [output_files(r) for r in results] if report else []
-    return publish_outputs(folder, [comparison_files(table, groups)])[0]
-
-
 def _pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.2%}"
 
