@@ -32,12 +32,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.lifecycle.registry import RegistryError
     from engine.report.errors import ReportError
     from engine.research.models import ModelError
-    from engine.research.portfolio import PortfolioError
     from engine.spark import SparkUnavailable
     from engine.views.database import QueryError
 
     return (
-        ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
+        ArchiveError, SettingsError, FeatureError, ModelError, PolicyError,
         RegistryError, QueryError, InsufficientMemory, ReportError, SparkUnavailable,
     )  # fmt: skip
 
