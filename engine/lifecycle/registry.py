@@ -247,8 +247,8 @@ def rollback(client: Any, uri: str, name: str) -> tuple[str, str]:
     return current, new
 
 
-def registered_names(client: Any, prefix: str = "") -> list[str]:
-    return sorted(m.name for m in client.search_registered_models() if m.name.startswith(prefix))
+def registered_names(client: Any) -> list[str]:
+    return sorted(m.name for m in client.search_registered_models())
 
 
 # --- using a registered model --------------------------------------------------------------

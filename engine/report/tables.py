@@ -29,7 +29,7 @@ import polars as pl
 from engine.pipeline import RunResult
 from engine.research import signal, tearsheet
 from engine.research.attribution import FactorFit
-from engine.research.factors import MARKET, factor_labels, feature_factor
+from engine.research.factors import MARKET, MARKET_LABEL, STYLE_FACTORS, feature_factor
 from engine.schema import DATE
 
 FORMAT_VERSION = 1
@@ -95,10 +95,11 @@ class ReportTables:
 
 
 def default_labels(factors: pl.DataFrame) -> dict[str, str]:
-    """Description of each factor column: the style factors' own, else a feature's."""
-    known = factor_labels()
+    """Description of each factor column: the market's, the style factors' own, else
+    "<feature>, top minus bottom quintile"."""
+    known = {s.name: s.label for s in STYLE_FACTORS}
     names = [c for c in factors.columns if c not in (DATE, MARKET)]
-    return {MARKET: known[MARKET]} | {n: known.get(n, feature_factor(n).label) for n in names}
+    return {MARKET: MARKET_LABEL} | {n: known.get(n, feature_factor(n).label) for n in names}
 
 
 def _index_equity(eq: pl.DataFrame) -> pl.Series:
@@ -146,16 +147,9 @@ def daily_table(result: RunResult) -> pl.DataFrame:
     )
 
 
-def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> ReportTables:
+def report_tables(result: RunResult) -> ReportTables:
     """Every table of the report of one model's run (its ``factors``, ``factor_fit`` and
-    ``signal`` computed by the pipeline; the rest from its equity and IC).
-
-    Parameters
-    ----------
-    result : the model's run.
-    labels : factor name -> description (default: the style factors' own, and "<feature>,
-        top minus bottom quintile" for any other column).
-    """
+    ``signal`` computed by the pipeline; the rest from its equity and IC)."""
     eq = result.equity
     tables = {
         "monthly": tearsheet.monthly_returns(eq),
@@ -171,7 +165,7 @@ def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> Re
         daily=daily_table(result),
         tables=tables,
         fit=result.factor_fit.stats(),
-        factors=labels if labels is not None else default_labels(result.factors),
+        factors=default_labels(result.factors),
         meta={
             "latest_rebalance": _plain(result.holdings[DATE].max()),
             "horizons": list(signal.HORIZONS),
