@@ -14,6 +14,7 @@ from engine.pipeline.modeldata import ModelData
 from engine.research import backtest as bt
 from engine.research import metrics as mt
 from engine.research.models import (
+    DEFAULT_ALPHA,
     LINEAR_MODELS,
     TREE_MODELS,
     InnerSplit,
@@ -21,7 +22,6 @@ from engine.research.models import (
     PeriodStats,
     RefitPlan,
     WalkForwardResult,
-    default_alpha,
     period_stats,
     tree_factory,
     walk_forward_linear,
@@ -70,7 +70,7 @@ def score(
         if spec.tune:
             gap = purge_gap_periods(data, data.horizon, calendar)
             tuning = InnerSplit(spec.validation_periods, gap)
-        alpha = default_alpha(model) if spec.alpha is None else spec.alpha
+        alpha = DEFAULT_ALPHA[model] if spec.alpha is None else spec.alpha
         linear = LinearSpec(model, alpha, spec.l1_ratio, tuning)
         return walk_forward_linear(
             data.X, y, data.available, data.predict_at, data.plan, linear, sums
