@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
 import polars as pl
@@ -79,19 +78,13 @@ def score(
         every = spec.refit_every or PERIODS_PER_YEAR[rebalance]
         plan = RefitPlan(every, spec.train_dates, spec.seed)
         make = tree_factory(model, spec.seed, spec.n_jobs)
-        with _thread_limit(spec.n_jobs):
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        with threadpool_limits(limits=spec.n_jobs):
             return walk_forward_refit(
                 data.X, y, data.available, data.predict_at, data.date_id, data.plan, make, plan
             )
     raise ValueError(f"unknown model {model!r}")
-
-
-def _thread_limit(n_jobs: int):
-    try:
-        from threadpoolctl import threadpool_limits  # ships with scikit-learn
-    except ImportError:  # pragma: no cover
-        return nullcontext()
-    return threadpool_limits(limits=n_jobs)
 
 
 def predictions_frame(data: ModelData, result: WalkForwardResult) -> pl.DataFrame:
