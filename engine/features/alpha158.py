@@ -10,7 +10,6 @@ from __future__ import annotations
 
 WINDOWS = (5, 10, 20, 30, 60)
 PRICE_FIELDS = ("OPEN", "HIGH", "LOW")  # Qlib's default also has VWAP: not in this archive
-LEFT_OUT = {"VWAP0": "$vwap/$close"}
 
 RANGE = "($high-$low+1e-12)"
 KBAR = (
