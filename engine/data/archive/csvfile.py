@@ -57,11 +57,10 @@ def read(path: Path, spec: Spec) -> pl.DataFrame:
             frame = _numbers_from_text(text, spec, UnreadableCsv(exc))
         except (*_ANY_FAILURE, UnreadableCsv):
             raise diagnose(path, spec, exc) from None
-    if frame.height and frame.select(_blank().any()).item():  # filtering copies every column
-        frame = frame.filter(~_blank())
+    frame = _tidy(frame, spec)
     if frame.height == 0:
         raise ArchiveError(f"{spec.file}: header but no data rows")
-    return with_parsed_date(frame) if "Date" in spec.columns else frame
+    return frame
 
 
 def typed_batches(path: Path, spec: Spec) -> Iterator[pl.DataFrame]:
@@ -82,7 +81,7 @@ def typed_batches(path: Path, spec: Spec) -> Iterator[pl.DataFrame]:
 
 def _tidy(frame: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     """Blank lines dropped, the date parsed."""
-    if frame.height and frame.select(_blank().any()).item():
+    if frame.height and frame.select(_blank().any()).item():  # filtering copies every column
         frame = frame.filter(~_blank())
     return with_parsed_date(frame) if "Date" in spec.columns else frame
 
