@@ -46,6 +46,7 @@ from engine.features.panel import batch_rows
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
+from engine.logs import first_line
 from engine.schema import SYMBOL, ModelName
 from engine.views import FEATURE_VIEW_FILE, feature_panel_sql, feature_view_sql, sql_files
 
@@ -330,11 +331,6 @@ def open_read_only(
         con.close()
         raise
     return con
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of a DuckDB error's message (or its type's name)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # --- files ------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from engine.data.archive.checks import number_from_text, unparsable_checks, violation
-from engine.data.archive.diagnosis import ArchiveError, first_line, structure_error
+from engine.data.archive.diagnosis import ArchiveError, structure_error
 from engine.data.archive.spec import ROW, Spec, with_parsed_date
+from engine.logs import first_line
 
 # Rows per batch of a streamed read (~19 MB of CSV): the ingest's memory is bounded by a
 # few batches whatever the archive's size (docs/benchmarks.md has the batch-size sweep).
