@@ -23,10 +23,10 @@ store_options = spec_options("model.name", "tracking.registered_model", "paths.o
                              "tracking.uri")  # fmt: skip
 
 
-def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
-    """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
+def store_spec(flags: dict[str, Any]) -> Any:
+    """The settings of the flags, whose store must exist (a SQLite file is made only by
+    ``engine run``); exit 3 if it does not."""
     from engine.lifecycle.tracking import store
-    from engine.lifecycle.tracking.errors import TrackingError
 
     settings = spec_from(flags)
     uri = settings.mlflow_uri
@@ -36,6 +36,15 @@ def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
             "(or give --output-path / --tracking-uri)",
             EXIT_TRACKING,
         )
+    return settings
+
+
+def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
+    """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
+    from engine.lifecycle.tracking import store
+    from engine.lifecycle.tracking.errors import TrackingError
+
+    settings = store_spec(flags)
     try:
         return settings, store.connect(settings)
     except TrackingError as exc:
