@@ -1,6 +1,6 @@
 """The research report's data: every table the HTML report shows, computed once from a
 run's results and written beside the other outputs, so that the page can be rebuilt
-from the files alone (``report.html.rebuild``) without recomputing.
+from the files alone (``report.rebuild``) without recomputing.
 
 Files, per model ``m``:
 
