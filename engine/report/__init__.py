@@ -87,7 +87,7 @@ def _feature_set(result: RunResult) -> dict | None:
     return {"source": result.feature_set.source, "expressions": result.feature_set.expressions}
 
 
-Writer = Callable[[IO[bytes]], object]
+Writer = resultset.Writer
 Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 # Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
 MODEL_FILES = {
@@ -191,9 +191,7 @@ def _model_of(group: Files) -> str:
 
 
 def _csv(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.write_csv(buffer)
-    return buffer.getvalue()
+    return frame.write_csv().encode()
 
 
 def _contents(write: Writer) -> bytes:
