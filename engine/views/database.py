@@ -347,9 +347,5 @@ def write_batches(frames: Iterator[pl.DataFrame], path: Path) -> tuple[int, int]
 def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
     """Write ``frame`` to ``path`` as csv, json (an array of row objects) or parquet,
     through a temporary file in the same folder renamed into place."""
-    writers = {
-        "csv": lambda f: frame.write_csv(f),
-        "json": lambda f: frame.write_json(f),
-        "parquet": lambda f: frame.write_parquet(f),
-    }
+    writers = {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}
     return atomic_write(path, writers[fmt])
