@@ -215,7 +215,7 @@ def prediction_metrics(
     predictions: pl.DataFrame, label: str, model: ModelName, overlap: float = 1.0
 ) -> tuple[pl.DataFrame, dict[str, float]]:
     """The per-period IC series and the prediction metrics."""
-    ic = mt.rank_ic_series(predictions, label)
+    ic = mt.rank_ic_by_label(predictions, (label,))[label]
     out = {
         **mt.ic_summary(ic["ic"].to_numpy(), overlap),
         "hit_rate": mt.hit_rate(predictions, label),
