@@ -4,7 +4,7 @@ from the files alone (``report.rebuild``) without recomputing.
 
 Files, per model ``m``:
 
-* ``report_m.parquet``: one row per trading day of the live period (see ``DAILY``);
+* ``report_m.parquet``: one row per trading day of the live period (``daily_table``);
 * ``report_m.json``: the small tables (``TABLES``) as lists of records, the factor
   regression's scalars and the factors' descriptions.
 
@@ -33,30 +33,6 @@ from engine.research.factors import MARKET, MARKET_LABEL, STYLE_FACTORS, feature
 from engine.schema import DATE
 
 FORMAT_VERSION = 1
-DAILY = (
-    "date",
-    "net",
-    "gross",
-    "index",
-    "universe",
-    "excess",
-    "equity_net",
-    "equity_gross",
-    "equity_index",
-    "equity_universe",
-    "drawdown_net",
-    "drawdown_index",
-    "drawdown_universe",
-    "sharpe_net",
-    "sharpe_universe",
-    "beta_index",
-    "beta_universe",
-    "volatility_net",
-    "turnover",
-    "factor_<name>",
-    "contrib_<term>_cum",
-    "excess_cum",
-)
 TABLES = (
     "monthly",
     "yearly",
@@ -77,8 +53,7 @@ class ReportTables:
     Attributes
     ----------
     model : the model's name (the files' suffix).
-    daily : the daily series (``DAILY``; ``<name>`` ranges over the factors, ``<term>``
-        over ``alpha`` and the factors: cumulative arithmetic contributions to the excess).
+    daily : the daily series (``daily_table``).
     tables : name -> frame, one per name of ``TABLES``.
     fit : the factor regression's scalars: r2, days, lags, excess_mean.
     factors : factor name -> how a reader calls it.
@@ -128,7 +103,12 @@ def _contributions(excess: np.ndarray, factors: pl.DataFrame, fit: FactorFit) ->
 
 
 def daily_table(result: RunResult) -> pl.DataFrame:
-    """The daily series of ``DAILY`` over the live period."""
+    """The daily series over the live period: date; the daily returns net, gross, index,
+    universe and excess (net - universe); equity_<x>, growth of 1, of net, gross, index
+    and universe; drawdown_<x> of net, index and universe; ``tearsheet.rolling_risk``'s
+    sharpe_net, sharpe_universe, beta_index, beta_universe and volatility_net; turnover;
+    factor_<name>, each factor's daily return; contrib_<term>_cum, the cumulative
+    arithmetic contribution to the excess of alpha and each factor; excess_cum."""
     eq, fit = result.equity, result.factor_fit
     live = result.factors.drop(DATE)
     excess = (eq["net"] - eq["universe"]).to_numpy()
