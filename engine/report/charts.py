@@ -42,13 +42,13 @@ CONFIG = {
 
 
 def _go():
-    import plotly.graph_objects as go  # ~0.6 s: only when a report is drawn
+    import plotly.graph_objects as go  # slow to import: only when a report is drawn
 
     return go
 
 
 GRID = "#e9edf2"
-STYLE = {  # a small white template: Plotly's "plotly_white" costs ~25 ms a figure to apply
+STYLE = {  # a small white template: Plotly's "plotly_white" is slow to apply to each figure
     "font": {"family": "DejaVu Sans, Arial, sans-serif", "size": 12, "color": "#2a3f5f"},
     "paper_bgcolor": "white",
     "plot_bgcolor": "white",
