@@ -79,7 +79,7 @@ def make_task(name: str, cache_dir: Path) -> Task:
         panel = core_panel(pl.scan_parquet(prices), pl.scan_parquet(index))
         columns = panel.collect_schema().names()  # the Polars output's columns, in order
         if name == "duckdb_views":
-            return lambda: sqlviews.feature_frame(sources, columns)
+            return lambda: pl.concat(sqlviews.feature_batches(sources, columns))
 
         def unsorted() -> pl.DataFrame:
             con = sqlviews.connect(sources)

@@ -25,10 +25,11 @@ def inputs(archive: Any, settings: Any, data: Any) -> tuple[pd.DataFrame, pd.Dat
     engine scores (its active rebalances)."""
     from engine.features.panel import label_end_name
     from engine.features.sets import feature_set
-    from engine.pipeline.frame import cached_model_frame
+    from engine.pipeline.frame import frame_file, model_frame
 
     features = feature_set(settings.features.set)
-    frame = cached_model_frame(archive, settings.features, settings.paths, features)
+    files = frame_file(archive, settings.features, settings.paths, features)
+    frame = model_frame(archive, settings.features, features) if files is None else files.frame()
     frame = frame.rename({label_end_name(settings.features.horizon): LABEL_END}).to_pandas()
     frame[list(data.features)] = frame[list(data.features)].astype(np.float64)
     return frame, pd.DatetimeIndex(data.rebalances[data.plan.active])

@@ -509,7 +509,3 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return "None" if value is None else str(value)
-
-
-# Environment variables the engine reads -> the dotted setting each one feeds.
-ENV_VARS: dict[str, str] = {meta["env"]: name for name, meta in settings() if meta["env"]}

@@ -28,6 +28,11 @@ def to_stderr(level: int) -> None:
     logging.getLogger("engine").setLevel(level)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name), for a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 @dataclass
 class StageTimer:
     """Wall time of each stage, in seconds, in the order the stages ran.

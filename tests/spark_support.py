@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from engine.config import ComputeSpec
@@ -44,3 +45,13 @@ def spark() -> Iterator[object]:
 
     with spark_session(LOCAL) as session:
         yield session
+
+
+def panel_batches(frame: object, schema: pl.Schema) -> Iterator[pl.DataFrame]:
+    """The rows of the Spark DataFrame ``frame`` on the driver, in its order, as Polars
+    frames cast to ``schema`` (Spark's row numbers are 32-bit; Polars' are 64)."""
+    table = frame.toArrow()  # type: ignore[attr-defined]
+    for batch in table.to_batches():
+        yield pl.from_arrow(batch).cast(dict(schema))  # type: ignore[arg-type]
+    if table.num_rows == 0:
+        yield pl.DataFrame(schema=schema)

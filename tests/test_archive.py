@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import schema
-from engine.data.archive import Archive, ArchiveError, archive_present, load_archive, spec
+from engine.data.archive import Archive, ArchiveError, load_archive, spec
 
 SYMBOLS = ("AAA", "BBB", "CCC")
 N_DAYS = 30
@@ -185,12 +185,6 @@ def test_symbol_without_company_row_is_a_warning(tmp_path, caplog):
     assert any("CCC" in r.getMessage() for r in caplog.records)
     again = load_archive(folder, tmp_path / "cache")  # warm: the warning comes from the manifest
     assert again.warnings == archive.warnings
-
-
-def test_archive_present(tmp_path):
-    assert not archive_present(tmp_path)
-    (tmp_path / schema.INDEX_FILE).write_text(INDEX_HEADER + "\n")
-    assert archive_present(tmp_path)
 
 
 def test_source_is_recorded(archive_dir, tmp_path):

@@ -32,11 +32,12 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.config import ENV_VARS
+from engine.config import settings
 from tests.mlflow_server import Service, child_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+ENV_VARS = {meta["env"] for _, meta in settings() if meta["env"]}  # the variables engine reads
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 SECRETS_OVERLAY = ROOT / "docker" / "compose.secrets.yml"

@@ -96,7 +96,7 @@ def test_rank_ic_per_date_and_summary():
             _frame([1.0, 1, 1, 1], [0.4, 0.3, 0.2, 0.1], [date(2020, 3, 31)] * 4),
         ]
     )
-    ic = mt.rank_ic_series(frame, "fwd")
+    ic = mt.rank_ic_by_label(frame, ("fwd",))["fwd"]
     assert ic["ic"].to_list() == pytest.approx([1.0, -1.0])  # constant scores: no IC
     summary = mt.ic_summary(np.array([0.02, 0.04, 0.06]))
     assert summary["ic_mean"] == pytest.approx(0.04)

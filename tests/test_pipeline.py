@@ -18,8 +18,14 @@ from engine.features.sets import DEFAULT_FEATURES, feature_set, make_set
 from engine.pipeline import StageTimer, prepare, run
 from engine.pipeline import frame as frame_module
 from engine.pipeline.compare import COLUMNS, run_all
-from engine.pipeline.frame import cached_model_frame, frame_key, model_frame
-from engine.report import CAVEATS, metrics_document, write_comparison, write_outputs
+from engine.pipeline.frame import frame_file, frame_key, model_frame
+from engine.report import (
+    CAVEATS,
+    comparison_files,
+    metrics_document,
+    publish_outputs,
+    write_outputs,
+)
 from engine.schema import ModelName, Weighting
 
 ISSUE_METRICS = (
@@ -132,8 +138,8 @@ def test_weighting_schemes_run_with_caps(archive, base, weighting):
 
 def test_model_frame_cache_hits_and_keys_on_everything_it_depends_on(archive, base, monkeypatch):
     core = feature_set("core")
-    first = cached_model_frame(archive, base.features, base.paths, core)
-    again = cached_model_frame(archive, base.features, base.paths, core)
+    first = frame_file(archive, base.features, base.paths, core).frame()
+    again = frame_file(archive, base.features, base.paths, core).frame()
     assert first.equals(again)
     assert first.equals(model_frame(archive, base.features, core))
     fingerprint, spec = archive.fingerprint, base.features
@@ -217,7 +223,7 @@ def test_outputs_report_and_metrics_document(comparison, tmp_path: Path):
     assert doc["metrics"]["factor_alpha"] == pytest.approx(fit["coef"][0])
     assert doc["metrics"]["factor_momentum_tstat"] == pytest.approx(fit["tstat"][2])
     assert doc["metrics"]["factor_r2"] == pytest.approx(result.factor_fit.r2)
-    shared = write_comparison(comparison.table, comparison.results, tmp_path, report=False)
+    shared = publish_outputs(tmp_path, [comparison_files(comparison.table, [])])[0]
     assert pl.read_csv(shared["comparison"]).height == len(ModelName)
     assert "report_comparison" not in shared  # the page is tested in test_report_html
     assert list(tmp_path.glob(".*.tmp")) == []  # atomic writes leave no temporary files

@@ -20,8 +20,8 @@ from engine.config import RunSpec
 from engine.data.archive import load_archive
 from engine.pipeline import StageTimer, evaluate_model, prepare
 from engine.pipeline.compare import comparison_table, deflate
-from engine.report import comparison_files, output_files, publish_outputs
-from engine.report.html import ReportError, rebuild
+from engine.report import comparison_files, output_files, publish_outputs, rebuild
+from engine.report.errors import ReportError
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
 from engine.schema import ModelName
 

@@ -18,7 +18,7 @@ from engine.data.archive import load_archive
 from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import feature_set, make_set
 from engine.features.spark_sql import spark_panel_sql, transpile
-from tests.spark_support import LOCAL, needs_spark
+from tests.spark_support import LOCAL, needs_spark, panel_batches
 
 pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
 
@@ -42,7 +42,7 @@ def _polars_panel(archive, features) -> pl.DataFrame:
 
 
 def _spark_panel(spark, archive, features) -> pl.DataFrame:
-    from engine.spark.panel import panel_batches, spark_panel
+    from engine.spark.panel import spark_panel
 
     schema = expression_panel(archive.prices, archive.index, features).collect_schema()
     return pl.concat(panel_batches(spark_panel(spark, archive.cache_dir, features), schema))

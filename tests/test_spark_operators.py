@@ -20,7 +20,7 @@ from engine.features.panel import expression_panel, panel_outputs
 from engine.features.sets import make_set
 from engine.features.spark_sql import spark_panel_sql
 from tests.panels import random_panel
-from tests.spark_support import needs_spark
+from tests.spark_support import needs_spark, panel_batches
 
 pytest_plugins = ("tests.spark_support",)  # fixtures: spark, tiny_archive
 
@@ -61,7 +61,7 @@ SET = make_set("spark_forms", [(name, text, "") for name, text in CASES.items()]
 def panels(spark, tmp_path_factory: pytest.TempPathFactory) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(Spark's, Polars') panel of every case over a 4-symbol, 300-day random panel (one
     symbol listing 30 days late), written as the cache's two Parquet files."""
-    from engine.spark.panel import panel_batches, spark_panel
+    from engine.spark.panel import spark_panel
 
     prices, index = random_panel(n_symbols=4, n_days=300, late=30)
     cache = tmp_path_factory.mktemp("cache")

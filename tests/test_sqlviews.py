@@ -47,7 +47,7 @@ def _polars_panel(prices: pl.LazyFrame, index: pl.LazyFrame) -> pl.DataFrame:
 
 
 def _duckdb_panel(sources: sv.Sources, columns: list[str]) -> pl.DataFrame:
-    return sv.feature_frame(sources, columns)
+    return pl.concat(sv.feature_batches(sources, columns))
 
 
 def _sources_for(folder: Path, prices: pl.DataFrame, index: pl.DataFrame) -> sv.Sources:
@@ -154,7 +154,7 @@ def test_features_and_labels_views_split_the_panel(sources: sv.Sources) -> None:
 
 def test_unknown_feature_columns_are_refused(sources: sv.Sources) -> None:
     with pytest.raises(sv.QueryError, match="vol_10d"):
-        sv.feature_frame(sources, ["date", "symbol", "vol_10d"])
+        _duckdb_panel(sources, ["date", "symbol", "vol_10d"])
 
 
 # --- point in time ---------------------------------------------------------------------------

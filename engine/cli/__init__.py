@@ -30,15 +30,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from engine.io.memory import InsufficientMemory
     from engine.lifecycle.promotion import PolicyError
     from engine.lifecycle.registry import RegistryError
+    from engine.lifecycle.tracking.errors import TrackingError
     from engine.report.errors import ReportError
     from engine.research.models import ModelError
-    from engine.research.portfolio import PortfolioError
     from engine.spark import SparkUnavailable
     from engine.views.database import QueryError
 
     return (
-        ArchiveError, SettingsError, FeatureError, ModelError, PortfolioError, PolicyError,
+        ArchiveError, SettingsError, FeatureError, ModelError, PolicyError,
         RegistryError, QueryError, InsufficientMemory, ReportError, SparkUnavailable,
+        TrackingError,
     )  # fmt: skip
 
 
@@ -54,7 +55,8 @@ class EngineError(click.ClickException):
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the engine's user errors into one-line EngineErrors."""
+    """Turn the engine's user errors into one-line EngineErrors (exit code 3 for a
+    tracking store's failure, 1 for the others)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -63,13 +65,19 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:  # first: the next clause imports the error classes
             raise
         except _user_errors() as exc:
-            raise EngineError(str(exc)) from exc
+            raise EngineError(str(exc), _exit_code(exc)) from exc
         except OSError as exc:  # unwritable output/cache folder, full disk, ...
             raise EngineError(_os_message(exc)) from exc
         except MemoryError as exc:  # numpy or Python ran out (Polars aborts: see engine.io.memory)
             raise EngineError("out of memory: free memory or use a smaller archive") from exc
 
     return wrapper
+
+
+def _exit_code(exc: Exception) -> int:
+    from engine.lifecycle.tracking.errors import TrackingError
+
+    return EXIT_TRACKING if isinstance(exc, TrackingError) else EXIT_USER_ERROR
 
 
 def _os_message(exc: OSError) -> str:

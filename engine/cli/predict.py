@@ -11,9 +11,7 @@ from typing import Any
 import click
 
 from engine.cli import (
-    EXIT_TRACKING,
     PATHS,
-    EngineError,
     choice,
     friendly,
     main,
@@ -70,7 +68,6 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
     from engine.io.locks import output_lock
     from engine.lifecycle import registry
     from engine.lifecycle.tracking import store
-    from engine.lifecycle.tracking.errors import TrackingError
     from engine.pipeline.predict import predict as predict_on
 
     user = spec_from(flags)
@@ -80,12 +77,9 @@ def predict(as_of: dt.datetime, model_uri: str | None, engine_name: str, **flags
 
         check_available()
     uri = model_uri or f"models:/{user.registered_model_name}@{registry.CHAMPION}"
-    try:
-        client = store.connect(user)
-        with store.store_errors(user, f"loading {uri}"):
-            scorer = registry.load_scorer(client, uri)
-    except TrackingError as exc:
-        raise EngineError(str(exc), EXIT_TRACKING) from exc
+    client = store.connect(user)  # a TrackingError: exit 3 (``friendly``)
+    with store.store_errors(user, f"loading {uri}"):
+        scorer = registry.load_scorer(client, uri)
     spec = model_spec(user, scorer.spec, flags)
     archive = resolve_archive(spec.paths)
     fitted_at = dt.date.fromisoformat(scorer.fitted_at) if scorer.fitted_at else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +23,10 @@ store_options = spec_options("model.name", "tracking.registered_model", "paths.o
                              "tracking.uri")  # fmt: skip
 
 
-def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
-    """(settings, MlflowClient) for the store the flags name; exit 3 if it is unusable."""
+def store_spec(flags: dict[str, Any]) -> Any:
+    """The settings of the flags, whose store must exist (a SQLite file is made only by
+    ``engine run``); exit 3 if it does not."""
     from engine.lifecycle.tracking import store
-    from engine.lifecycle.tracking.errors import TrackingError
 
     settings = spec_from(flags)
     uri = settings.mlflow_uri
@@ -36,26 +36,16 @@ def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
             "(or give --output-path / --tracking-uri)",
             EXIT_TRACKING,
         )
-    try:
-        return settings, store.connect(settings)
-    except TrackingError as exc:
-        raise EngineError(str(exc), EXIT_TRACKING) from exc
+    return settings
 
 
-def tracked(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Store failures inside a registry command: one line, exit code 3."""
-    import functools
+def open_registry(flags: dict[str, Any]) -> tuple[Any, Any]:
+    """(settings, MlflowClient) for the store the flags name (``friendly`` makes its
+    failure exit 3)."""
+    from engine.lifecycle.tracking import store
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from engine.lifecycle.tracking.errors import TrackingError
-
-        try:
-            return fn(*args, **kwargs)
-        except TrackingError as exc:
-            raise EngineError(str(exc), EXIT_TRACKING) from exc
-
-    return wrapper
+    settings = store_spec(flags)
+    return settings, store.connect(settings)
 
 
 @main.group(name="registry")
@@ -76,7 +66,6 @@ def _aliases_of(all_aliases: dict[str, str], number: str) -> str:
 @registry_group.command(name="list")
 @store_options
 @friendly
-@tracked
 def list_versions(**flags: Any) -> None:
     """Every version of the registered models, with aliases and promotion decisions."""
     from engine.lifecycle import registry
@@ -156,7 +145,6 @@ def comparison(client: Any, name: str, wanted: Sequence[str]) -> dict[str, Any]:
 @click.option("--timings", is_flag=True, help="Also show the stage timings (time_*).")
 @store_options
 @friendly
-@tracked
 def compare(versions: tuple[str, ...], as_json: bool, timings: bool, **flags: Any) -> None:
     """Metrics of VERSIONS (default: every version) side by side, with the data they were
     measured on and the settings that differ between them."""
@@ -198,7 +186,6 @@ def _comparison_text(name: str, table: dict[str, Any], timings: bool) -> str:
 @click.argument("version")
 @store_options
 @friendly
-@tracked
 def promote(version: str, **flags: Any) -> None:
     """Make VERSION the champion by hand (recorded on the version as a manual promotion)."""
     from engine.lifecycle import registry
@@ -214,7 +201,6 @@ def promote(version: str, **flags: Any) -> None:
 @registry_group.command()
 @store_options
 @friendly
-@tracked
 def rollback(**flags: Any) -> None:
     """Return the champion to the previous one (the version crowned before it)."""
     from engine.lifecycle import registry

@@ -24,7 +24,7 @@ def report(model: str | None, **flags: Any) -> None:
     """Rebuild report_<model>.html in OUTPUT_PATH from the run's output files (metrics,
     holdings, sector attribution and the report data), without recomputing anything:
     open an old run's report with the engine of today."""
-    from engine.report.html import rebuild
+    from engine.report import rebuild
 
     for page in rebuild(spec_from(flags).paths.output, model):
         click.echo(str(page))

@@ -9,25 +9,11 @@ from typing import Any
 
 import click
 
-from engine.cli import EXIT_TRACKING, EngineError, friendly, main, spec_from, spec_options
+from engine.cli import EngineError, friendly, main, spec_options
+from engine.cli.registry import store_spec
 
 STORE = ("paths.output", "tracking.uri")
 UI_PORT, SERVE_PORT = 5000, 5001  # MLflow's own default, and the next one for scoring
-
-
-def _store(flags: dict[str, Any]) -> tuple[Any, str]:
-    """(spec, tracking URI) of the store the flags name; exit 3 when it does not exist."""
-    from engine.lifecycle.tracking.store import sqlite_path
-
-    spec = spec_from(flags)
-    uri = spec.mlflow_uri
-    if uri.startswith("sqlite:///") and not sqlite_path(uri).is_file():
-        raise EngineError(
-            f"no MLflow store at {sqlite_path(uri)}: run `engine run` first "
-            "(or give --output-path / --tracking-uri)",
-            EXIT_TRACKING,
-        )
-    return spec, uri
 
 
 def _mlflow(args: list[str], uri: str) -> None:
@@ -51,7 +37,7 @@ def _mlflow(args: list[str], uri: str) -> None:
 def ui(host: str, port: int, **flags: Any) -> None:
     """Start MLflow's UI on the engine's runs (Ctrl-C stops it): every run, its metrics,
     artifacts (the report, the outputs) and the registered models with their aliases."""
-    _, uri = _store(flags)
+    uri = store_spec(flags).mlflow_uri
     if uri.startswith(("http://", "https://")):
         raise EngineError(f"the runs are on the MLflow server {uri}: open it in a browser")
     click.echo(f"MLflow UI on {uri}: http://{host}:{port}", err=True)
@@ -70,7 +56,8 @@ def serve(model_uri: str | None, host: str, port: int, **flags: Any) -> None:
     """Serve a registered model (the champion by default) with MLflow's scoring server,
     in this environment (Ctrl-C stops it). POST per-date normalised features to
     /invocations; see the README for a request."""
-    spec, uri = _store(flags)
+    spec = store_spec(flags)
+    uri = spec.mlflow_uri
     model = model_uri or f"models:/{spec.registered_model_name}@champion"
     click.echo(f"serving {model} from {uri}: http://{host}:{port}/invocations", err=True)
     _mlflow(["models", "serve", "-m", model, "--env-manager", "local", "--host", host,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 WINDOWS = (5, 10, 20, 30, 60)
 PRICE_FIELDS = ("OPEN", "HIGH", "LOW")  # Qlib's default also has VWAP: not in this archive
-LEFT_OUT = {"VWAP0": "$vwap/$close"}
 
 RANGE = "($high-$low+1e-12)"
 KBAR = (
@@ -74,12 +73,8 @@ ROLLING = (
 def alpha158() -> list[tuple[str, str, str]]:
     """(name, expression, description) of every Alpha158 factor this archive supports, in
     Qlib's order (KBAR, price, then each rolling group over every window)."""
-    factors = list(KBAR)
-    for name in PRICE_FIELDS:
-        factors.append(
-            (f"{name}0", f"${name.lower()}/$close", f"today's {name.lower()} over the close")
-        )
-    for group, template, what in ROLLING:
-        for d in WINDOWS:
-            factors.append((f"{group}{d}", template.format(d=d), f"{what}, last {d} rows"))
-    return factors
+    price = [(f"{name}0", f"${name.lower()}/$close", f"today's {name.lower()} over the close")
+             for name in PRICE_FIELDS]  # fmt: skip
+    rolling = [(f"{group}{d}", template.format(d=d), f"{what}, last {d} rows")
+               for group, template, what in ROLLING for d in WINDOWS]  # fmt: skip
+    return [*KBAR, *price, *rolling]

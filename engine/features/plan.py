@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 
 from engine.features.operators import Field, Node, Number
 from engine.features.windows import WINDOWED
@@ -57,7 +58,7 @@ def build_plan(
     no arithmetic on a window's result holds a window itself (SQL: a level of arithmetic
     only needs no window operator)."""
     roots = [(name, tree.expand()) for name, tree in outputs]
-    order, reads = _walk([root for _, root in roots], reads or _references)
+    order, reads = _walk([root for _, root in roots], reads or methodcaller("references"))
     forced = {c for node in order if isinstance(node, WINDOWED) for c in node.children()}
     columns: dict[Node, str] = {}
     for name, root in roots:
@@ -137,7 +138,3 @@ def _read_level(child: Node, level: Mapping[Node, int], columns: Mapping[Node, s
     if isinstance(child, Field):
         return 0
     return level[child]
-
-
-def _references(node: Node) -> tuple[Node, ...]:
-    return node.references()

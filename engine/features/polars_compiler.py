@@ -195,7 +195,7 @@ def _quantile(node: win.Quantile, ref: Ref) -> pl.Expr:
 
 def _pair(node: win.Cov, ref: Ref) -> pl.Expr:
     """(sum(ab) - sum(a) sum(b) / n) / (n - 1) from three rolling sums: the moment form of
-    ``pl.rolling_cov`` (which takes three rolling means and a count), at ~half its cost."""
+    ``pl.rolling_cov`` (which takes three rolling means and a count), at less cost."""
     a, b, n = ref(node.a), ref(node.b), node.n
     sums = [x.rolling_sum(n, min_samples=n) for x in (a * b, a, b)]
     return _full(node, (sums[0] - sums[1] * sums[2] / n) / (n - 1))

@@ -400,12 +400,5 @@ def _level(plan: Plan, level: int, carry: list[str], forms: Forms) -> str:
 
 def _windows(node: op.Node, plan: Plan) -> set[int]:
     """Window sizes of the windowed operators compiled inline in ``node``'s column."""
-    sizes, stack = set(), [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, win.Rolling | win.PairRolling) and not isinstance(
-            n, RunningSum | WindowSum
-        ):
-            sizes.add(n.n)
-        stack.extend(c for c in n.children() if c not in plan.columns)
-    return sizes
+    windowed = (n for n in _inline(node, plan) if isinstance(n, win.Rolling | win.PairRolling))
+    return {n.n for n in windowed if not isinstance(n, RunningSum | WindowSum)}

@@ -18,9 +18,9 @@ from engine.pipeline import RunResult
 VERSIONED_PACKAGES = ("engine", "polars", "duckdb", "numpy", "scikit-learn", "mlflow")
 
 
-def git_state(folder: Path | None = None) -> tuple[str, bool]:
+def git_state() -> tuple[str, bool]:
     """(commit, dirty) of the engine's source tree; ('unknown', False) outside git."""
-    cwd = folder or Path(__file__).parent
+    cwd = Path(__file__).parent
 
     def git(*args: str) -> str:
         out = subprocess.run(

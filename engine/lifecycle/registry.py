@@ -19,6 +19,8 @@ decides and is re-applied: the newer version wins only if it beats the older one
 from __future__ import annotations
 
 import contextlib
+import json
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -247,8 +249,8 @@ def rollback(client: Any, uri: str, name: str) -> tuple[str, str]:
     return current, new
 
 
-def registered_names(client: Any, prefix: str = "") -> list[str]:
-    return sorted(m.name for m in client.search_registered_models() if m.name.startswith(prefix))
+def registered_names(client: Any) -> list[str]:
+    return sorted(m.name for m in client.search_registered_models())
 
 
 # --- using a registered model --------------------------------------------------------------
@@ -307,33 +309,31 @@ def load_scorer(client: Any, uri: str) -> Scorer:
 def logged_expressions(client: Any, run_id: str) -> dict[str, str] | None:
     """Name -> expression of the factors run ``run_id`` logged (``FEATURES_ARTIFACT``);
     None when the run has no such file (an older engine)."""
-    import json
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, FEATURES_ARTIFACT, tmp)
-        except Exception:  # MLflow's errors for a missing artifact vary by store
-            return None
-        return json.loads(Path(path).read_text()).get("features") or None
+    document = _logged_json(client, run_id, FEATURES_ARTIFACT)
+    return (document or {}).get("features") or None
 
 
 def logged_spec(client: Any, metadata: Any) -> Any:
     """The ``RunSpec`` recorded (``spec.json``) by the run that logged a model."""
-    import json
-    import tempfile
-
     from engine.config import RunSpec
 
     run_id = metadata.run_id
     if not run_id:
         raise RegistryError("the model has no run: its settings are unknown")
+    document = _logged_json(client, run_id, SPEC_ARTIFACT)
+    if document is None:
+        raise RegistryError(
+            f"run {run_id} has no {SPEC_ARTIFACT} (logged by an older engine): run "
+            "`engine run` again to register a model that can predict"
+        )
+    return RunSpec.from_dict(document)
+
+
+def _logged_json(client: Any, run_id: str, artifact: str) -> Any:
+    """The JSON artifact ``artifact`` of run ``run_id``; None when the run has none."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = client.download_artifacts(run_id, SPEC_ARTIFACT, tmp)
-        except Exception:
-            raise RegistryError(
-                f"run {run_id} has no {SPEC_ARTIFACT} (logged by an older engine): run "
-                "`engine run` again to register a model that can predict"
-            ) from None
-        return RunSpec.from_dict(json.loads(Path(path).read_text()))
+            path = client.download_artifacts(run_id, artifact, tmp)
+        except Exception:  # MLflow's errors for a missing artifact vary by store
+            return None
+        return json.loads(Path(path).read_text())

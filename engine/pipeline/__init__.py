@@ -253,18 +253,12 @@ def evaluate_model(
     )
 
 
-def run(
-    archive: Archive,
-    spec: RunSpec,
-    sums: Callable[..., PeriodStats] = period_stats,
-    *,
-    report: bool = True,
-) -> RunResult:
-    """The whole research run of ``spec.model`` on one archive (``sums``, ``report``: see
+def run(archive: Archive, spec: RunSpec, *, report: bool = True) -> RunResult:
+    """The whole research run of ``spec.model`` on one archive (``report``: see
     ``evaluate_model``)."""
     timer = StageTimer()
     prepared = prepare(archive, spec, timer)
-    return evaluate_model(archive, spec, prepared, timer, sums, report=report)
+    return evaluate_model(archive, spec, prepared, timer, report=report)
 
 
 def latest_holdings(history: pl.DataFrame, companies: pl.DataFrame) -> pl.DataFrame:

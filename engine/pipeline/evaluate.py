@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
 import polars as pl
@@ -14,6 +13,7 @@ from engine.pipeline.modeldata import ModelData
 from engine.research import backtest as bt
 from engine.research import metrics as mt
 from engine.research.models import (
+    DEFAULT_ALPHA,
     LINEAR_MODELS,
     TREE_MODELS,
     InnerSplit,
@@ -21,7 +21,6 @@ from engine.research.models import (
     PeriodStats,
     RefitPlan,
     WalkForwardResult,
-    default_alpha,
     period_stats,
     tree_factory,
     walk_forward_linear,
@@ -70,7 +69,7 @@ def score(
         if spec.tune:
             gap = purge_gap_periods(data, data.horizon, calendar)
             tuning = InnerSplit(spec.validation_periods, gap)
-        alpha = default_alpha(model) if spec.alpha is None else spec.alpha
+        alpha = DEFAULT_ALPHA[model] if spec.alpha is None else spec.alpha
         linear = LinearSpec(model, alpha, spec.l1_ratio, tuning)
         return walk_forward_linear(
             data.X, y, data.available, data.predict_at, data.plan, linear, sums
@@ -79,19 +78,13 @@ def score(
         every = spec.refit_every or PERIODS_PER_YEAR[rebalance]
         plan = RefitPlan(every, spec.train_dates, spec.seed)
         make = tree_factory(model, spec.seed, spec.n_jobs)
-        with _thread_limit(spec.n_jobs):
+        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+        with threadpool_limits(limits=spec.n_jobs):
             return walk_forward_refit(
                 data.X, y, data.available, data.predict_at, data.date_id, data.plan, make, plan
             )
     raise ValueError(f"unknown model {model!r}")
-
-
-def _thread_limit(n_jobs: int):
-    try:
-        from threadpoolctl import threadpool_limits  # ships with scikit-learn
-    except ImportError:  # pragma: no cover
-        return nullcontext()
-    return threadpool_limits(limits=n_jobs)
 
 
 def predictions_frame(data: ModelData, result: WalkForwardResult) -> pl.DataFrame:
@@ -222,7 +215,7 @@ def prediction_metrics(
     predictions: pl.DataFrame, label: str, model: ModelName, overlap: float = 1.0
 ) -> tuple[pl.DataFrame, dict[str, float]]:
     """The per-period IC series and the prediction metrics."""
-    ic = mt.rank_ic_series(predictions, label)
+    ic = mt.rank_ic_by_label(predictions, (label,))[label]
     out = {
         **mt.ic_summary(ic["ic"].to_numpy(), overlap),
         "hit_rate": mt.hit_rate(predictions, label),

@@ -219,11 +219,3 @@ def frame_file(
     )
     log.info("model frame %s from %s", "computed" if built else "read", files.path)
     return files
-
-
-def cached_model_frame(
-    archive: Archive, spec: FeatureSpec, paths: Paths, features: FeatureSet
-) -> pl.DataFrame:
-    """``model_frame``, read from the cache when this data and spec made it before."""
-    files = frame_file(archive, spec, paths, features)
-    return model_frame(archive, spec, features) if files is None else files.frame()

@@ -12,7 +12,7 @@ rebalance), ``equity_m.csv`` (daily curve), ``ic_m.csv`` (per-period IC),
 ``attribution_m.csv`` (sector attribution), ``metrics_m.json``, and the research report:
 its data ``report_m.parquet`` and ``report_m.json`` (``report.tables``) and the page
 ``report_m.html`` (``report.html``), rendered from the bytes of those files, so that
-``engine report`` rebuilds it from them alone. ``engine run --model all`` adds
+``engine report`` rebuilds it from them alone (``rebuild``). ``engine run --model all`` adds
 ``comparison.csv`` and ``report_comparison.html``.
 """
 
@@ -24,15 +24,19 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import polars as pl
 
 from engine.features.sets import to_toml
 from engine.io import resultset
 from engine.pipeline import RunResult
+from engine.report.errors import ReportError
 from engine.research.attribution import ALPHA_METRIC, ALPHA_TSTAT_METRIC, R2_METRIC
 from engine.schema import PORTFOLIO_COLUMNS, ModelName
+
+if TYPE_CHECKING:
+    from engine.report.html import ModelFiles
 
 CAVEATS = (
     "Survivorship bias: the universe is today's S&P 500 constituents, so past returns of "
@@ -83,7 +87,7 @@ def _feature_set(result: RunResult) -> dict | None:
     return {"source": result.feature_set.source, "expressions": result.feature_set.expressions}
 
 
-Writer = Callable[[IO[bytes]], object]
+Writer = resultset.Writer
 Files = dict[str, tuple[str, Writer]]  # key -> (file name, writer)
 # Every file a run of one model writes, key -> (prefix, suffix) of ``<prefix>_<model><suffix>``.
 MODEL_FILES = {
@@ -108,7 +112,7 @@ PAGE_SOURCES = {"metrics": "metrics", "tables": "report_tables", "daily": "repor
 def model_file(key: str, model: ModelName | str) -> str:
     """The file name of output ``key`` (one of ``MODEL_FILES``) of ``model``."""
     prefix, suffix = MODEL_FILES[key]
-    return f"{prefix}_{ModelName(model).value}{suffix}"
+    return f"{prefix}_{model}{suffix}"
 
 
 def output_files(result: RunResult, report: bool = True) -> Files:
@@ -187,9 +191,7 @@ def _model_of(group: Files) -> str:
 
 
 def _csv(frame: pl.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.write_csv(buffer)
-    return buffer.getvalue()
+    return frame.write_csv().encode()
 
 
 def _contents(write: Writer) -> bytes:
@@ -225,15 +227,59 @@ def write_outputs(result: RunResult, folder: Path, report: bool = True) -> dict[
     return publish_outputs(folder, [output_files(result, report)], (model,))[0]
 
 
-def write_comparison(
-    table: pl.DataFrame,
-    results: list[RunResult] | tuple[RunResult, ...],
-    folder: Path,
-    report: bool = True,
-) -> dict[str, Path]:
-    """Publish ``comparison.csv`` and (``report``) ``report_comparison.html``; key -> path."""
-    groups = [output_files(r) for r in results] if report else []
-    return publish_outputs(folder, [comparison_files(table, groups)])[0]
+# --- rebuilding the pages from the files ----------------------------------------------------
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise ReportError(f"{path.name} not found in {path.parent}: run `engine run` first")
+    return path
+
+
+def read_model_files(folder: Path, model: str) -> ModelFiles:
+    """``model``'s files in ``folder``; a ReportError names the first one missing."""
+    from engine.report.html import ModelFiles
+
+    return ModelFiles(
+        **{
+            field: _need(Path(folder) / model_file(key, model)).read_bytes()
+            for field, key in PAGE_SOURCES.items()
+        }
+    )
+
+
+def reported_models(folder: Path) -> list[str]:
+    """The models with report data (``report_<model>.json``) in ``folder``, sorted."""
+    names = (p.name for p in Path(folder).glob("report_*.json"))
+    return sorted(n.removeprefix("report_").removesuffix(".json") for n in names)
+
+
+def rebuild(folder: Path, model: str | None = None) -> list[Path]:
+    """Render the pages of ``model`` (default: every model with report data, and the
+    comparison page when ``comparison.csv`` is there) from the files in ``folder`` and
+    publish them there (a result set: the run's other files stay), holding the folder's
+    output lock (a run writing there meanwhile is waited for)."""
+    from engine.io.locks import output_lock
+    from engine.report.html import comparison_page, report_page
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"output folder {folder} not found: run `engine run` first")
+    with output_lock(folder):
+        models = [model] if model else reported_models(folder)
+        if not models:
+            raise ReportError(
+                f"no report data (report_<model>.json) in {folder}: run `engine run` first"
+            )
+        pages = {
+            model_file("report", m): report_page(m, read_model_files(folder, m)) for m in models
+        }
+        table_file, page_file = COMPARISON_FILES
+        if model is None and (folder / table_file).is_file():
+            table = (folder / table_file).read_bytes()
+            names = pl.read_csv(io.BytesIO(table))["model"].to_list()
+            files = {m: read_model_files(folder, m) for m in names}
+            pages[page_file] = comparison_page(table, files)
+        resultset.publish(folder, {name: _writer(page) for name, page in pages.items()})
+    return [folder / name for name in pages]
 
 
 def _pct(value: float) -> str:

@@ -42,13 +42,13 @@ CONFIG = {
 
 
 def _go():
-    import plotly.graph_objects as go  # ~0.6 s: only when a report is drawn
+    import plotly.graph_objects as go  # slow to import: only when a report is drawn
 
     return go
 
 
 GRID = "#e9edf2"
-STYLE = {  # a small white template: Plotly's "plotly_white" costs ~25 ms a figure to apply
+STYLE = {  # a small white template: Plotly's "plotly_white" is slow to apply to each figure
     "font": {"family": "DejaVu Sans, Arial, sans-serif", "size": 12, "color": "#2a3f5f"},
     "paper_bgcolor": "white",
     "plot_bgcolor": "white",
@@ -219,25 +219,18 @@ def ic_chart(ic: pl.DataFrame) -> go.Figure:
     colours = [COLOURS["positive"] if v >= 0 else COLOURS["negative"] for v in values]
     fig.add_trace(go.Bar(x=dates, y=values, name="IC", marker_color=colours, opacity=0.6))
     _line(fig, dates, ic["ic_rolling"].cast(pl.Float64).to_numpy(), "12-period mean", "#222")
-    fig.add_trace(
-        go.Scatter(
-            x=dates,
-            y=ic["ic_cum"].cast(pl.Float64).to_numpy(),
-            yaxis="y2",
-            name="cumulative IC (right)",
-            line={"color": COLOURS["accent"], "width": 2},
-        )
-    )
-    fig.update_layout(
-        yaxis2={
-            "overlaying": "y",
-            "side": "right",
-            "title": "cumulative IC",
-            "showgrid": False,
-            "tickformat": ".1f",
-        }
-    )
+    cumulative = ic["ic_cum"].cast(pl.Float64).to_numpy()
+    _right(fig, dates, cumulative, "cumulative IC (right)", COLOURS["accent"], "cumulative IC",
+           {"tickformat": ".1f"})  # fmt: skip
     return fig
+
+
+def _right(fig: go.Figure, x, y, name: str, colour: str, title: str, axis: dict, **kw) -> None:
+    """A line of width 2 on a right-hand axis titled ``title`` (more settings: ``axis``)."""
+    line = {"color": colour, "width": 2}
+    fig.add_trace(_go().Scatter(x=x, y=y, yaxis="y2", **kw, name=name, line=line))
+    right = {"overlaying": "y", "side": "right", "title": title, "showgrid": False}
+    fig.update_layout(yaxis2=right | axis)
 
 
 def _empty(fig: go.Figure, text: str) -> go.Figure:
@@ -298,26 +291,9 @@ def costs_chart(trades: pl.DataFrame) -> go.Figure:
             marker_color=COLOURS["gross"],
         )
     )
-    fig.add_trace(
-        _go().Scatter(
-            x=dates,
-            y=_pct(trades, "cost_cum"),
-            yaxis="y2",
-            mode="lines",
-            name="cumulative cost, % (right)",
-            line={"color": COLOURS["negative"], "width": 2},
-        )
-    )
-    fig.update_layout(
-        yaxis_title="turnover, % of book",
-        yaxis2={
-            "overlaying": "y",
-            "side": "right",
-            "title": "cumulative cost, %",
-            "showgrid": False,
-            "rangemode": "tozero",
-        },
-    )
+    fig.update_layout(yaxis_title="turnover, % of book")
+    _right(fig, dates, _pct(trades, "cost_cum"), "cumulative cost, % (right)", COLOURS["negative"],
+           "cumulative cost, %", {"rangemode": "tozero"}, mode="lines")  # fmt: skip
     return fig
 
 

@@ -1,10 +1,10 @@
-"""The self-contained HTML research report, rendered from a run's output files alone.
+"""The self-contained HTML research report, rendered from the bytes of a run's output files.
 
-``render_report(folder, model)`` reads ``metrics_<model>.json``, ``portfolio_<model>.csv``,
-``attribution_<model>.csv`` and the report data (``report_<model>.json`` and
-``.parquet``, see ``report.tables``) and writes ``report_<model>.html``;
-``render_comparison(folder)`` adds ``report_comparison.html`` from ``comparison.csv``
-and each model's files. Nothing is recomputed: an old run's report can be rebuilt.
+``report_page`` renders ``report_<model>.html`` from ``metrics_<model>.json``,
+``portfolio_<model>.csv``, ``attribution_<model>.csv`` and the report data
+(``report_<model>.json`` and ``.parquet``, see ``report.tables``); ``comparison_page``
+renders ``report_comparison.html`` from ``comparison.csv`` and each model's files.
+Nothing is recomputed: ``report.rebuild`` renders an old run's pages from its files.
 
 The page is one file that opens from disk with no network: the stylesheet and
 plotly.js are inlined once, each chart is a Plotly ``<div>`` with its data, and the
@@ -16,60 +16,29 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import polars as pl
 
-from engine.io import resultset
 from engine.report import charts
 from engine.report.errors import ReportError
 from engine.report.sections import COMPARISON_SECTIONS, SECTIONS
 from engine.report.tables import ReportTables, parse_report_tables
 from engine.report.verdict import SIGNIFICANT_T, verdict
 
-COMPARISON_REPORT = "report_comparison.html"
-COMPARISON_FILE = "comparison.csv"
-
-
-def _need(path: Path) -> Path:
-    if not path.is_file():
-        raise ReportError(f"{path.name} not found in {path.parent}: run `engine run` first")
-    return path
-
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The bytes of the output files one model's page is rendered from (``SOURCES``)."""
+    """The bytes of the output files one model's page is rendered from (field -> key of
+    ``report.MODEL_FILES``: ``report.PAGE_SOURCES``)."""
 
     metrics: bytes
     tables: bytes
     daily: bytes
     portfolio: bytes
     attribution: bytes
-
-
-# field of ModelFiles -> its file name, "{}" standing for the model
-SOURCES = {
-    "metrics": "metrics_{}.json",
-    "tables": "report_{}.json",
-    "daily": "report_{}.parquet",
-    "portfolio": "portfolio_{}.csv",
-    "attribution": "attribution_{}.csv",
-}
-
-
-def read_model_files(folder: Path, model: str) -> ModelFiles:
-    """``model``'s files in ``folder``; a ReportError names the first one missing."""
-    return ModelFiles(
-        **{
-            key: _need(Path(folder) / name.format(model)).read_bytes()
-            for key, name in SOURCES.items()
-        }
-    )
 
 
 def _parsed(model: str, files: ModelFiles) -> tuple[dict[str, Any], ReportTables]:
@@ -177,11 +146,6 @@ def report_page(model: str, files: ModelFiles) -> bytes:
     return template.render(**report_context(model, files), **_assets()).encode()
 
 
-def report_name(model: str) -> str:
-    """The file name of ``model``'s report page."""
-    return f"report_{model}.html"
-
-
 def comparison_context(table: bytes, files: dict[str, ModelFiles]) -> dict[str, Any]:
     """The comparison page's content: ``comparison.csv`` (``table``) and the output
     ``files`` of each model, in the table's order."""
@@ -218,39 +182,3 @@ def comparison_page(table: bytes, files: dict[str, ModelFiles]) -> bytes:
     output files."""
     template = _environment().get_template("comparison.html.j2")
     return template.render(**comparison_context(table, files), **_assets()).encode()
-
-
-def reported_models(folder: Path) -> list[str]:
-    """The models with report data (``report_<model>.json``) in ``folder``, sorted."""
-    names = (p.name for p in Path(folder).glob("report_*.json"))
-    return sorted(n.removeprefix("report_").removesuffix(".json") for n in names)
-
-
-def rebuild(folder: Path, model: str | None = None) -> list[Path]:
-    """Render the pages of ``model`` (default: every model with report data, and the
-    comparison page when ``comparison.csv`` is there) from the files in ``folder`` and
-    publish them there (a result set: the run's other files stay), holding the folder's
-    output lock (a run writing there meanwhile is waited for)."""
-    from engine.io.locks import output_lock
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ReportError(f"output folder {folder} not found: run `engine run` first")
-    with output_lock(folder):
-        models = [model] if model else reported_models(folder)
-        if not models:
-            raise ReportError(
-                f"no report data (report_<model>.json) in {folder}: run `engine run` first"
-            )
-        pages = {report_name(m): report_page(m, read_model_files(folder, m)) for m in models}
-        if model is None and (folder / COMPARISON_FILE).is_file():
-            table = (folder / COMPARISON_FILE).read_bytes()
-            names = pl.read_csv(io.BytesIO(table))["model"].to_list()
-            files = {m: read_model_files(folder, m) for m in names}
-            pages[COMPARISON_REPORT] = comparison_page(table, files)
-        resultset.publish(folder, {name: _writer(page) for name, page in pages.items()})
-    return [folder / name for name in pages]
-
-
-def _writer(data: bytes) -> Callable[[IO[bytes]], object]:
-    return lambda f: f.write(data)

@@ -15,17 +15,16 @@ class Section:
     how: str
 
 
+CAVEATS = Section(
+    "caveats", "Caveats", "What the data cannot tell you: every figure below carries these biases."
+)
 SECTIONS = (
     Section(
         "verdict",
         "Verdict",
         "Read this first: whether the scores forecast returns out of sample, and whether the portfolio's excess return is more than its factor tilts.",
     ),
-    Section(
-        "caveats",
-        "Caveats",
-        "What the data cannot tell you: every figure below carries these biases.",
-    ),
+    CAVEATS,
     Section(
         "equity",
         "Growth of 1",
@@ -93,11 +92,7 @@ COMPARISON_SECTIONS = (
         "Verdict by model",
         "One line per model; the deflated Sharpe ratio allows for the number of models tried.",
     ),
-    Section(
-        "caveats",
-        "Caveats",
-        "What the data cannot tell you: every figure below carries these biases.",
-    ),
+    CAVEATS,
     Section(
         "equity",
         "Growth of 1, every model",

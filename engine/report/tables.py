@@ -1,10 +1,10 @@
 """The research report's data: every table the HTML report shows, computed once from a
 run's results and written beside the other outputs, so that the page can be rebuilt
-from the files alone (``report.html.rebuild``) without recomputing.
+from the files alone (``report.rebuild``) without recomputing.
 
 Files, per model ``m``:
 
-* ``report_m.parquet``: one row per trading day of the live period (see ``DAILY``);
+* ``report_m.parquet``: one row per trading day of the live period (``daily_table``);
 * ``report_m.json``: the small tables (``TABLES``) as lists of records, the factor
   regression's scalars and the factors' descriptions.
 
@@ -29,34 +29,10 @@ import polars as pl
 from engine.pipeline import RunResult
 from engine.research import signal, tearsheet
 from engine.research.attribution import FactorFit
-from engine.research.factors import MARKET, factor_labels, feature_factor
+from engine.research.factors import MARKET, MARKET_LABEL, STYLE_FACTORS, feature_factor
 from engine.schema import DATE
 
 FORMAT_VERSION = 1
-DAILY = (
-    "date",
-    "net",
-    "gross",
-    "index",
-    "universe",
-    "excess",
-    "equity_net",
-    "equity_gross",
-    "equity_index",
-    "equity_universe",
-    "drawdown_net",
-    "drawdown_index",
-    "drawdown_universe",
-    "sharpe_net",
-    "sharpe_universe",
-    "beta_index",
-    "beta_universe",
-    "volatility_net",
-    "turnover",
-    "factor_<name>",
-    "contrib_<term>_cum",
-    "excess_cum",
-)
 TABLES = (
     "monthly",
     "yearly",
@@ -77,8 +53,7 @@ class ReportTables:
     Attributes
     ----------
     model : the model's name (the files' suffix).
-    daily : the daily series (``DAILY``; ``<name>`` ranges over the factors, ``<term>``
-        over ``alpha`` and the factors: cumulative arithmetic contributions to the excess).
+    daily : the daily series (``daily_table``).
     tables : name -> frame, one per name of ``TABLES``.
     fit : the factor regression's scalars: r2, days, lags, excess_mean.
     factors : factor name -> how a reader calls it.
@@ -95,10 +70,11 @@ class ReportTables:
 
 
 def default_labels(factors: pl.DataFrame) -> dict[str, str]:
-    """Description of each factor column: the style factors' own, else a feature's."""
-    known = factor_labels()
+    """Description of each factor column: the market's, the style factors' own, else
+    "<feature>, top minus bottom quintile"."""
+    known = {s.name: s.label for s in STYLE_FACTORS}
     names = [c for c in factors.columns if c not in (DATE, MARKET)]
-    return {MARKET: known[MARKET]} | {n: known.get(n, feature_factor(n).label) for n in names}
+    return {MARKET: MARKET_LABEL} | {n: known.get(n, feature_factor(n).label) for n in names}
 
 
 def _index_equity(eq: pl.DataFrame) -> pl.Series:
@@ -127,7 +103,12 @@ def _contributions(excess: np.ndarray, factors: pl.DataFrame, fit: FactorFit) ->
 
 
 def daily_table(result: RunResult) -> pl.DataFrame:
-    """The daily series of ``DAILY`` over the live period."""
+    """The daily series over the live period: date; the daily returns net, gross, index,
+    universe and excess (net - universe); equity_<x>, growth of 1, of net, gross, index
+    and universe; drawdown_<x> of net, index and universe; ``tearsheet.rolling_risk``'s
+    sharpe_net, sharpe_universe, beta_index, beta_universe and volatility_net; turnover;
+    factor_<name>, each factor's daily return; contrib_<term>_cum, the cumulative
+    arithmetic contribution to the excess of alpha and each factor; excess_cum."""
     eq, fit = result.equity, result.factor_fit
     live = result.factors.drop(DATE)
     excess = (eq["net"] - eq["universe"]).to_numpy()
@@ -146,16 +127,9 @@ def daily_table(result: RunResult) -> pl.DataFrame:
     )
 
 
-def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> ReportTables:
+def report_tables(result: RunResult) -> ReportTables:
     """Every table of the report of one model's run (its ``factors``, ``factor_fit`` and
-    ``signal`` computed by the pipeline; the rest from its equity and IC).
-
-    Parameters
-    ----------
-    result : the model's run.
-    labels : factor name -> description (default: the style factors' own, and "<feature>,
-        top minus bottom quintile" for any other column).
-    """
+    ``signal`` computed by the pipeline; the rest from its equity and IC)."""
     eq = result.equity
     tables = {
         "monthly": tearsheet.monthly_returns(eq),
@@ -171,7 +145,7 @@ def report_tables(result: RunResult, labels: dict[str, str] | None = None) -> Re
         daily=daily_table(result),
         tables=tables,
         fit=result.factor_fit.stats(),
-        factors=labels if labels is not None else default_labels(result.factors),
+        factors=default_labels(result.factors),
         meta={
             "latest_rebalance": _plain(result.holdings[DATE].max()),
             "horizons": list(signal.HORIZONS),

@@ -76,10 +76,6 @@ class FactorFit:
     lags: int
     excess_mean: float
 
-    def term(self, name: str) -> dict[str, float]:
-        """The row of term ``name`` (``alpha`` or a factor) as a dict."""
-        return self.table.filter(pl.col("term") == name).row(0, named=True)
-
     def stats(self) -> dict[str, float]:
         """The fit's scalars: r2, days, lags, excess_mean."""
         return {

@@ -67,11 +67,6 @@ def feature_factor(feature: str) -> FactorSpec:
     return FactorSpec(feature, feature, +1, f"{feature}, top minus bottom quintile")
 
 
-def factor_labels(specs: Sequence[FactorSpec] = STYLE_FACTORS) -> dict[str, str]:
-    """Factor name -> description, the market first."""
-    return {MARKET: MARKET_LABEL} | {s.name: s.label for s in specs}
-
-
 def quintile_weights(features: pl.DataFrame, spec: FactorSpec) -> pl.DataFrame:
     """date, symbol, weight of one factor at each rebalance date.
 

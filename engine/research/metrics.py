@@ -33,19 +33,14 @@ _IEEE = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}  # inf / NaN
 
 
 # --- prediction -----------------------------------------------------------------------
-def rank_ic_series(predictions: pl.DataFrame, label: str) -> pl.DataFrame:
-    """Per-date Spearman rank correlation between score and label (date, ic, n).
+def rank_ic_by_label(predictions: pl.DataFrame, labels: Sequence[str]) -> dict[str, pl.DataFrame]:
+    """label -> its per-date Spearman rank correlation with the score (date, ic, n), for
+    each of ``labels``, from one pass over the dates.
 
-    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count (a NaN
-    label counts as none); a date whose scores are all equal has no IC (NaN) and is
+    Only dates with at least ``MIN_CROSS_SECTION`` scored, labelled rows count (a NaN or
+    null label counts as none); a date whose scores are all equal has no IC (NaN) and is
     dropped.
     """
-    return rank_ic_by_label(predictions, (label,))[label]
-
-
-def rank_ic_by_label(predictions: pl.DataFrame, labels: Sequence[str]) -> dict[str, pl.DataFrame]:
-    """``rank_ic_series`` of each of ``labels`` (NaN and null labels left out), from one
-    pass over the dates."""
     scored = pl.col(SCORE).is_not_null() & pl.col(SCORE).is_not_nan()
     per_label = []
     for i, label in enumerate(labels):

@@ -38,10 +38,6 @@ _TRADING_DAYS = 252
 _EPS = 1e-12
 
 
-class PortfolioError(ValueError):
-    """The portfolio cannot be built as configured."""
-
-
 def top_n(predictions: pl.DataFrame, n: int) -> pl.DataFrame:
     """The ``n`` highest-scored symbols on each date (ties broken by symbol, for
     determinism). Rows with a null or NaN score are never selected."""
@@ -53,13 +49,11 @@ def top_n(predictions: pl.DataFrame, n: int) -> pl.DataFrame:
     )
 
 
-def weights(predictions: pl.DataFrame, n: int, scheme: Weighting = Weighting.EQUAL) -> pl.DataFrame:
+def weights(predictions: pl.DataFrame, n: int) -> pl.DataFrame:
     """Equal target weights (date, symbol, weight, score) of the top ``n`` on each date.
 
     The other schemes need return histories: see :func:`scheme_weights`.
     """
-    if scheme is not Weighting.EQUAL:
-        raise PortfolioError(f"weighting {scheme.value!r} needs return history: use scheme_weights")
     held = top_n(predictions, n)
     return held.with_columns((1.0 / pl.len().over(DATE)).alias(WEIGHT)).select(
         DATE, SYMBOL, WEIGHT, SCORE

@@ -81,26 +81,22 @@ def ic_decay(
     IC of the score against each horizon's forward return (``forward_returns``)."""
     spacing = _spacing(forward[DATE], calendar.astype("datetime64[D]"))
     by_horizon = mt.rank_ic_by_label(forward, [fwd(h) for h in horizons])
+    return _summaries({h: by_horizon[fwd(h)]["ic"].to_numpy() for h in horizons}, spacing, "ic")
+
+
+def _summaries(series: dict[int, np.ndarray], spacing: float, name: str) -> pl.DataFrame:
+    """horizon, <name>_mean, <name>_tstat, <name>_tstat_overlap_adj, periods: the
+    ``metrics.ic_summary`` of each horizon's per-date series, its overlap h / ``spacing``."""
+    keys = ("ic_mean", "ic_tstat", "ic_tstat_overlap_adj")  # of ic_summary
+    named = {k: k.replace("ic", name, 1) for k in keys}
     rows = []
-    for h in horizons:
-        s = mt.ic_summary(by_horizon[fwd(h)]["ic"].to_numpy(), overlap=h / spacing)
+    for h, values in series.items():
+        s = mt.ic_summary(values, overlap=h / spacing)
         rows.append(
-            {
-                "horizon": h,
-                **{k: s[k] for k in ("ic_mean", "ic_tstat", "ic_tstat_overlap_adj")},
-                "periods": int(s["ic_periods"]),
-            }
+            {"horizon": h, **{named[k]: s[k] for k in keys}, "periods": int(s["ic_periods"])}
         )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "horizon": pl.Int64,
-            "ic_mean": pl.Float64,
-            "ic_tstat": pl.Float64,
-            "ic_tstat_overlap_adj": pl.Float64,
-            "periods": pl.Int64,
-        },
-    )
+    schema = {"horizon": pl.Int64, **dict.fromkeys(named.values(), pl.Float64), "periods": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def quintile_excess(forward: pl.DataFrame, h: int) -> pl.DataFrame:
@@ -155,35 +151,16 @@ def quintile_spread(
     minus bottom quintile's h-day forward return, averaged over dates with both, from
     ``excess_tables``; t-stats allow for the overlap given the spacing of ``dates``."""
     spacing = _spacing(dates, calendar.astype("datetime64[D]"))
-    rows = []
+    spreads = {}
     for h, table in excess.items():
         wide = table.pivot(on="quintile", index=DATE, values="excess")
         top, bottom = str(QUINTILES), "1"
-        spread = (
+        spreads[h] = (
             (wide[top] - wide[bottom]).drop_nulls().to_numpy()
             if {top, bottom} <= set(wide.columns)
             else np.array([])
         )
-        s = mt.ic_summary(spread, overlap=h / spacing)  # the same mean / t arithmetic
-        rows.append(
-            {
-                "horizon": h,
-                "spread_mean": s["ic_mean"],
-                "spread_tstat": s["ic_tstat"],
-                "spread_tstat_overlap_adj": s["ic_tstat_overlap_adj"],
-                "periods": int(s["ic_periods"]),
-            }
-        )
-    return pl.DataFrame(
-        rows,
-        schema={
-            "horizon": pl.Int64,
-            "spread_mean": pl.Float64,
-            "spread_tstat": pl.Float64,
-            "spread_tstat_overlap_adj": pl.Float64,
-            "periods": pl.Int64,
-        },
-    )
+    return _summaries(spreads, spacing, "spread")  # the same mean / t arithmetic as the IC
 
 
 def signal_tables(

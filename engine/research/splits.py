@@ -18,7 +18,6 @@ import numpy as np
 from engine.schema import Rebalance, TrainWindow
 
 SEARCH_ROWS = 1 << 20  # rows searched at once
-_PERIOD_UNIT = {Rebalance.WEEKLY: "W", Rebalance.MONTHLY: "M", Rebalance.QUARTERLY: "Q"}
 
 
 def rebalance_dates(calendar: np.ndarray, freq: Rebalance) -> np.ndarray:

@@ -35,17 +35,15 @@ class SparkModelData:
 
     Attributes
     ----------
-    data : the ``ModelData`` of the frame's rows dated on a rebalance (its ``scored`` rows
-        are all of them).
+    data : the ``ModelData`` of the frame's rows dated on a rebalance, the rows the driver
+        received (its ``scored`` rows are all of them).
     stats : the per-period sums over every trainable row of the frame.
     frame_rows : rows of the whole frame (counted in Spark).
-    driver_rows : rows the driver received (those of ``data``).
     """
 
     data: ModelData
     stats: PeriodStats
     frame_rows: int
-    driver_rows: int
 
 
 def spark_model_data(
@@ -74,7 +72,7 @@ def spark_model_data(
     total = frame.count()
     log.info("model frame in spark: %d rows; the driver received %d, those of the %d "
              "rebalance dates", total, scored.height, n_periods)  # fmt: skip
-    return SparkModelData(data, stats, total, scored.height)
+    return SparkModelData(data, stats, total)
 
 
 def rebalance_rows(spark: Any, frame: Any, rebalances: np.ndarray) -> Any:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from engine.config import ComputeSpec
 from engine.data.archive import Archive
@@ -44,19 +43,6 @@ def spark_panel(
     ``engine.features.panel.expression_panel``)."""
     register_cache(spark, cache_dir)
     return spark.sql(spark_panel_sql(panel_outputs(features, horizons), horizons, min_history))
-
-
-def panel_batches(frame: Any, schema: pl.Schema) -> Iterator[pl.DataFrame]:
-    """The rows of the Spark DataFrame ``frame`` on the driver, in its order, as Polars
-    frames cast to ``schema`` (Spark's row numbers are 32-bit; Polars' are 64)."""
-    return _cast_batches(frame.toArrow(), schema)
-
-
-def _cast_batches(table: pa.Table, schema: pl.Schema) -> Iterator[pl.DataFrame]:
-    for batch in table.to_batches():
-        yield pl.from_arrow(batch).cast(dict(schema))  # type: ignore[arg-type]
-    if table.num_rows == 0:
-        yield pl.DataFrame(schema=schema)
 
 
 def spark_feature_batches(

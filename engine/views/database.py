@@ -46,6 +46,7 @@ from engine.features.panel import batch_rows
 from engine.features.sets import DEFAULT_SET, FeatureSet, feature_set
 from engine.io import memory
 from engine.io.files import atomic_write, fsync, sink_parquet
+from engine.logs import first_line
 from engine.schema import SYMBOL, ModelName
 from engine.views import FEATURE_VIEW_FILE, feature_panel_sql, feature_view_sql, sql_files
 
@@ -210,19 +211,9 @@ def connect(sources: Sources) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def feature_frame(sources: Sources, columns: Sequence[str]) -> pl.DataFrame:
-    """``columns`` of the ``feature_panel`` view, sorted by (symbol, date), computed by DuckDB.
-
-    Raises
-    ------
-    QueryError
-        A column the SQL views do not define.
-    """
-    return pl.concat(list(feature_batches(sources, columns)))
-
-
 def feature_batches(sources: Sources, columns: Sequence[str]) -> Iterator[pl.DataFrame]:
-    """``feature_frame`` as frames of ranges of whole symbols (about ``batch_rows`` /
+    """``columns`` of the ``feature_panel`` view, sorted by (symbol, date), computed by
+    DuckDB, as frames of ranges of whole symbols (about ``batch_rows`` /
     ``BATCH_SPLIT`` rows each, ``BATCHES_AT_ONCE`` computed at a time; one empty frame for
     an empty archive), in order.
 
@@ -342,11 +333,6 @@ def open_read_only(
     return con
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of a DuckDB error's message (or its type's name)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 # --- files ------------------------------------------------------------------------------------
 def write_batches(frames: Iterator[pl.DataFrame], path: Path) -> tuple[int, int]:
     """Write ``frames`` (at least one; all in the first one's schema) as one Parquet file,
@@ -361,9 +347,5 @@ def write_batches(frames: Iterator[pl.DataFrame], path: Path) -> tuple[int, int]
 def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> Path:
     """Write ``frame`` to ``path`` as csv, json (an array of row objects) or parquet,
     through a temporary file in the same folder renamed into place."""
-    writers = {
-        "csv": lambda f: frame.write_csv(f),
-        "json": lambda f: frame.write_json(f),
-        "parquet": lambda f: frame.write_parquet(f),
-    }
+    writers = {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}
     return atomic_write(path, writers[fmt])

@@ -17,8 +17,9 @@ import polars as pl
 import pyarrow as pa
 
 from engine.io import memory
+from engine.logs import first_line
 from engine.views import DEFAULT_MAX_ROWS
-from engine.views.database import OUTPUT_VIEWS, QueryError, first_line
+from engine.views.database import OUTPUT_VIEWS, QueryError
 
 FETCH_ROWS = 8_192  # rows per Arrow batch fetched from DuckDB
 

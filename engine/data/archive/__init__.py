@@ -49,7 +49,6 @@ from engine.schema import DataSource
 __all__ = [
     "Archive",
     "ArchiveError",
-    "archive_present",
     "constituents",
     "index_levels",
     "load_archive",
@@ -87,11 +86,6 @@ class Archive:
 
 
 # --- public API ------------------------------------------------------------------------------
-def archive_present(data_path: Path) -> bool:
-    """True if any of the three Kaggle files exists in ``data_path``."""
-    return any((Path(data_path) / name).exists() for name in s.ARCHIVE_FILES)
-
-
 def load_archive(
     data_path: Path,
     cache_path: Path,

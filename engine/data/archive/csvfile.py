@@ -19,8 +19,9 @@ from pathlib import Path
 import polars as pl
 
 from engine.data.archive.checks import number_from_text, unparsable_checks, violation
-from engine.data.archive.diagnosis import ArchiveError, first_line, structure_error
+from engine.data.archive.diagnosis import ArchiveError, structure_error
 from engine.data.archive.spec import ROW, Spec, with_parsed_date
+from engine.logs import first_line
 
 # Rows per batch of a streamed read (~19 MB of CSV): the ingest's memory is bounded by a
 # few batches whatever the archive's size (docs/benchmarks.md has the batch-size sweep).
@@ -57,11 +58,10 @@ def read(path: Path, spec: Spec) -> pl.DataFrame:
             frame = _numbers_from_text(text, spec, UnreadableCsv(exc))
         except (*_ANY_FAILURE, UnreadableCsv):
             raise diagnose(path, spec, exc) from None
-    if frame.height and frame.select(_blank().any()).item():  # filtering copies every column
-        frame = frame.filter(~_blank())
+    frame = _tidy(frame, spec)
     if frame.height == 0:
         raise ArchiveError(f"{spec.file}: header but no data rows")
-    return with_parsed_date(frame) if "Date" in spec.columns else frame
+    return frame
 
 
 def typed_batches(path: Path, spec: Spec) -> Iterator[pl.DataFrame]:
@@ -82,7 +82,7 @@ def typed_batches(path: Path, spec: Spec) -> Iterator[pl.DataFrame]:
 
 def _tidy(frame: pl.DataFrame, spec: Spec) -> pl.DataFrame:
     """Blank lines dropped, the date parsed."""
-    if frame.height and frame.select(_blank().any()).item():
+    if frame.height and frame.select(_blank().any()).item():  # filtering copies every column
         frame = frame.filter(~_blank())
     return with_parsed_date(frame) if "Date" in spec.columns else frame
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from engine.data.archive.spec import NUMBER_PADDING, ROW, Spec
+from engine.logs import first_line
 
 _BLOCK_BYTES = 1 << 24  # 16 MiB read at a time when scanning a file
 _EXCERPT = 24  # characters shown of a longer value
@@ -97,11 +98,6 @@ def field_text(path: Path, spec: Spec, row: int, column: str) -> str | None:
     scan = pl.scan_csv(path, schema=spec.text_schema).with_row_index(ROW)
     found = scan.filter(pl.col(ROW) == row).select(column).collect()
     return found.item() if found.height else None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type's name)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def lines_of(path: Path, rows: Sequence[int]) -> list[int]:

@@ -32,6 +32,7 @@ from engine.config import redact_uri
 from engine.io import locks
 from engine.lifecycle.promotion import PolicyError
 from engine.lifecycle.tracking.errors import RegistryError, TrackingError
+from engine.logs import first_line
 
 if TYPE_CHECKING:
     import ssl
@@ -135,17 +136,13 @@ def store_errors(spec: RunSpec, doing: str) -> Iterator[None]:
         raise
     except Exception as exc:
         uri, secrets = spec.mlflow_uri, credentials()
-        first = scrub(_first_line(exc), uri, secrets)[:300]  # scrub, then cut
+        first = scrub(first_line(exc), uri, secrets)[:300]  # scrub, then cut
         message = f"MLflow store {redact_uri(uri)} failed while {doing}: {first}"
         if "Invalid Host header" in message:
             message += " (start the server with --allowed-hosts naming this host)"
         if "database is locked" in message:
             message += " (another process is writing to the SQLite store: run again later)"
         raise TrackingError(scrub(message, uri, secrets)) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # --- reaching the store ---------------------------------------------------------------------
@@ -213,13 +210,13 @@ def _probe_database(uri: str, timeout: float) -> None:
         connect_args = {argument: int(timeout)} if argument else {}
         engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=connect_args)
     except Exception as exc:  # an unknown dialect, a missing driver, a malformed URI
-        first = scrub(_first_line(exc), uri, credentials())
+        first = scrub(first_line(exc), uri, credentials())
         raise TrackingError(f"MLflow store {shown} cannot be used: {first}") from None
     try:
         with engine.connect():
             pass
     except Exception as exc:
-        first = scrub(_first_line(exc), uri, credentials())[:300]
+        first = scrub(first_line(exc), uri, credentials())[:300]
         raise TrackingError(f"MLflow store {shown} is unreachable: {first}") from None
     finally:
         engine.dispose()

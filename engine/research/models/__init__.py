@@ -21,9 +21,7 @@ from engine.research.models.linear import (
     Moments,
     PeriodStats,
     enet_from_moments,
-    fit_linear,
     period_stats,
-    ridge_from_moments,
 )
 from engine.research.models.tuning import InnerSplit
 from engine.research.models.walkforward import (
@@ -34,16 +32,8 @@ from engine.research.models.walkforward import (
     walk_forward_linear,
     walk_forward_refit,
 )
-from engine.schema import BASELINES, ModelName
-
-
-def default_alpha(model: ModelName) -> float:
-    """The fixed penalty of a linear model when none is configured."""
-    return DEFAULT_ALPHA[model]
-
 
 __all__ = [
-    "BASELINES",
     "DEFAULT_ALPHA",
     "LINEAR_MODELS",
     "TREE_MODELS",
@@ -55,11 +45,8 @@ __all__ = [
     "PeriodStats",
     "RefitPlan",
     "WalkForwardResult",
-    "default_alpha",
     "enet_from_moments",
-    "fit_linear",
     "period_stats",
-    "ridge_from_moments",
     "to_sklearn",
     "training_mask",
     "tree_factory",

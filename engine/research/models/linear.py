@@ -25,7 +25,6 @@ demand agreement with a tightly converged scikit-learn refit to 1e-8.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -116,16 +115,10 @@ def period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: in
     A sum beyond a float's range (labels of implausible prices: ``archive.quality``) is
     inf, as IEEE arithmetic has it, without a numpy warning.
     """
-    with _single_blas_thread(), np.errstate(over="ignore", invalid="ignore"):
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(limits=1, user_api="blas"), np.errstate(over="ignore", invalid="ignore"):
         return _period_stats(X, y, period, n_periods)
-
-
-def _single_blas_thread() -> contextlib.AbstractContextManager:
-    try:
-        from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _period_stats(X: np.ndarray, y: np.ndarray, period: np.ndarray, n_periods: int) -> PeriodStats:
