@@ -319,7 +319,8 @@ def signal_when(
     exit code, and whether every process of its group (the tracking worker included) had
     ended by itself within ``timeout`` s. The test fails if the process ended before the
     signal (the point was never reached) or did not end within ``timeout`` s of it."""
-    proc = spawn(args, env)
+    # Python dumps every thread's stack on SIGABRT (``stacks_of``): a hang explains itself.
+    proc = spawn(args, {**(env or child_env()), "PYTHONFAULTHANDLER": "1"})
     watch = Watch(out)
     threads = [
         threading.Thread(target=watch.read, args=(proc.stderr,), daemon=True),
@@ -341,7 +342,13 @@ def signal_when(
             time.sleep(0.001)
         time.sleep(delay)
         kill_group(proc, sig)
-        code = proc.wait(timeout=timeout)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the run did not end within {timeout} s of the signal; its processes' "
+                f"stacks:\n{stacks_of(proc, watch)}"
+            ) from None
         ended = group_ends(proc.pid, timeout)
     finally:
         kill_group(proc)
@@ -353,6 +360,17 @@ def signal_when(
         proc.stdout.close()
         proc.stderr.close()
     return watch, code, ended
+
+
+def stacks_of(proc: subprocess.Popen, watch: Watch) -> str:
+    """The last lines of the run's stderr after SIGABRT to every process of its group:
+    each Python process started with ``PYTHONFAULTHANDLER`` writes its threads' stacks
+    there first (a child's stderr is the run's)."""
+    kill_group(proc, signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+    time.sleep(1.0)  # the readers take the last lines
+    return "\n".join(list(watch.lines)[-150:])
 
 
 def group_ends(proc_or_pid: int, timeout: float = 30) -> bool:
